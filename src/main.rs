@@ -1,1 +1,59 @@
-fn main() {}
+//! The `earshot` binary: parses the command line and hands over to one `cli` module per
+//! command. It wires; the library computes.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "earshot",
+    version,
+    about = "Listens to machines and says when one starts to sound wrong"
+)]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `earshot=debug`.
+    #[arg(long, global = true, env = "EARSHOT_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Learn what normal sounds like from WAV files and write a profile directory.
+    Learn(cli::learn::LearnArgs),
+    /// Score WAV files against a learned profile, window by window.
+    Score(cli::score::ScoreArgs),
+    /// Evaluate detection quality (AUC, pAUC) on a labelled manifest.
+    Eval(cli::eval::EvalArgs),
+    /// Run the long-lived monitoring service described by a config file.
+    Run(cli::run::RunArgs),
+    /// List audio capture devices with their ids, formats and rates.
+    Devices(cli::devices::DevicesArgs),
+    /// Create, fill or check a vector index of normal embeddings (e.g. Azure AI Search).
+    Index(cli::index::IndexArgs),
+    /// Generate synthetic machine sounds (normal and faulty) for tests and the demo.
+    Synth(cli::synth::SynthArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    cli::init_logging(&cli.log);
+    let result = match cli.command {
+        Command::Learn(a) => cli::learn::run(a),
+        Command::Score(a) => cli::score::run(a),
+        Command::Eval(a) => cli::eval::run(a),
+        Command::Run(a) => cli::run::run(a),
+        Command::Devices(a) => cli::devices::run(a),
+        Command::Index(a) => cli::index::run(a),
+        Command::Synth(a) => cli::synth::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
