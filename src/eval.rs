@@ -80,7 +80,11 @@ pub fn read_manifest(path: &Path, root: Option<&Path>) -> Result<Vec<Entry>, Man
         let anomaly = match get(lc).to_ascii_lowercase().as_str() {
             "normal" => false,
             "anomaly" | "anomalous" => true,
-            other => return Err(row_err(format!("label {other:?} must be normal or anomaly"))),
+            other => {
+                return Err(row_err(format!(
+                    "label {other:?} must be normal or anomaly"
+                )));
+            }
         };
         if get(pc).is_empty() || get(mc).is_empty() {
             return Err(row_err("path and machine must not be empty".into()));
@@ -178,7 +182,9 @@ mod tests {
         let s = [0.1f32, 0.4, 0.35, 0.8];
         assert!((auc(&s, &y).unwrap() - 0.75).abs() < 1e-12);
         assert!((pauc(&s, &y, 0.1).unwrap() - 0.736_842_105_263_157_9).abs() < 1e-9);
-        let y2 = [false, true, false, true, false, true, false, false, true, false];
+        let y2 = [
+            false, true, false, true, false, true, false, false, true, false,
+        ];
         let s2 = [0.1f32, 0.9, 0.3, 0.8, 0.35, 0.2, 0.05, 0.5, 0.7, 0.15];
         assert!((auc(&s2, &y2).unwrap() - 0.875).abs() < 1e-9);
         assert!((pauc(&s2, &y2, 0.1).unwrap() - 0.868_421_052_631_579).abs() < 1e-9);

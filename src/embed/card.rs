@@ -68,7 +68,9 @@ pub const SUPPORTED_LAYOUT: &str = "batch,1,frames,mel_bins";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CardError {
-    #[error("model card {path} not found: a model is a directory with card.json and model.onnx (see models/README.md to make one)")]
+    #[error(
+        "model card {path} not found: a model is a directory with card.json and model.onnx (see models/README.md to make one)"
+    )]
     Missing { path: PathBuf },
     #[error("cannot read model card {path}: {source}")]
     Read {

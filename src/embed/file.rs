@@ -15,8 +15,14 @@ pub enum FileError {
         path: String,
         source: dsp::resample::ResampleError,
     },
-    #[error("{path}: the recording is {seconds:.3} s long, shorter than the {min:.2} s the model needs; use longer recordings")]
-    TooShort { path: String, seconds: f64, min: f64 },
+    #[error(
+        "{path}: the recording is {seconds:.3} s long, shorter than the {min:.2} s the model needs; use longer recordings"
+    )]
+    TooShort {
+        path: String,
+        seconds: f64,
+        min: f64,
+    },
     #[error("{path}: {source}")]
     Embed { path: String, source: EmbedError },
 }
@@ -54,7 +60,13 @@ pub fn embed_file(
     hop_s: f64,
 ) -> Result<(Vec<WindowEmbedding>, FileReport), FileError> {
     let clip = audio::read_wav(path)?;
-    embed_clip(embedder, &clip, &path.display().to_string(), window_s, hop_s)
+    embed_clip(
+        embedder,
+        &clip,
+        &path.display().to_string(),
+        window_s,
+        hop_s,
+    )
 }
 
 pub fn embed_clip(

@@ -24,9 +24,13 @@ pub enum EmbedError {
     Card(#[from] card::CardError),
     #[error(transparent)]
     Runtime(#[from] runtime::RuntimeError),
-    #[error("model file {path} not found (named by its card); re-run the conversion (models/convert_panns.py) or fix `onnx.file` in the card")]
+    #[error(
+        "model file {path} not found (named by its card); re-run the conversion (models/convert_panns.py) or fix `onnx.file` in the card"
+    )]
     ModelMissing { path: PathBuf },
-    #[error("model file {path} does not match its card (sha256 {actual}, card says {expected}): the model was replaced or corrupted; re-convert it or restore the matching card")]
+    #[error(
+        "model file {path} does not match its card (sha256 {actual}, card says {expected}): the model was replaced or corrupted; re-convert it or restore the matching card"
+    )]
     Checksum {
         path: PathBuf,
         expected: String,
@@ -36,7 +40,9 @@ pub enum EmbedError {
     Load { path: PathBuf, detail: String },
     #[error("model {path} does not match its card: {detail}")]
     Mismatch { path: PathBuf, detail: String },
-    #[error("window of {samples} samples is too short for model {model}: it needs at least {min} samples ({seconds:.2} s)")]
+    #[error(
+        "window of {samples} samples is too short for model {model}: it needs at least {min} samples ({seconds:.2} s)"
+    )]
     TooShort {
         model: String,
         samples: usize,
@@ -235,7 +241,13 @@ impl Embedder {
         let emb: Vec<f32> = emb.iter().copied().collect();
         let clip: Option<Vec<f32>> = match &card.outputs.clipwise {
             Some(name) => match outputs.get(name.as_str()) {
-                Some(v) => Some(v.try_extract_array::<f32>().map_err(inf)?.iter().copied().collect()),
+                Some(v) => Some(
+                    v.try_extract_array::<f32>()
+                        .map_err(inf)?
+                        .iter()
+                        .copied()
+                        .collect(),
+                ),
                 None => None,
             },
             None => None,
@@ -264,12 +276,19 @@ fn check_io(session: &Session, card: &ModelCard) -> Result<(), String> {
         ));
     };
     if inputs.len() != 1 {
-        return Err(format!("the network has {} inputs, earshot feeds exactly one", inputs.len()));
+        return Err(format!(
+            "the network has {} inputs, earshot feeds exactly one",
+            inputs.len()
+        ));
     }
     if let Some(shape) = input.dtype().tensor_shape() {
         let dims: Vec<i64> = shape.iter().copied().collect();
         if dims.len() != 4 {
-            return Err(format!("input {:?} has rank {} (shape {dims:?}), expected [batch, 1, frames, mel_bins]", card.input.name, dims.len()));
+            return Err(format!(
+                "input {:?} has rank {} (shape {dims:?}), expected [batch, 1, frames, mel_bins]",
+                card.input.name,
+                dims.len()
+            ));
         }
         let mels = card.frontend.mel_bins as i64;
         if (dims[1] > 0 && dims[1] != 1) || (dims[3] > 0 && dims[3] != mels) {
@@ -299,7 +318,9 @@ fn check_io(session: &Session, card: &ModelCard) -> Result<(), String> {
     }
     if let Some(c) = &card.outputs.clipwise {
         if !outputs.iter().any(|o| o.name() == c) {
-            return Err(format!("the card's clipwise output {c:?} is not an output of the network"));
+            return Err(format!(
+                "the card's clipwise output {c:?} is not an output of the network"
+            ));
         }
     }
     Ok(())

@@ -10,13 +10,21 @@ use std::sync::OnceLock;
 
 /// The ONNX Runtime version `scripts/setup-ort.sh` fetches and the minimum ort's API level needs.
 pub const ORT_VERSION: &str = "1.31.1";
-const LIB_NAMES: &[&str] = &["libonnxruntime.so", "libonnxruntime.so.1.31.1", "libonnxruntime.so.1"];
+const LIB_NAMES: &[&str] = &[
+    "libonnxruntime.so",
+    "libonnxruntime.so.1.31.1",
+    "libonnxruntime.so.1",
+];
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("ONNX Runtime library not found (looked in: {searched}). Run `scripts/setup-ort.sh` in the earshot source tree, or set ORT_DYLIB_PATH (or `onnxruntime` in the config) to a libonnxruntime.so {ORT_VERSION} or newer")]
+    #[error(
+        "ONNX Runtime library not found (looked in: {searched}). Run `scripts/setup-ort.sh` in the earshot source tree, or set ORT_DYLIB_PATH (or `onnxruntime` in the config) to a libonnxruntime.so {ORT_VERSION} or newer"
+    )]
     NotFound { searched: String },
-    #[error("ONNX Runtime at {path} cannot be used: {detail}. earshot needs ONNX Runtime {ORT_VERSION} or newer: run `scripts/setup-ort.sh` or point ORT_DYLIB_PATH at a newer libonnxruntime.so")]
+    #[error(
+        "ONNX Runtime at {path} cannot be used: {detail}. earshot needs ONNX Runtime {ORT_VERSION} or newer: run `scripts/setup-ort.sh` or point ORT_DYLIB_PATH at a newer libonnxruntime.so"
+    )]
     Unusable { path: PathBuf, detail: String },
     #[error("ONNX Runtime failed to start: {0}")]
     Init(String),
@@ -82,7 +90,10 @@ fn start(configured: Option<&Path>) -> Result<Runtime, RuntimeError> {
     let Some(path) = found else {
         let mut seen = Vec::new();
         for c in &cands {
-            let d = c.parent().map(|p| p.display().to_string()).unwrap_or_default();
+            let d = c
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
             if !seen.contains(&d) {
                 seen.push(d);
             }

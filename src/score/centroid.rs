@@ -11,7 +11,9 @@ use ndarray::Array2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CentroidError {
-    #[error("cannot fit {k} clusters to {n} normal windows: give more normal audio or a smaller `kmeans_k`")]
+    #[error(
+        "cannot fit {k} clusters to {n} normal windows: give more normal audio or a smaller `kmeans_k`"
+    )]
     TooFew { k: usize, n: usize },
     #[error("k-means failed: {0}")]
     Fit(String),
@@ -20,7 +22,9 @@ pub enum CentroidError {
 /// The default number of clusters for `n` normal windows: about one per 8 windows squared
 /// out, so a minute of audio gives ~4 modes and an hour ~30, capped at 32.
 pub fn default_k(n: usize) -> usize {
-    (((n as f64) / 8.0).sqrt().round() as usize).clamp(1, 32).min(n.max(1))
+    (((n as f64) / 8.0).sqrt().round() as usize)
+        .clamp(1, 32)
+        .min(n.max(1))
 }
 
 /// Fits `k` centroids to the rows of `x` (L2-normalised embeddings). Deterministic.
@@ -48,12 +52,7 @@ pub fn nearest_distance(centroids: &Array2<f32>, q: &[f32]) -> f32 {
     centroids
         .rows()
         .into_iter()
-        .map(|c| {
-            c.iter()
-                .zip(q)
-                .map(|(a, b)| (a - b) * (a - b))
-                .sum::<f32>()
-        })
+        .map(|c| c.iter().zip(q).map(|(a, b)| (a - b) * (a - b)).sum::<f32>())
         .fold(f32::INFINITY, f32::min)
         .sqrt()
 }

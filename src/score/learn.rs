@@ -4,7 +4,9 @@
 //! set (thresholds). Splitting by clip, not by window, matters: overlapping windows of one
 //! clip are near-copies, and calibrating on them would set thresholds far too low.
 
-use super::profile::{Calibration, Counts, FORMAT, Manifest, ModelRef, Profile, VERSION, WindowSpec};
+use super::profile::{
+    Calibration, Counts, FORMAT, Manifest, ModelRef, Profile, VERSION, WindowSpec,
+};
 use super::{CENTROID, KNN, centroid, knn_distance, threshold};
 use ndarray::Array2;
 use std::collections::BTreeMap;
@@ -35,10 +37,18 @@ impl Default for LearnOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LearnError {
-    #[error("no normal windows to learn from: give at least one WAV of normal operation longer than one window")]
+    #[error(
+        "no normal windows to learn from: give at least one WAV of normal operation longer than one window"
+    )]
     Empty,
-    #[error("too little normal audio: {fit} windows to fit and {holdout} to calibrate; give at least {min} seconds of normal audio (more is better: minutes)")]
-    TooLittle { fit: usize, holdout: usize, min: f64 },
+    #[error(
+        "too little normal audio: {fit} windows to fit and {holdout} to calibrate; give at least {min} seconds of normal audio (more is better: minutes)"
+    )]
+    TooLittle {
+        fit: usize,
+        holdout: usize,
+        min: f64,
+    },
     #[error(transparent)]
     Centroid(#[from] centroid::CentroidError),
 }
@@ -135,7 +145,12 @@ pub fn learn(
         ids,
         centroids,
     };
-    Ok((profile, Calibration { holdout_scores: scores }))
+    Ok((
+        profile,
+        Calibration {
+            holdout_scores: scores,
+        },
+    ))
 }
 
 type Windows = Vec<(String, Vec<f32>)>;
@@ -151,9 +166,16 @@ fn split(clips: &[ClipWindows], fraction: f64, window: WindowSpec) -> (Windows, 
     if usable.len() >= 2 {
         let n = usable.len();
         let n_hold = ((n as f64 * fraction).round() as usize).clamp(1, n - 1);
-        let held: Vec<usize> = (0..n_hold).map(|i| (i * n) / n_hold + n / (2 * n_hold)).map(|i| i.min(n - 1)).collect();
+        let held: Vec<usize> = (0..n_hold)
+            .map(|i| (i * n) / n_hold + n / (2 * n_hold))
+            .map(|i| i.min(n - 1))
+            .collect();
         for (i, c) in usable.iter().enumerate() {
-            let dest = if held.contains(&i) { &mut hold } else { &mut fit };
+            let dest = if held.contains(&i) {
+                &mut hold
+            } else {
+                &mut fit
+            };
             dest.extend(c.windows.iter().map(|(t, e)| (id(c, *t), e.clone())));
         }
         return (fit, hold, n_hold);

@@ -76,6 +76,10 @@ impl<'a> Scorer<'a> {
     }
 
     pub fn threshold(&self, scorer: &str) -> Option<f32> {
-        self.profile.manifest.thresholds.get(scorer).map(|t| t.value)
+        self.profile
+            .manifest
+            .thresholds
+            .get(scorer)
+            .map(|t| t.value)
     }
 }

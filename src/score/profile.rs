@@ -68,7 +68,9 @@ pub struct Calibration {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
-    #[error("{path}: no profile here (manifest.json missing); make one with `earshot learn --normal <WAVs> --out {path}`")]
+    #[error(
+        "{path}: no profile here (manifest.json missing); make one with `earshot learn --normal <WAVs> --out {path}`"
+    )]
     Missing { path: PathBuf },
     #[error("{path}: {source}")]
     Io {
@@ -108,8 +110,8 @@ impl Profile {
             detail,
         };
         let text = read_string(&mpath)?;
-        let manifest: Manifest = serde_json::from_str(&text)
-            .map_err(|e| invalid(format!("manifest.json: {e}")))?;
+        let manifest: Manifest =
+            serde_json::from_str(&text).map_err(|e| invalid(format!("manifest.json: {e}")))?;
         if manifest.format != FORMAT || manifest.version != VERSION {
             return Err(invalid(format!(
                 "format {:?} version {} is not one this earshot reads ({FORMAT:?} version {VERSION}); re-run `earshot learn`",
@@ -130,14 +132,17 @@ impl Profile {
                 embeddings.nrows()
             )));
         }
-        if embeddings.nrows() != manifest.counts.fit_windows || centroids.nrows() != manifest.kmeans_k
+        if embeddings.nrows() != manifest.counts.fit_windows
+            || centroids.nrows() != manifest.kmeans_k
         {
             return Err(invalid(
                 "embeddings or centroids do not match the counts in manifest.json".into(),
             ));
         }
         if embeddings.iter().any(|v| !v.is_finite()) {
-            return Err(invalid("embeddings.f32 holds NaN or infinite values".into()));
+            return Err(invalid(
+                "embeddings.f32 holds NaN or infinite values".into(),
+            ));
         }
         Ok(Profile {
             dir: dir.to_owned(),
@@ -191,7 +196,10 @@ fn read_matrix(path: &Path, d: usize) -> Result<Array2<f32>, ProfileError> {
     if d == 0 || bytes.len() % (4 * d) != 0 {
         return Err(ProfileError::Invalid {
             path: path.to_owned(),
-            detail: format!("{} bytes is not a whole number of {d}-dimensional rows", bytes.len()),
+            detail: format!(
+                "{} bytes is not a whole number of {d}-dimensional rows",
+                bytes.len()
+            ),
         });
     }
     let v: Vec<f32> = bytes
