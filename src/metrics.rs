@@ -58,6 +58,7 @@ pub mod names {
     pub const UPTIME: &str = "earshot_uptime_seconds";
     pub const BUILD_INFO: &str = "earshot_build_info";
     pub const MONITOR_UP: &str = "earshot_monitor_up";
+    pub const MONITOR_INFO: &str = "earshot_monitor_info";
 
     pub const EVENTS_WRITTEN: &str = "earshot_events_written_total";
     pub const EVENT_WRITE_FAILURES: &str = "earshot_event_write_failures_total";
@@ -88,6 +89,7 @@ pub mod names {
         UPTIME,
         BUILD_INFO,
         MONITOR_UP,
+        MONITOR_INFO,
         EVENTS_WRITTEN,
         EVENT_WRITE_FAILURES,
     ];
@@ -211,6 +213,7 @@ pub struct Metrics {
     started: Instant,
     uptime: Gauge,
     monitor_up: IntGaugeVec,
+    monitor_info: IntGaugeVec,
     capture: CaptureFamilies,
     pipeline: PipelineFamilies,
     score: ScoreFamilies,
@@ -407,11 +410,18 @@ impl Metrics {
             "1 while a monitor is running (capturing and scoring).",
             m,
         )?;
+        let monitor_info = igauge(
+            &r,
+            MONITOR_INFO,
+            "Always 1; maps a monitor to its machine, line and site (join on monitor in queries).",
+            &["monitor", "machine", "line", "site"],
+        )?;
         Ok(Self {
             registry: r,
             started: Instant::now(),
             uptime,
             monitor_up,
+            monitor_info,
             capture,
             pipeline,
             score,
@@ -441,7 +451,19 @@ impl Metrics {
         self.monitor_up.with_label_values(&[monitor]).set(up as i64);
     }
 
-    /// Removes every series of a monitor (after a reload dropped it).
+    /// Publishes `earshot_monitor_info` for a monitor from its labels (`machine`, `line`,
+    /// `site`; missing ones are empty). Machine labels live here, not on every series, so
+    /// dashboards can select by machine without multiplying series.
+    pub fn set_monitor_info(&self, monitor: &str, labels: &BTreeMap<String, String>) {
+        let get = |k: &str| labels.get(k).map(String::as_str).unwrap_or("");
+        self.monitor_info
+            .with_label_values(&[monitor, get("machine"), get("line"), get("site")])
+            .set(1);
+    }
+
+    /// Removes the per-monitor series of a monitor a reload dropped. Series with further
+    /// labels (device, scorer, monitor info) stay until restart: prometheus 0.14 cannot remove
+    /// by partial label set, and their last values are harmless.
     pub fn forget_monitor(&self, monitor: &str) {
         let _ = self.monitor_up.remove_label_values(&[monitor]);
         let _ = self.score.active.remove_label_values(&[monitor]);
