@@ -625,6 +625,16 @@ impl ScoreHandle {
         }
         self.active.set(open as i64);
     }
+
+    /// Updates the anomaly gauges from a decision (started/ended; ongoing changes nothing).
+    pub fn decision(&self, ev: &crate::score::decide::DecisionEvent) {
+        use crate::score::decide::DecisionKind;
+        match ev.kind {
+            DecisionKind::Started => self.set_anomaly(true),
+            DecisionKind::Ended => self.set_anomaly(false),
+            DecisionKind::Ongoing => {}
+        }
+    }
 }
 
 /// Metrics of one vector index backend.

@@ -430,6 +430,19 @@ impl Sinks {
         Self::default()
     }
 
+    /// The default set: the JSON-lines file in `state_dir` and the log, counted in `metrics`.
+    pub fn standard(
+        state_dir: &Path,
+        opts: JsonlOptions,
+        metrics: Option<&crate::metrics::Metrics>,
+    ) -> Result<Self, SinkError> {
+        let mut s = Self::new();
+        let file = JsonlSink::open(state_dir, opts)?;
+        s.add(Box::new(file), metrics.map(|m| m.sink("jsonl")));
+        s.add(Box::new(LogSink), metrics.map(|m| m.sink("log")));
+        Ok(s)
+    }
+
     /// Adds a sink, with its metrics handle (`Metrics::sink(sink.name())`) if metrics are on.
     pub fn add(&mut self, sink: Box<dyn EventSink>, metrics: Option<SinkHandle>) {
         self.sinks.push((sink, metrics));
@@ -647,6 +660,29 @@ mod tests {
         assert_eq!(count("events.jsonl.1"), 2);
         assert_eq!(count("events.jsonl.2"), 2);
         assert!(!dir.path().join("events.jsonl.3").exists());
+    }
+
+    #[test]
+    fn standard_sinks_write_the_file_and_update_metrics() {
+        let m = crate::metrics::Metrics::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut sinks = Sinks::standard(dir.path(), JsonlOptions::default(), Some(&m)).unwrap();
+        let score = m.score("press-1");
+        for e in decision_events() {
+            assert_eq!(sinks.emit(&e), 0);
+            if let Event::Anomaly(d) = &e {
+                score.decision(d);
+                assert_eq!(score.active.get(), (d.kind == DecisionKind::Started) as i64);
+            }
+        }
+        assert_eq!(score.events.get(), 1);
+        assert!(sinks.close().is_empty());
+        assert_eq!(m.sink("jsonl").written.get(), 2);
+        let text = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        assert!(
+            Sinks::standard(&dir.path().join("missing"), JsonlOptions::default(), None).is_err()
+        );
     }
 
     #[test]
