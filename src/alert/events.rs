@@ -221,6 +221,8 @@ pub enum SinkError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Config(String),
     #[error("cannot encode event as JSON: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -259,6 +261,32 @@ fn default_keep() -> u32 {
     5
 }
 
+impl JsonlOptions {
+    /// Checks the settings; the error names the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        let name = Path::new(&self.file_name);
+        if self.file_name.is_empty() || name.components().count() != 1 || name.file_name().is_none()
+        {
+            return Err(format!(
+                "event file setting `file_name` = {:?}: must be a plain file name; the file always lives in the state directory",
+                self.file_name
+            ));
+        }
+        if self.rotate_bytes == Some(0) {
+            return Err(
+                "event file setting `rotate_bytes` = 0: must be a positive size in bytes, or left out to never rotate".into(),
+            );
+        }
+        if self.keep > 1000 {
+            return Err(format!(
+                "event file setting `keep` = {}: at most 1000 rotated files",
+                self.keep
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for JsonlOptions {
     fn default() -> Self {
         Self {
@@ -280,6 +308,7 @@ pub struct JsonlSink {
 impl JsonlSink {
     /// Opens (creating if needed) `dir/opts.file_name` for appending.
     pub fn open(dir: &Path, opts: JsonlOptions) -> Result<Self, SinkError> {
+        opts.validate().map_err(SinkError::Config)?;
         let path = dir.join(&opts.file_name);
         if !dir.is_dir() {
             return Err(SinkError::Open {
@@ -634,6 +663,46 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(msg.contains("not a directory"), "{msg}");
+    }
+
+    #[test]
+    fn options_validate_names_keys() {
+        assert!(JsonlOptions::default().validate().is_ok());
+        for (o, key) in [
+            (
+                JsonlOptions {
+                    file_name: "../x.jsonl".into(),
+                    ..JsonlOptions::default()
+                },
+                "file_name",
+            ),
+            (
+                JsonlOptions {
+                    rotate_bytes: Some(0),
+                    ..JsonlOptions::default()
+                },
+                "rotate_bytes",
+            ),
+            (
+                JsonlOptions {
+                    keep: 5000,
+                    ..JsonlOptions::default()
+                },
+                "keep",
+            ),
+        ] {
+            let e = o.validate().unwrap_err();
+            assert!(e.contains(key), "{e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let bad = JsonlOptions {
+            file_name: "sub/events.jsonl".into(),
+            ..JsonlOptions::default()
+        };
+        let e = JsonlSink::open(dir.path(), bad).err().unwrap().to_string();
+        assert!(e.contains("file_name"), "{e}");
+        let e = toml::from_str::<JsonlOptions>("rotate = 5").unwrap_err();
+        assert!(e.to_string().contains("rotate"), "{e}");
     }
 
     #[test]
