@@ -160,6 +160,37 @@ fn watchdog_pings_only_while_progressing() {
     assert_eq!(recv(&sock, quiet), None, "no pings after stop");
 }
 
+#[test]
+fn one_stalled_monitor_withholds_pings() {
+    let (_dir, path, sock) = listener();
+    let n = Arc::new(Notifier::from_vars(Some(&path), Some("100000"), None).unwrap());
+    let (a, b) = (Progress::new(), Progress::new());
+    let _wd = Watchdog::start_all(n, vec![a.clone(), b.clone()]).unwrap();
+    let quiet = Duration::from_secs(1);
+    // Only monitor `a` progresses, for 20+ check periods: no ping at all.
+    for _ in 0..200 {
+        a.tick();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(
+        recv(&sock, quiet),
+        None,
+        "pinged although monitor b is stalled"
+    );
+    // `b` catches up: the next check pings.
+    b.tick();
+    a.tick();
+    assert_eq!(recv(&sock, MUST_ARRIVE).as_deref(), Some("WATCHDOG=1"));
+}
+
+#[test]
+fn an_empty_progress_set_never_pings() {
+    let (_dir, path, sock) = listener();
+    let n = Arc::new(Notifier::from_vars(Some(&path), Some("100000"), None).unwrap());
+    let _wd = Watchdog::start_all(n, Vec::new()).unwrap();
+    assert_eq!(recv(&sock, Duration::from_secs(1)), None);
+}
+
 /// The real environment path: a child process with NOTIFY_SOCKET set by us, as systemd would.
 #[test]
 fn from_env_in_a_child_process() {

@@ -212,6 +212,11 @@ impl Progress {
 
 /// Background thread that pings `WATCHDOG=1` at half the interval, only after progress.
 ///
+/// With several [`Progress`] handles (one per monitor) it pings only when *every* one advanced,
+/// so one hung monitor is enough to withhold pings. "Progress" must mean "this monitor's loop is
+/// alive", so a monitor waiting for a lost device should tick on each reconnect attempt too;
+/// otherwise an unplugged microphone would get the whole service restarted by the watchdog.
+///
 /// Stops (without a final ping) when dropped or on [`Watchdog::stop`].
 pub struct Watchdog {
     stop: Option<mpsc::Sender<()>>,
@@ -221,17 +226,23 @@ pub struct Watchdog {
 impl Watchdog {
     /// Starts pinging if systemd asked for a watchdog; `None` otherwise (nothing to do).
     pub fn start(notifier: Arc<Notifier>, progress: Progress) -> Option<Self> {
+        Self::start_all(notifier, vec![progress])
+    }
+
+    /// Like [`Watchdog::start`], pinging only when every handle progressed.
+    pub fn start_all(notifier: Arc<Notifier>, progress: Vec<Progress>) -> Option<Self> {
         let interval = notifier.watchdog_interval()?;
         Some(Self::with_period(notifier, progress, interval / 2))
     }
 
     /// Starts a ticker with an explicit period (tests and custom policies).
-    pub fn with_period(notifier: Arc<Notifier>, progress: Progress, period: Duration) -> Self {
+    pub fn with_period(notifier: Arc<Notifier>, progress: Vec<Progress>, period: Duration) -> Self {
         let (tx, rx) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("earshot-watchdog".into())
             .spawn(move || {
-                let mut seen = progress.count();
+                let counts = || progress.iter().map(Progress::count).collect::<Vec<_>>();
+                let mut seen = counts();
                 let mut stalled = false;
                 loop {
                     match rx.recv_timeout(period) {
@@ -239,8 +250,11 @@ impl Watchdog {
                         // Stop requested or the handle was dropped.
                         _ => return,
                     }
-                    let now = progress.count();
-                    if now != seen {
+                    let now = counts();
+                    // Every handle must have advanced; one that did not holds the ping back
+                    // (and `seen` keeps the others' old counts, so they stay "advanced").
+                    // An empty set never pings: nothing proves the service is alive.
+                    if !now.is_empty() && now.iter().zip(&seen).all(|(n, s)| n != s) {
                         seen = now;
                         if stalled {
                             tracing::info!("pipeline progressing again; watchdog pings resumed");
