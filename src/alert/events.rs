@@ -511,7 +511,7 @@ impl Sinks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::score::decide::{DecideConfig, Decider, ScoreSample, WindowScores};
+    use crate::score::decide::{DecideConfig, Decider, ScoreSample, ScoredWindow};
     use std::io::{BufRead, BufReader, Read};
     use std::time::Duration;
 
@@ -540,7 +540,7 @@ mod tests {
                 threshold: 1.0,
             }];
             let start = i as f64 * 0.5;
-            let w = WindowScores {
+            let w = ScoredWindow {
                 start,
                 end: start + 1.0,
                 wall_end: t0 + Duration::from_secs_f64(start + 1.0),

@@ -160,7 +160,7 @@ pub struct ScoreSample<'a> {
 
 /// Everything the decider needs about one scored window.
 #[derive(Debug, Clone, Copy)]
-pub struct WindowScores<'a> {
+pub struct ScoredWindow<'a> {
     /// Window start and end in stream seconds.
     pub start: f64,
     pub end: f64,
@@ -307,7 +307,7 @@ impl Decider {
     }
 
     /// Processes one window; returns the event message it caused, if any.
-    pub fn push(&mut self, w: &WindowScores<'_>) -> Option<DecisionEvent> {
+    pub fn push(&mut self, w: &ScoredWindow<'_>) -> Option<DecisionEvent> {
         self.anchor = Some((w.end, w.wall_end));
         let m = self.cfg.trigger_m;
         let n = self.cfg.trigger_n;
@@ -572,7 +572,7 @@ mod tests {
             let start = self.i as f64 * HOP;
             let end = start + WIN;
             self.i += 1;
-            self.d.push(&WindowScores {
+            self.d.push(&ScoredWindow {
                 start,
                 end,
                 wall_end: self.base + Duration::from_secs_f64(end),
