@@ -8,6 +8,7 @@
 //! the model, and loudness alone does not move them.
 
 pub mod centroid;
+pub mod decide;
 pub mod learn;
 pub mod profile;
 pub mod threshold;
