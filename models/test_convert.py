@@ -162,6 +162,43 @@ def refuses_non_checkpoint():
     expect_refusal(path, "MobileNetV1", "junk.pth")
 
 
+@case
+def bundled_model_is_well_conditioned():
+    """The shipped seeded model must separate different sounds and keep similar ones close."""
+    import onnx
+    from onnx import numpy_helper
+    d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "panns-mobilenetv1-seeded")
+    card = json.load(open(os.path.join(d, "card.json")))
+    assert card["onnx"]["sha256"] == cp.sha256_file(os.path.join(d, "model.onnx")), "card sha256 is stale"
+    assert card["provenance"]["weights"] == "seeded-random" and "NOT trained" in card["provenance"]["note"]
+    sd = {i.name: numpy_helper.to_array(i) for i in onnx.load(os.path.join(d, "model.onnx")).graph.initializer}
+    # bn0 is folded into scale/shift in the graph; express it as an identity-stat batch norm
+    sd["bn0.weight"], sd["bn0.bias"] = sd.pop("bn0.scale"), sd.pop("bn0.shift")
+    sd["bn0.running_mean"] = np.zeros(64, np.float32)
+    sd["bn0.running_var"] = np.full(64, 1.0 - cp.BN_EPS, np.float32)
+    sr = 32000
+    rng = np.random.default_rng(5)
+    t = np.arange(sr) / sr
+    tone = np.sin(2 * np.pi * 440 * t) * 0.3
+    hum = mc.machine_sound(np.random.default_rng(1), sr, 1.0, f0=100, noise_db=-15, level_db=-20)
+    clips = {"noise_a": rng.standard_normal(sr) * 0.05, "noise_b": rng.standard_normal(sr) * 0.05,
+             "tone_a": tone + rng.standard_normal(sr) * 1e-3, "tone_b": tone + rng.standard_normal(sr) * 1e-3,
+             "silence": np.zeros(sr), "hum_a": hum, "hum_b": hum + rng.standard_normal(sr) * 1e-3}
+    lm = np.stack([cp.logmel_numpy(x, cp.FRONTEND_32K) for x in clips.values()])
+    _, emb, clip = mc.forward("MobileNetV1", sd, lm)
+    norms = np.linalg.norm(emb, axis=1)
+    assert np.all(np.isfinite(emb)) and np.all(norms > 1.0) and np.all(norms < 1e3), norms
+    assert np.all((emb > 0).mean(axis=1) > 0.2), "too many dead embedding units"
+    n = emb / norms[:, None]
+    dist = 1.0 - n @ n.T
+    k = {name: i for i, name in enumerate(clips)}
+    similar = [dist[k["noise_a"], k["noise_b"]], dist[k["tone_a"], k["tone_b"]], dist[k["hum_a"], k["hum_b"]]]
+    different = [dist[k[a], k[b]] for a in ("noise_a", "tone_a", "silence", "hum_a")
+                 for b in ("noise_a", "tone_a", "silence", "hum_a") if a < b]
+    assert max(similar) < 0.5 * min(different), (similar, different)
+    assert min(different) > 0.1, different
+
+
 if __name__ == "__main__":
     failed = [(n, tb) for n, tb in RESULTS if tb]
     for n, tb in RESULTS:
