@@ -30,7 +30,6 @@ import io
 import json
 import os
 import pickle
-import re
 import struct
 import sys
 import zipfile
@@ -172,20 +171,22 @@ def expected_keys(arch):
             ("spectrogram_extractor.stft.conv_imag.weight", (nfreq, 1, fe["window_size"]), "f4"),
             ("logmel_extractor.melW", (nfreq, fe["mel_bins"]), "f4")]
     keys += bn_keys("bn0", fe["mel_bins"])
-    convs, bns = [], []
+    # Reference state_dict order is module registration order: layer order, except that a
+    # ConvBlock registers its convolutions before its batch norms.
+    mods = []
     for layer in arch_layers(arch):
         if layer[0] == "conv":
             _, p, cin, cout, k, g = layer
-            convs.append((p, [(f"{p}.weight", (cout, cin // g, k, k), "f4")]))
+            mods.append((p, 0, [(f"{p}.weight", (cout, cin // g, k, k), "f4")]))
         elif layer[0] == "bn":
-            bns.append((layer[1], bn_keys(layer[1], layer[2])))
-    # state_dict order is registration order; for our validation only the set matters, but keep
-    # a deterministic, reference-like order (modules sorted by their prefix path).
-    mods = convs + bns
-
-    def sort_key(item):
-        return [int(t) if t.isdigit() else t for t in re.split(r"\.", item[0])]
-    for _, ks in sorted(mods, key=sort_key):
+            mods.append((layer[1], 1, bn_keys(layer[1], layer[2])))
+    order = {}
+    for p, _, _ in mods:
+        block = p.split(".")[0] if p.startswith("conv_block") else p
+        order.setdefault(block, len(order))
+    mods.sort(key=lambda m: (order[m[0].split(".")[0] if m[0].startswith("conv_block") else m[0]],
+                             m[1] if m[0].startswith("conv_block") else 0))
+    for _, _, ks in mods:
         keys += ks
     keys += [("fc1.weight", (spec["emb_dim"], spec["feat_dim"]), "f4"), ("fc1.bias", (spec["emb_dim"],), "f4"),
              ("fc_audioset.weight", (NUM_CLASSES, spec["emb_dim"]), "f4"),
