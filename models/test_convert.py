@@ -69,6 +69,10 @@ def state_dict_matches_reference_key_list():
     assert len(names) == 174, len(names)  # what the reference MobileNetV1().state_dict() holds
     assert len(cp.expected_keys("Cnn14")) == 84 and len(cp.expected_keys("Cnn14_16k")) == 84
     assert cp.min_frames("Cnn14") == 32 and cp.min_frames("MobileNetV1") == 32 and cp.min_frames("Cnn10") == 16
+    for fname, arch in (("Cnn14_mAP=0.431.pth", "Cnn14"), ("Cnn14_16k_mAP=0.438.pth", "Cnn14_16k"),
+                        ("MobileNetV1_mAP=0.389.pth", "MobileNetV1"), ("/x/MobileNetV2_mAP=0.383.pth", "MobileNetV2")):
+        assert cp.infer_arch(fname, {}) == arch, fname
+    assert cp.infer_arch("weights.pth", SD) == "MobileNetV1"
 
 
 @case
