@@ -505,8 +505,12 @@ def validate(arch, sd):
         if k in sd and tuple(sd[k].shape) != shape:
             msg = f"{k} has shape {tuple(sd[k].shape)} but {arch} expects {shape}"
             if k == "logmel_extractor.melW" or k.startswith("spectrogram_extractor"):
-                msg += (f" (the checkpoint's FFT size is {2 * (sd[k].shape[0] - 1)}, {arch} uses window "
-                        f"{fe['window_size']} at {fe['sample_rate']} Hz; a 16 kHz checkpoint needs --arch Cnn14_16k)")
+                n_fft = 2 * (sd[k].shape[0] - 1)
+                hint = ("this looks like a 16 kHz checkpoint: use --arch Cnn14_16k" if n_fft == 512 else
+                        "this looks like a 32 kHz checkpoint: use a 32 kHz --arch such as Cnn14 or MobileNetV1"
+                        if n_fft == 1024 else "no supported architecture uses this FFT size")
+                msg += (f" (the checkpoint's FFT size is {n_fft}, {arch} uses window {fe['window_size']} at "
+                        f"{fe['sample_rate']} Hz; {hint})")
             problems.append(msg)
     if problems:
         raise ConvertError("checkpoint does not match the architecture:\n  " + "\n  ".join(problems))
