@@ -1,0 +1,925 @@
+//! Live capture from a cpal input device, with loss detection and reconnection.
+//!
+//! Three kinds of thread, so that nothing the audio backend does can block the consumer:
+//! - a *stream thread* per opening: builds the cpal stream (which is not `Send` on some hosts),
+//!   plays it, then waits for the order to stop and drops it. If the drop hangs (it can, inside
+//!   libpulse, when the server dies) the thread is abandoned after `drop_timeout` and logged.
+//! - one *supervisor* per source: opens, watches for loss (a storm of stream errors, a fatal
+//!   error kind, or no data callback for `stall_timeout`), tears down, and retries with
+//!   exponential backoff. A device missing at start-up goes through the same retry loop.
+//! - the audio backend's own callback thread, which only writes into the [`ring`](super::ring).
+//!
+//! The consumer ([`DeviceSource::next_block`]) reads the ring of the current stream; each new
+//! stream after a loss hands over a fresh ring, and `first_frame` jumps by the (estimated)
+//! length of the outage so downstream windows never join audio across it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::ring::{self, RingCounters, RingReader};
+use super::{Block, CaptureError, CaptureStats, Source, SourceState};
+
+/// Sample formats earshot asks devices for; all are converted to f32 in the callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SampleFormat {
+    F32,
+    I16,
+    I24,
+    I32,
+}
+
+impl SampleFormat {
+    fn to_cpal(self) -> cpal::SampleFormat {
+        match self {
+            SampleFormat::F32 => cpal::SampleFormat::F32,
+            SampleFormat::I16 => cpal::SampleFormat::I16,
+            SampleFormat::I24 => cpal::SampleFormat::I24,
+            SampleFormat::I32 => cpal::SampleFormat::I32,
+        }
+    }
+
+    fn from_cpal(f: cpal::SampleFormat) -> Option<Self> {
+        match f {
+            cpal::SampleFormat::F32 => Some(SampleFormat::F32),
+            cpal::SampleFormat::I16 => Some(SampleFormat::I16),
+            cpal::SampleFormat::I24 => Some(SampleFormat::I24),
+            cpal::SampleFormat::I32 => Some(SampleFormat::I32),
+            _ => None,
+        }
+    }
+}
+
+/// Exponential backoff between attempts to (re)open a device.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    /// Wait before the first retry.
+    #[serde(with = "serde_duration")]
+    pub initial: Duration,
+    /// Longest wait between retries (a device that comes back is picked up within this).
+    #[serde(with = "serde_duration")]
+    pub max: Duration,
+    /// Each failed attempt multiplies the wait by this.
+    pub factor: f64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+            factor: 2.0,
+        }
+    }
+}
+
+impl RetrySettings {
+    /// Wait before attempt number `failures` (0 = after the first failure).
+    pub fn delay(&self, failures: u32) -> Duration {
+        let f = self.factor.max(1.0).powi(failures.min(64) as i32);
+        let secs = (self.initial.as_secs_f64() * f).min(self.max.as_secs_f64());
+        Duration::from_secs_f64(secs.max(0.0))
+    }
+}
+
+/// Which device to capture and how. Embedded in earshot's config file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeviceSettings {
+    /// A cpal device id as `earshot devices` prints it (e.g. `alsa:pulse`, `alsa:hw:CARD=USB,DEV=0`),
+    /// or a case-insensitive substring of its description. None = the host's default input.
+    pub device: Option<String>,
+    /// None = the device's default rate.
+    pub sample_rate: Option<u32>,
+    /// None = the device's default format (f32 if that is not one of F32/I16/I24/I32).
+    pub format: Option<SampleFormat>,
+    /// None = the device's default channel count.
+    pub channels: Option<u16>,
+    /// Ring between the audio callback and the consumer: how far the consumer may fall behind
+    /// before audio is dropped.
+    pub ring_seconds: f32,
+    /// No data callback for this long = the device is lost.
+    #[serde(with = "serde_duration")]
+    pub stall_timeout: Duration,
+    /// This many stream errors within one second = the device is lost (ALSA through PulseAudio
+    /// reports a vanished source as thousands of I/O errors a second, never as "disconnected").
+    pub error_storm: u32,
+    pub retry: RetrySettings,
+    /// How long to wait for a lost stream to be dropped before abandoning its thread.
+    #[serde(with = "serde_duration")]
+    pub drop_timeout: Duration,
+    /// How long to wait for a stream to be built before giving up on that attempt.
+    #[serde(with = "serde_duration")]
+    pub open_timeout: Duration,
+}
+
+impl Default for DeviceSettings {
+    fn default() -> Self {
+        DeviceSettings {
+            device: None,
+            sample_rate: None,
+            format: None,
+            channels: None,
+            ring_seconds: 5.0,
+            // PulseAudio's null sink can deliver its first block 2 s late.
+            stall_timeout: Duration::from_secs(4),
+            error_storm: 50,
+            retry: RetrySettings::default(),
+            drop_timeout: Duration::from_secs(3),
+            open_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl DeviceSettings {
+    fn validate(&self) -> Result<(), CaptureError> {
+        let bad = |m: String| Err(CaptureError::Settings(m));
+        if !(self.ring_seconds.is_finite()
+            && self.ring_seconds >= 0.05
+            && self.ring_seconds <= 600.0)
+        {
+            return bad(format!(
+                "ring_seconds = {} (use 0.05 to 600; a few seconds is typical)",
+                self.ring_seconds
+            ));
+        }
+        if self.channels == Some(0) || self.channels.is_some_and(|c| c > 64) {
+            return bad("channels must be 1 to 64".into());
+        }
+        if self
+            .sample_rate
+            .is_some_and(|r| !(1000..=768_000).contains(&r))
+        {
+            return bad("sample_rate must be 1000 to 768000 Hz".into());
+        }
+        if self.stall_timeout < Duration::from_millis(100) {
+            return bad("stall_timeout must be at least 100ms".into());
+        }
+        if self.error_storm == 0 {
+            return bad("error_storm must be at least 1 error per second".into());
+        }
+        if self.retry.initial.is_zero() || self.retry.max < self.retry.initial {
+            return bad("retry.initial must be > 0 and retry.max >= retry.initial".into());
+        }
+        if self.device.as_deref().is_some_and(|d| d.trim().is_empty()) {
+            return bad("device is empty: remove it to use the default input device".into());
+        }
+        Ok(())
+    }
+}
+
+/// Durations in config: "500ms", "3s", "1m" (humantime) or a number of seconds.
+pub mod serde_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Secs(f64),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::Text(s) => humantime::parse_duration(s.trim()).map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {s:?} ({e}); write e.g. \"500ms\" or \"3s\""
+                ))
+            }),
+            Raw::Secs(x) if x.is_finite() && x >= 0.0 => Ok(Duration::from_secs_f64(x)),
+            Raw::Secs(x) => Err(serde::de::Error::custom(format!(
+                "invalid duration {x}: must be a non-negative number of seconds"
+            ))),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+/// Why an attempt to open the device failed; all of these are retried.
+#[derive(Debug, thiserror::Error)]
+enum OpenError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{what}: {err}")]
+    Cpal {
+        what: &'static str,
+        err: cpal::Error,
+    },
+    #[error("opening the stream took longer than {0:?}")]
+    Timeout(Duration),
+}
+
+/// State shared by the consumer, the supervisor and the callbacks of every stream.
+struct Shared {
+    counters: Arc<RingCounters>,
+    stream_errors: AtomicU64,
+    reconnects: AtomicU64,
+    state: Mutex<SourceState>,
+    device: Mutex<String>,
+    describe: Mutex<String>,
+    shutdown: AtomicBool,
+}
+
+impl Shared {
+    fn set_state(&self, s: SourceState) {
+        *self.state.lock() = s;
+    }
+}
+
+/// Errors seen by one stream's error callback (which may run on the audio thread: atomics and a
+/// `try_lock` only).
+#[derive(Default)]
+struct StreamErrors {
+    count: AtomicU64,
+    fatal: AtomicBool,
+    first: Mutex<Option<cpal::Error>>,
+}
+
+impl StreamErrors {
+    fn record(&self, shared: &Shared, e: cpal::Error) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        shared.stream_errors.fetch_add(1, Ordering::Relaxed);
+        if matches!(
+            e.kind(),
+            cpal::ErrorKind::DeviceNotAvailable | cpal::ErrorKind::StreamInvalidated
+        ) {
+            self.fatal.store(true, Ordering::Relaxed);
+        }
+        if let Some(mut slot) = self.first.try_lock()
+            && slot.is_none()
+        {
+            *slot = Some(e);
+        }
+    }
+}
+
+/// What a stream thread hands to the consumer once its stream plays.
+struct Feed {
+    reader: RingReader,
+    channels: u16,
+    sample_rate: u32,
+    /// Last data callback of the previous stream, to estimate the outage.
+    previous_audio: Option<Instant>,
+    opened_at: Instant,
+}
+
+/// The consumer's current feed with its place on the source's timeline.
+struct Current {
+    feed: Feed,
+    base: u64,
+}
+
+/// A live input device. See the module docs.
+pub struct DeviceSource {
+    shared: Arc<Shared>,
+    feeds: Receiver<Feed>,
+    current: Option<Current>,
+    /// Timeline position just after the last delivered block.
+    timeline_end: u64,
+    supervisor_done: Receiver<()>,
+    drop_timeout: Duration,
+}
+
+impl DeviceSource {
+    /// Starts capturing in the background and returns at once, even if the device is not there
+    /// yet (it is retried; see `stats().state`). Fails only for settings that can never work.
+    pub fn open(settings: DeviceSettings) -> Result<Self, CaptureError> {
+        settings.validate()?;
+        let wanted = settings
+            .device
+            .clone()
+            .unwrap_or_else(|| "default input device".to_string());
+        let shared = Arc::new(Shared {
+            counters: Arc::new(RingCounters::new()),
+            stream_errors: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            state: Mutex::new(SourceState::Starting),
+            device: Mutex::new(wanted.clone()),
+            describe: Mutex::new(format!("{wanted} (not opened yet)")),
+            shutdown: AtomicBool::new(false),
+        });
+        let (feed_tx, feed_rx) = crossbeam_channel::unbounded();
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        let drop_timeout = settings.drop_timeout;
+        let sup_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("earshot-capture".into())
+            .spawn(move || {
+                supervise(&settings, &sup_shared, &feed_tx);
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| CaptureError::Settings(format!("cannot start the capture thread: {e}")))?;
+        Ok(DeviceSource {
+            shared,
+            feeds: feed_rx,
+            current: None,
+            timeline_end: 0,
+            supervisor_done: done_rx,
+            drop_timeout,
+        })
+    }
+
+    /// Switches to a newer stream once the current ring is drained.
+    fn adopt_feed(&mut self) -> Result<(), CaptureError> {
+        let drained = self
+            .current
+            .as_ref()
+            .is_none_or(|c| c.feed.reader.available_frames() == 0);
+        if !drained {
+            return Ok(());
+        }
+        match self.feeds.try_recv() {
+            Ok(feed) => {
+                let base = match (&self.current, feed.previous_audio) {
+                    (None, _) => self.timeline_end,
+                    (Some(_), None) => self.timeline_end,
+                    (Some(_), Some(prev)) => {
+                        let gap = feed.opened_at.saturating_duration_since(prev);
+                        self.timeline_end
+                            + (gap.as_secs_f64() * f64::from(feed.sample_rate)).round() as u64
+                    }
+                };
+                self.current = Some(Current { feed, base });
+                Ok(())
+            }
+            Err(TryRecvError::Empty) => Ok(()),
+            Err(TryRecvError::Disconnected) => {
+                if self.shared.shutdown.load(Ordering::Relaxed) || self.current.is_some() {
+                    Ok(())
+                } else {
+                    Err(CaptureError::Disconnected(
+                        self.shared.device.lock().clone(),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+impl Source for DeviceSource {
+    fn describe(&self) -> String {
+        self.shared.describe.lock().clone()
+    }
+
+    fn next_block(&mut self, timeout: Duration) -> Result<Option<Block>, CaptureError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.adopt_feed()?;
+            if let Some(cur) = &mut self.current {
+                // Up to 50 ms per block: small enough for low latency, large enough to keep
+                // per-block overhead negligible when the consumer catches up.
+                let max = (cur.feed.sample_rate as usize / 20).max(1);
+                let mut samples = Vec::with_capacity(max * usize::from(cur.feed.channels));
+                if let Some(pos) = cur.feed.reader.read(max, &mut samples) {
+                    let block = Block {
+                        samples,
+                        channels: cur.feed.channels,
+                        sample_rate: cur.feed.sample_rate,
+                        first_frame: cur.base + pos,
+                    };
+                    self.timeline_end = block.first_frame + block.frames() as u64;
+                    return Ok(Some(block));
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            // Polling, not a wake-up from the callback: signalling a condvar would make the
+            // audio thread do a syscall. 2 ms is far below any block length that matters.
+            std::thread::sleep((deadline - now).min(Duration::from_millis(2)));
+        }
+    }
+
+    fn stats(&self) -> CaptureStats {
+        let c = &self.shared.counters;
+        CaptureStats {
+            state: *self.shared.state.lock(),
+            device: self.shared.device.lock().clone(),
+            frames_received: c.frames_received.load(Ordering::Relaxed),
+            frames_dropped: c.frames_dropped.load(Ordering::Relaxed),
+            callbacks: c.callbacks.load(Ordering::Relaxed),
+            stream_errors: self.shared.stream_errors.load(Ordering::Relaxed),
+            reconnects: self.shared.reconnects.load(Ordering::Relaxed),
+            last_callback_age: c.last_callback().map(|t| t.elapsed()),
+        }
+    }
+}
+
+impl Drop for DeviceSource {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::Relaxed);
+        // Bounded: the supervisor checks the flag at least every 50 ms, and gives a hanging
+        // stream drop at most `drop_timeout`.
+        let wait = self.drop_timeout + Duration::from_secs(1);
+        if self.supervisor_done.recv_timeout(wait).is_err() {
+            tracing::error!(
+                device = %self.shared.device.lock(),
+                "the capture thread did not stop in time; leaving it behind"
+            );
+        }
+    }
+}
+
+/// Sleeps up to `d`, waking early on shutdown. Returns false on shutdown.
+fn sleep_unless_shutdown(shared: &Shared, d: Duration) -> bool {
+    let until = Instant::now() + d;
+    loop {
+        if shared.shutdown.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= until {
+            return true;
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(50)));
+    }
+}
+
+/// A stream playing on its own thread.
+struct RunningStream {
+    stop: Sender<()>,
+    stopped: Receiver<()>,
+    errors: Arc<StreamErrors>,
+    opened_at: Instant,
+}
+
+impl RunningStream {
+    /// Asks the stream thread to drop the stream; false if that did not finish in `timeout`.
+    fn stop(self, timeout: Duration) -> bool {
+        drop(self.stop);
+        self.stopped.recv_timeout(timeout).is_ok()
+    }
+}
+
+/// The supervisor loop: open, watch, tear down, back off, repeat until shutdown.
+fn supervise(settings: &DeviceSettings, shared: &Arc<Shared>, feeds: &Sender<Feed>) {
+    let mut failures: u32 = 0;
+    let mut ever_ran = false;
+    let mut previous_audio: Option<Instant> = None;
+    while !shared.shutdown.load(Ordering::Relaxed) {
+        shared.set_state(if ever_ran {
+            SourceState::Reconnecting
+        } else {
+            SourceState::Starting
+        });
+        let running = match start_stream(settings, shared, feeds, previous_audio) {
+            Ok(r) => r,
+            Err(e) => {
+                let delay = settings.retry.delay(failures);
+                failures = failures.saturating_add(1);
+                tracing::warn!(
+                    device = %shared.device.lock(),
+                    attempt = failures,
+                    retry_in = ?delay,
+                    "cannot open the audio input: {e}; retrying"
+                );
+                if !sleep_unless_shutdown(shared, delay) {
+                    break;
+                }
+                continue;
+            }
+        };
+        if ever_ran {
+            shared.reconnects.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                after_attempts = failures + 1,
+                "audio input recovered: {}",
+                shared.describe.lock()
+            );
+        } else {
+            tracing::info!("capturing audio from {}", shared.describe.lock());
+        }
+        ever_ran = true;
+        failures = 0;
+        shared.set_state(SourceState::Running);
+
+        let reason = watch(settings, shared, &running);
+        let errors = running.errors.clone();
+        previous_audio = shared.counters.last_callback();
+        match reason {
+            None => {
+                // Shutdown.
+                if !running.stop(settings.drop_timeout) {
+                    tracing::error!(
+                        device = %shared.device.lock(),
+                        "dropping the audio stream hung; abandoning its thread"
+                    );
+                }
+                break;
+            }
+            Some(reason) => {
+                shared.set_state(SourceState::Lost);
+                let first = errors.first.lock().take();
+                tracing::warn!(
+                    device = %shared.device.lock(),
+                    first_error = first.map(|e| e.to_string()).unwrap_or_default(),
+                    "audio input lost: {reason}; reopening it"
+                );
+                if !running.stop(settings.drop_timeout) {
+                    tracing::error!(
+                        device = %shared.device.lock(),
+                        timeout = ?settings.drop_timeout,
+                        "dropping the lost audio stream hung (the audio server probably died); \
+                         abandoning its thread and carrying on"
+                    );
+                }
+                shared.set_state(SourceState::Reconnecting);
+                if !sleep_unless_shutdown(shared, settings.retry.delay(0)) {
+                    break;
+                }
+            }
+        }
+    }
+    shared.set_state(SourceState::Ended);
+}
+
+/// Watches a playing stream. Returns why it is considered lost, or None on shutdown.
+fn watch(settings: &DeviceSettings, shared: &Shared, running: &RunningStream) -> Option<String> {
+    let mut history: VecDeque<(Instant, u64)> = VecDeque::new();
+    loop {
+        if shared.shutdown.load(Ordering::Relaxed) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let now = Instant::now();
+        if running.errors.fatal.load(Ordering::Relaxed) {
+            return Some("the device reported that it is no longer available".into());
+        }
+        let errors = running.errors.count.load(Ordering::Relaxed);
+        history.push_back((now, errors));
+        while history
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(1))
+        {
+            history.pop_front();
+        }
+        if let Some((_, oldest)) = history.front()
+            && errors - oldest >= u64::from(settings.error_storm)
+        {
+            return Some(format!(
+                "{} stream errors within a second (error_storm = {})",
+                errors - oldest,
+                settings.error_storm
+            ));
+        }
+        let last = shared
+            .counters
+            .last_callback()
+            .filter(|t| *t >= running.opened_at)
+            .unwrap_or(running.opened_at);
+        let quiet = now.saturating_duration_since(last);
+        if quiet > settings.stall_timeout {
+            return Some(format!(
+                "no audio for {:.1} s (stall_timeout = {:?})",
+                quiet.as_secs_f64(),
+                settings.stall_timeout
+            ));
+        }
+    }
+}
+
+/// Starts a stream thread and waits (bounded) until its stream plays.
+fn start_stream(
+    settings: &DeviceSettings,
+    shared: &Arc<Shared>,
+    feeds: &Sender<Feed>,
+    previous_audio: Option<Instant>,
+) -> Result<RunningStream, OpenError> {
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let (stopped_tx, stopped_rx) = crossbeam_channel::bounded::<()>(1);
+    let (opened_tx, opened_rx) = crossbeam_channel::bounded(1);
+    let errors = Arc::new(StreamErrors::default());
+    let thread_settings = settings.clone();
+    let thread_shared = shared.clone();
+    let thread_errors = errors.clone();
+    std::thread::Builder::new()
+        .name("earshot-stream".into())
+        .spawn(move || {
+            match open_stream(&thread_settings, &thread_shared, &thread_errors) {
+                Ok((stream, feed, describe)) => {
+                    if opened_tx.send(Ok((feed, describe))).is_err() {
+                        return; // The supervisor gave up waiting: drop the stream here.
+                    }
+                    // Blocks until the supervisor drops `stop` (or sends on it).
+                    let _ = stop_rx.recv();
+                    drop(stream);
+                    let _ = stopped_tx.send(());
+                }
+                Err(e) => {
+                    let _ = opened_tx.send(Err(e));
+                }
+            }
+        })
+        .map_err(|e| OpenError::NotFound(format!("cannot start a stream thread: {e}")))?;
+    let (mut feed, describe): (Feed, String) = match opened_rx.recv_timeout(settings.open_timeout) {
+        Ok(r) => r?,
+        Err(RecvTimeoutError::Timeout) => return Err(OpenError::Timeout(settings.open_timeout)),
+        Err(RecvTimeoutError::Disconnected) => {
+            return Err(OpenError::NotFound("the stream thread died".into()));
+        }
+    };
+    feed.previous_audio = previous_audio;
+    let opened_at = feed.opened_at;
+    *shared.describe.lock() = describe;
+    // If the consumer is gone, the source is being dropped; the watch loop sees the shutdown.
+    let _ = feeds.send(feed);
+    Ok(RunningStream {
+        stop: stop_tx,
+        stopped: stopped_rx,
+        errors,
+        opened_at,
+    })
+}
+
+/// Resolves the device, picks the format and builds a playing stream. Runs on the stream thread.
+fn open_stream(
+    settings: &DeviceSettings,
+    shared: &Arc<Shared>,
+    errors: &Arc<StreamErrors>,
+) -> Result<(cpal::Stream, Feed, String), OpenError> {
+    let (device, id, why) = find_device(settings.device.as_deref())?;
+    *shared.device.lock() = id.clone();
+    let label = device
+        .description()
+        .map(|d| d.name().to_string())
+        .unwrap_or_default();
+    let (config, format, choice) = choose_config(&device, settings)?;
+    let frames = (settings.ring_seconds as f64 * f64::from(config.sample_rate)).ceil() as usize;
+    let (writer, reader) = ring::ring(frames, config.channels, shared.counters.clone());
+    let stream = build(&device, &config, format, writer, shared, errors)?;
+    stream.play().map_err(|err| OpenError::Cpal {
+        what: "cannot start the stream",
+        err,
+    })?;
+    let describe = format!(
+        "device {id} ({label:?}; {why}), {choice}, ring {:.1} s",
+        settings.ring_seconds
+    );
+    let feed = Feed {
+        reader,
+        channels: config.channels,
+        sample_rate: config.sample_rate,
+        previous_audio: None,
+        opened_at: Instant::now(),
+    };
+    Ok((stream, feed, describe))
+}
+
+fn build(
+    device: &cpal::Device,
+    config: &cpal::StreamConfig,
+    format: SampleFormat,
+    writer: ring::RingWriter,
+    shared: &Arc<Shared>,
+    errors: &Arc<StreamErrors>,
+) -> Result<cpal::Stream, OpenError> {
+    fn typed<T>(
+        device: &cpal::Device,
+        config: &cpal::StreamConfig,
+        mut writer: ring::RingWriter,
+        shared: Arc<Shared>,
+        errors: Arc<StreamErrors>,
+    ) -> Result<cpal::Stream, cpal::Error>
+    where
+        T: cpal::SizedSample,
+        f32: cpal::FromSample<T>,
+    {
+        device.build_input_stream::<T, _, _>(
+            *config,
+            move |data: &[T], _| writer.push_interleaved(data),
+            move |e| errors.record(&shared, e),
+            // ALSA polls with this timeout, so its worker notices a dead device even when no
+            // poll event arrives.
+            Some(Duration::from_secs(1)),
+        )
+    }
+    let (s, e) = (shared.clone(), errors.clone());
+    let r = match format {
+        SampleFormat::F32 => typed::<f32>(device, config, writer, s, e),
+        SampleFormat::I16 => typed::<i16>(device, config, writer, s, e),
+        SampleFormat::I24 => typed::<cpal::I24>(device, config, writer, s, e),
+        SampleFormat::I32 => typed::<i32>(device, config, writer, s, e),
+    };
+    r.map_err(|err| OpenError::Cpal {
+        what: "cannot build the input stream",
+        err,
+    })
+}
+
+/// Finds the configured device. Returns it, its id and why it was chosen.
+fn find_device(spec: Option<&str>) -> Result<(cpal::Device, String, String), OpenError> {
+    let id_of = |d: &cpal::Device| d.id().map(|i| i.to_string()).unwrap_or_default();
+    let Some(spec) = spec else {
+        let host = cpal::default_host();
+        let d = host.default_input_device().ok_or_else(|| {
+            OpenError::NotFound(format!(
+                "host {} has no default input device; set `device` (see `earshot devices`)",
+                host.id().name()
+            ))
+        })?;
+        let id = id_of(&d);
+        return Ok((
+            d,
+            id,
+            "no device configured: the host's default input".into(),
+        ));
+    };
+    if let Ok(id) = spec.parse::<cpal::DeviceId>()
+        && let Ok(host) = cpal::host_from_id(id.host())
+        && let Some(d) = host.device_by_id(&id)
+    {
+        let id = id_of(&d);
+        return Ok((d, id, format!("configured id {spec:?}")));
+    }
+    let needle = spec.to_lowercase();
+    let mut seen = Vec::new();
+    let mut matches = Vec::new();
+    for host_id in cpal::available_hosts() {
+        let Ok(host) = cpal::host_from_id(host_id) else {
+            continue;
+        };
+        let Ok(devices) = host.input_devices() else {
+            continue;
+        };
+        for d in devices {
+            let id = id_of(&d);
+            let name = d
+                .description()
+                .map(|x| x.name().to_string())
+                .unwrap_or_default();
+            let short = id.split_once(':').map(|(_, s)| s).unwrap_or(&id);
+            if id == spec || short == spec || name.to_lowercase().contains(&needle) {
+                matches.push((d, id.clone(), name.clone()));
+            }
+            seen.push(id);
+        }
+    }
+    if matches.is_empty() {
+        return Err(OpenError::NotFound(format!(
+            "no input device with id or description {spec:?} (available now: {}); \
+             it may not be plugged in yet",
+            if seen.is_empty() {
+                "none".to_string()
+            } else {
+                seen.join(", ")
+            }
+        )));
+    }
+    if matches.len() > 1 {
+        let all: Vec<&str> = matches.iter().map(|m| m.1.as_str()).collect();
+        tracing::warn!(
+            "{} devices match {spec:?} ({}); using the first; set `device` to an exact id",
+            matches.len(),
+            all.join(", ")
+        );
+    }
+    let (d, id, name) = matches.swap_remove(0);
+    Ok((d, id, format!("description {name:?} matches {spec:?}")))
+}
+
+/// Picks format, rate and channels: configured values win, the device default fills the rest.
+fn choose_config(
+    device: &cpal::Device,
+    settings: &DeviceSettings,
+) -> Result<(cpal::StreamConfig, SampleFormat, String), OpenError> {
+    let default = device.default_input_config();
+    let all_given =
+        settings.format.is_some() && settings.sample_rate.is_some() && settings.channels.is_some();
+    let default = match default {
+        Ok(d) => Some(d),
+        // On ALSA an absent device often shows first here; with everything configured we can
+        // still try (building will tell), otherwise this attempt fails and is retried.
+        Err(_) if all_given => None,
+        Err(err) => {
+            return Err(OpenError::Cpal {
+                what: "cannot read the device's default input format",
+                err,
+            });
+        }
+    };
+    let src = |configured: bool| {
+        if configured {
+            "configured"
+        } else {
+            "device default"
+        }
+    };
+    let format = settings
+        .format
+        .or_else(|| {
+            default
+                .as_ref()
+                .and_then(|d| SampleFormat::from_cpal(d.sample_format()))
+        })
+        .unwrap_or(SampleFormat::F32);
+    // Invariant: `default` is Some unless all three settings are Some.
+    let rate = settings
+        .sample_rate
+        .or_else(|| default.as_ref().map(|d| d.sample_rate()))
+        .unwrap_or(48_000);
+    let channels = settings
+        .channels
+        .or_else(|| default.as_ref().map(|d| d.channels()))
+        .unwrap_or(1);
+    if let Ok(ranges) = device.supported_input_configs() {
+        let ranges: Vec<_> = ranges.collect();
+        let ok = ranges.iter().any(|r| {
+            r.sample_format() == format.to_cpal()
+                && r.channels() == channels
+                && r.contains_rate(rate)
+        });
+        if !ranges.is_empty() && !ok {
+            let offered: Vec<String> = ranges
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} {} ch {}-{} Hz",
+                        r.sample_format(),
+                        r.channels(),
+                        r.min_sample_rate(),
+                        r.max_sample_rate()
+                    )
+                })
+                .collect();
+            return Err(OpenError::Unsupported(format!(
+                "the device does not offer {format:?} {channels} ch {rate} Hz; it offers: {}",
+                offered.join("; ")
+            )));
+        }
+    }
+    let choice = format!(
+        "{} ({}) {} ch ({}) {} Hz ({})",
+        format.to_cpal(),
+        src(settings.format.is_some()),
+        channels,
+        src(settings.channels.is_some()),
+        rate,
+        src(settings.sample_rate.is_some()),
+    );
+    let config = cpal::StreamConfig {
+        channels,
+        sample_rate: rate,
+        buffer_size: cpal::BufferSize::Default,
+    };
+    Ok((config, format, choice))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_deserialize_with_defaults_and_reject_unknown_fields() {
+        let s: DeviceSettings = toml::from_str(
+            "device = \"alsa:pulse\"\nformat = \"i16\"\nstall_timeout = \"2s\"\n[retry]\ninitial = 0.25\n",
+        )
+        .unwrap();
+        assert_eq!(s.device.as_deref(), Some("alsa:pulse"));
+        assert_eq!(s.format, Some(SampleFormat::I16));
+        assert_eq!(s.stall_timeout, Duration::from_secs(2));
+        assert_eq!(s.retry.initial, Duration::from_millis(250));
+        assert_eq!(s.retry.max, RetrySettings::default().max);
+        assert!(toml::from_str::<DeviceSettings>("devcie = \"x\"").is_err());
+        assert!(toml::from_str::<DeviceSettings>("stall_timeout = \"soon\"").is_err());
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let r = RetrySettings {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            factor: 2.0,
+        };
+        assert_eq!(r.delay(0), Duration::from_millis(100));
+        assert_eq!(r.delay(3), Duration::from_millis(800));
+        assert_eq!(r.delay(10), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn impossible_settings_are_rejected_up_front() {
+        let s = DeviceSettings {
+            ring_seconds: 0.0,
+            ..Default::default()
+        };
+        assert!(matches!(
+            DeviceSource::open(s),
+            Err(CaptureError::Settings(m)) if m.contains("ring_seconds")
+        ));
+    }
+}
