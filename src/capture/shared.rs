@@ -21,15 +21,9 @@ use super::{Block, CaptureError, CaptureStats, Source, SourceState};
 /// Blocks a subscriber may have waiting (~3 s of 50 ms device blocks).
 const QUEUE_BLOCKS: usize = 64;
 
-enum Msg {
-    Block(Block),
-    Ended,
-    Failed(String),
-}
-
 struct Subscriber {
     channels: Vec<u16>,
-    tx: Sender<Msg>,
+    tx: Sender<Result<Block, String>>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -40,6 +34,11 @@ struct Hub {
     /// The inner source's channel count, once known (0 before the first block).
     channels: AtomicU64,
     stop: AtomicBool,
+    /// The fan-out thread pulls from the inner source only once this is set, so views
+    /// subscribed before that all see the same first block.
+    started: AtomicBool,
+    /// Set when the inner source stopped: `Some(None)` = it ended, `Some(Some(why))` = failed.
+    end: Mutex<Option<Option<String>>>,
 }
 
 /// Owns the inner source (on its own thread) and hands out per-channel views of it.
@@ -51,14 +50,15 @@ pub struct SharedSource {
 pub struct ChannelSource {
     hub: Arc<Hub>,
     channels: Vec<u16>,
-    rx: Receiver<Msg>,
+    rx: Receiver<Result<Block, String>>,
     dropped: Arc<AtomicU64>,
     ended: bool,
 }
 
 impl SharedSource {
-    /// Starts pulling from `source` at once. Blocks that arrive before a subscriber subscribes
-    /// are not delivered to it.
+    /// Takes `source`; pulling from it begins at [`SharedSource::start`] or at the first
+    /// `next_block` of any view, whichever comes first. Subscribe every view before that so
+    /// they all start at the same block; a view subscribed later starts at a later block.
     pub fn new(source: Box<dyn Source>) -> Result<Self, CaptureError> {
         let hub = Arc::new(Hub {
             subscribers: Mutex::new(Vec::new()),
@@ -66,6 +66,8 @@ impl SharedSource {
             describe: Mutex::new(source.describe()),
             channels: AtomicU64::new(0),
             stop: AtomicBool::new(false),
+            started: AtomicBool::new(false),
+            end: Mutex::new(None),
         });
         let thread_hub = hub.clone();
         std::thread::Builder::new()
@@ -96,11 +98,16 @@ impl SharedSource {
         }
         let (tx, rx) = crossbeam_channel::bounded(QUEUE_BLOCKS);
         let dropped = Arc::new(AtomicU64::new(0));
-        self.hub.subscribers.lock().push(Subscriber {
-            channels: channels.to_vec(),
-            tx,
-            dropped: dropped.clone(),
-        });
+        let mut subs = self.hub.subscribers.lock();
+        // After the end the sender is dropped at once, so the view reports the end.
+        if self.hub.end.lock().is_none() {
+            subs.push(Subscriber {
+                channels: channels.to_vec(),
+                tx,
+                dropped: dropped.clone(),
+            });
+        }
+        drop(subs);
         Ok(ChannelSource {
             hub: self.hub.clone(),
             channels: channels.to_vec(),
@@ -108,6 +115,11 @@ impl SharedSource {
             dropped,
             ended: false,
         })
+    }
+
+    /// Begins pulling from the inner source (idempotent).
+    pub fn start(&self) {
+        self.hub.started.store(true, Ordering::Relaxed);
     }
 
     /// The inner source's counters.
@@ -141,6 +153,12 @@ fn select(block: &Block, channels: &[u16]) -> Block {
 }
 
 fn fan_out(mut source: Box<dyn Source>, hub: &Arc<Hub>) {
+    while !hub.started.load(Ordering::Relaxed) {
+        if hub.stop.load(Ordering::Relaxed) || Arc::strong_count(hub) == 1 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
     loop {
         // Only this thread and no one else holds the hub: every view and the owner are gone.
         if hub.stop.load(Ordering::Relaxed) || Arc::strong_count(hub) == 1 {
@@ -153,14 +171,12 @@ fn fan_out(mut source: Box<dyn Source>, hub: &Arc<Hub>) {
             Ok(Some(b)) => b,
             Ok(None) => continue,
             Err(e) => {
-                let msg = |_: &Subscriber| match &e {
-                    CaptureError::Ended => Msg::Ended,
-                    other => Msg::Failed(other.to_string()),
-                };
-                for s in hub.subscribers.lock().iter() {
-                    // Blocking send is fine here: it is the last message, bounded by the queue.
-                    let _ = s.tx.send_timeout(msg(s), Duration::from_secs(1));
-                }
+                // Views drain what is queued, then see this (their senders are dropped below).
+                let _subs = hub.subscribers.lock();
+                *hub.end.lock() = Some(match e {
+                    CaptureError::Ended => None,
+                    other => Some(other.to_string()),
+                });
                 break;
             }
         };
@@ -169,13 +185,13 @@ fn fan_out(mut source: Box<dyn Source>, hub: &Arc<Hub>) {
         let mut subs = hub.subscribers.lock();
         subs.retain(|s| {
             if let Some(&c) = s.channels.iter().find(|&&c| c >= block.channels) {
-                let _ = s.tx.try_send(Msg::Failed(format!(
+                let _ = s.tx.try_send(Err(format!(
                     "channel {c} requested but the source has {} channels (they count from 0)",
                     block.channels
                 )));
                 return false;
             }
-            match s.tx.try_send(Msg::Block(select(&block, &s.channels))) {
+            match s.tx.try_send(Ok(select(&block, &s.channels))) {
                 Ok(()) => true,
                 Err(TrySendError::Full(_)) => {
                     s.dropped
@@ -186,6 +202,7 @@ fn fan_out(mut source: Box<dyn Source>, hub: &Arc<Hub>) {
             }
         });
     }
+    hub.subscribers.lock().clear();
     // Dropping the inner source here stops the device (bounded by its own drop timeout).
     drop(source);
     hub.stats.lock().state = SourceState::Ended;
@@ -204,17 +221,19 @@ impl Source for ChannelSource {
         if self.ended {
             return Err(CaptureError::Ended);
         }
+        self.hub.started.store(true, Ordering::Relaxed);
         match self.rx.recv_timeout(timeout) {
-            Ok(Msg::Block(b)) => Ok(Some(b)),
-            Ok(Msg::Ended) => {
-                self.ended = true;
-                Err(CaptureError::Ended)
-            }
-            Ok(Msg::Failed(m)) => Err(CaptureError::Disconnected(m)),
+            Ok(Ok(b)) => Ok(Some(b)),
+            Ok(Err(why)) => Err(CaptureError::Disconnected(why)),
             Err(RecvTimeoutError::Timeout) => Ok(None),
-            Err(RecvTimeoutError::Disconnected) => {
-                Err(CaptureError::Disconnected(self.hub.describe.lock().clone()))
-            }
+            Err(RecvTimeoutError::Disconnected) => match self.hub.end.lock().clone() {
+                Some(None) => {
+                    self.ended = true;
+                    Err(CaptureError::Ended)
+                }
+                Some(Some(why)) => Err(CaptureError::Disconnected(why)),
+                None => Err(CaptureError::Disconnected(self.hub.describe.lock().clone())),
+            },
         }
     }
 

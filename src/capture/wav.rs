@@ -23,15 +23,16 @@ fn file_err(path: &Path, reason: impl Into<String>) -> CaptureError {
 /// Any PCM integer (8-32 bit) or 32-bit float WAV. Integers map to [-1, 1) by dividing by
 /// 2^(bits-1), the usual convention (so 16-bit samples are exactly `i / 32768`).
 pub(crate) fn read_wav(path: &Path) -> Result<Clip, CaptureError> {
-    let reader = hound::WavReader::open(path).map_err(|e| {
-        file_err(
+    let file =
+        std::fs::File::open(path).map_err(|e| file_err(path, format!("cannot open it: {e}")))?;
+    if file.metadata().map(|m| m.len()).unwrap_or(1) == 0 {
+        return Err(file_err(
             path,
-            match e {
-                hound::Error::IoError(io) => format!("cannot open it: {io}"),
-                other => format!("not a readable WAV file ({other})"),
-            },
-        )
-    })?;
+            "not a readable WAV file (it is empty: 0 bytes)",
+        ));
+    }
+    let reader = hound::WavReader::new(std::io::BufReader::new(file))
+        .map_err(|e| file_err(path, format!("not a readable WAV file ({e})")))?;
     let spec = reader.spec();
     if spec.channels == 0 || spec.sample_rate == 0 {
         return Err(file_err(
