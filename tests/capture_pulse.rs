@@ -72,10 +72,9 @@ fn wait_for_tone(src: &mut dyn Source, limit: Duration) -> Block {
         if let Some(b) = src
             .next_block(Duration::from_millis(100))
             .expect("next_block")
+            && rms(&b.samples) > 0.1
         {
-            if rms(&b.samples) > 0.1 {
-                return b;
-            }
+            return b;
         }
     }
     panic!(
@@ -289,4 +288,75 @@ fn a_killed_server_is_reported_and_nothing_hangs() {
     });
     rx.recv_timeout(Duration::from_secs(20))
         .expect("dropping the source hung after the server died");
+}
+
+#[test]
+fn a_frozen_server_is_detected_as_a_stall_and_recovered() {
+    let mut pa = PulseServer::start();
+    let tone = pa.tone("tone.wav", 440.0, 440.0, 60.0, AMPLITUDE);
+    pa.play(&tone);
+    let mut s = settings(None);
+    s.open_timeout = Duration::from_secs(2);
+    let mut src = DeviceSource::open(s).unwrap();
+    wait_for_tone(&mut src, Duration::from_secs(15));
+    let errors_before = src.stats().stream_errors;
+    pa.freeze_server(true);
+    // No callbacks and (typically) no errors: only the stall watchdog can notice.
+    wait_until(&mut src, Duration::from_secs(15), "stall", |s| {
+        s.state != SourceState::Running
+    });
+    assert!(
+        src.stats().last_callback_age.unwrap() >= Duration::from_millis(1500),
+        "lost before stall_timeout without errors? {:?} (errors before: {errors_before})",
+        src.stats()
+    );
+    // The consumer is never blocked by the wedged server (teardown may hang in libpulse).
+    for _ in 0..10 {
+        assert!(src.next_block(Duration::from_millis(50)).unwrap().is_none());
+    }
+    pa.freeze_server(false);
+    wait_until(&mut src, Duration::from_secs(20), "recovery", |s| {
+        s.state == SourceState::Running && s.reconnects >= 1
+    });
+    wait_for_tone(&mut src, Duration::from_secs(15));
+}
+
+#[test]
+fn devices_command_lists_the_pulse_device_as_json() {
+    let _pa = PulseServer::start();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_earshot"))
+        .args(["devices", "--json"])
+        .output()
+        .expect("run earshot devices");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hosts: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let alsa = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["host"] == "ALSA")
+        .expect("ALSA host listed");
+    let pulse = alsa["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "alsa:pulse")
+        .expect("alsa:pulse listed");
+    // The running server makes its default config readable: 48 kHz stereo from the null sink.
+    assert_eq!(pulse["default_config"]["sample_rate"], 48_000, "{pulse}");
+    assert_eq!(pulse["default_config"]["channels"], 2, "{pulse}");
+    assert!(pulse["supported"].as_array().is_some_and(|s| !s.is_empty()));
+    let text = std::process::Command::new(env!("CARGO_BIN_EXE_earshot"))
+        .arg("devices")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("alsa:pulse") && text.contains("default: f32 2 ch 48000 Hz"),
+        "{text}"
+    );
 }

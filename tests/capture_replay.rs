@@ -389,7 +389,11 @@ fn a_slow_view_loses_whole_blocks_visibly() {
         .sum();
     // Everything is accounted for: delivered, or dropped at the view (visible as jumps or as
     // the missing tail).
-    assert_eq!(first, Some(0), "subscribed before start: sees the first block");
+    assert_eq!(
+        first,
+        Some(0),
+        "subscribed before start: sees the first block"
+    );
     assert_eq!(received as u64 + dropped, total as u64);
     assert!(jumps <= dropped);
 }

@@ -528,7 +528,7 @@ fn supervise(settings: &DeviceSettings, shared: &Arc<Shared>, feeds: &Sender<Fee
                 let first = errors.first.lock().take();
                 tracing::warn!(
                     device = %shared.device.lock(),
-                    first_error = first.map(|e| e.to_string()).unwrap_or_default(),
+                    first_error = first.map(|e| e.to_string()).unwrap_or_else(|| "none".into()),
                     "audio input lost: {reason}; reopening it"
                 );
                 if !running.stop(settings.drop_timeout) {

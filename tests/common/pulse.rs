@@ -265,6 +265,23 @@ impl PulseServer {
         path
     }
 
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the server: a wedged audio server that neither
+    /// delivers audio nor reports errors.
+    pub fn freeze_server(&self, frozen: bool) {
+        let pid = self
+            .server
+            .as_ref()
+            .expect("server running")
+            .id()
+            .to_string();
+        let sig = if frozen { "-STOP" } else { "-CONT" };
+        let st = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill {sig} {pid} failed");
+    }
+
     /// Kills the server (SIGKILL, by PID), like a crash of the audio server.
     pub fn kill_server(&mut self) {
         if let Some(mut c) = self.server.take() {
@@ -276,6 +293,15 @@ impl PulseServer {
 
 impl Drop for PulseServer {
     fn drop(&mut self) {
+        if self.server.is_some() {
+            // A frozen server would not die from a pending SIGKILL on every kernel; thaw first.
+            let pid = self
+                .server
+                .as_ref()
+                .map(|c| c.id().to_string())
+                .unwrap_or_default();
+            let _ = Command::new("kill").args(["-CONT", &pid]).status();
+        }
         for c in self.helpers.iter_mut() {
             let _ = c.kill();
         }
