@@ -154,9 +154,16 @@ fn captures_a_sine_as_i16() {
     let mut pa = PulseServer::start();
     let tone = pa.tone("tone.wav", 440.0, 440.0, 60.0, AMPLITUDE);
     pa.play(&tone);
-    let mut src = DeviceSource::open(settings(Some(SampleFormat::I16))).unwrap();
+    // Also: a description substring instead of an id.
+    let mut s = settings(Some(SampleFormat::I16));
+    s.device = Some("pulseaudio sound".into());
+    let mut src = DeviceSource::open(s).unwrap();
     check_tone(&mut src);
-    assert!(src.describe().contains("i16"), "{}", src.describe());
+    let d = src.describe();
+    assert!(
+        d.contains("i16") && d.contains("matches \"pulseaudio sound\""),
+        "{d}"
+    );
 }
 
 #[test]
@@ -359,4 +366,43 @@ fn devices_command_lists_the_pulse_device_as_json() {
         text.contains("alsa:pulse") && text.contains("default: f32 2 ch 48000 Hz"),
         "{text}"
     );
+}
+
+#[test]
+fn a_sink_created_late_is_waited_for() {
+    // The server runs but has no sink (so no source) yet, like a USB microphone still
+    // enumerating: opening fails and is retried until the sink appears.
+    let mut pa = PulseServer::prepare();
+    pa.start_server();
+    let mut src = DeviceSource::open(settings(None)).unwrap();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(1500) {
+        assert!(src.next_block(Duration::from_millis(50)).unwrap().is_none());
+    }
+    assert_eq!(
+        src.stats().state,
+        SourceState::Starting,
+        "{:?}",
+        src.stats()
+    );
+    pa.load_sink();
+    let tone = pa.tone("tone.wav", 440.0, 440.0, 60.0, AMPLITUDE);
+    pa.play(&tone);
+    check_tone(&mut src);
+}
+
+#[test]
+fn an_unknown_device_is_retried_not_fatal() {
+    let _pa = PulseServer::start();
+    let mut s = settings(None);
+    s.device = Some("alsa:no_such_pcm".into());
+    let mut src = DeviceSource::open(s).unwrap();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(1000) {
+        assert!(src.next_block(Duration::from_millis(50)).unwrap().is_none());
+    }
+    let st = src.stats();
+    assert_eq!(st.state, SourceState::Starting);
+    assert_eq!(st.device, "alsa:no_such_pcm");
+    assert_eq!(st.callbacks, 0);
 }

@@ -106,7 +106,8 @@ pub struct DeviceSettings {
     /// Ring between the audio callback and the consumer: how far the consumer may fall behind
     /// before audio is dropped.
     pub ring_seconds: f32,
-    /// No data callback for this long = the device is lost.
+    /// No data callback for this long = the device is lost (twice this for the first callback
+    /// of a new stream).
     #[serde(with = "serde_duration")]
     pub stall_timeout: Duration,
     /// This many stream errors within one second = the device is lost (ALSA through PulseAudio
@@ -581,14 +582,24 @@ fn watch(settings: &DeviceSettings, shared: &Shared, running: &RunningStream) ->
         let last = shared
             .counters
             .last_callback()
-            .filter(|t| *t >= running.opened_at)
-            .unwrap_or(running.opened_at);
-        let quiet = now.saturating_duration_since(last);
-        if quiet > settings.stall_timeout {
+            .filter(|t| *t >= running.opened_at);
+        // A new stream gets twice the time for its first callback: PulseAudio's null sink (and
+        // some USB devices) deliver the first block up to ~2 s late.
+        let (since, limit) = match last {
+            Some(t) => (t, settings.stall_timeout),
+            None => (running.opened_at, settings.stall_timeout * 2),
+        };
+        let quiet = now.saturating_duration_since(since);
+        if quiet > limit {
             return Some(format!(
-                "no audio for {:.1} s (stall_timeout = {:?})",
+                "no audio for {:.1} s (stall_timeout = {:?}{})",
                 quiet.as_secs_f64(),
-                settings.stall_timeout
+                settings.stall_timeout,
+                if last.is_none() {
+                    ", doubled for a new stream"
+                } else {
+                    ""
+                }
             ));
         }
     }
