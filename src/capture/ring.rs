@@ -144,8 +144,8 @@ impl RingWriter {
         let frames = data.len() / self.channels;
         let fit = frames.min(self.samples.vacant_len() / self.channels);
         let mut scratch = [0.0f32; SCRATCH];
-        let step = (SCRATCH / self.channels) * self.channels;
-        for chunk in data[..fit * self.channels].chunks(step) {
+        // Chunks need not end on frame boundaries: the reader only ever takes whole frames.
+        for chunk in data[..fit * self.channels].chunks(SCRATCH) {
             for (out, &s) in scratch.iter_mut().zip(chunk) {
                 *out = f32::from_sample_(s);
             }
