@@ -15,19 +15,24 @@
 //!   fans every block out to per-monitor [`ChannelSource`]s, each of which keeps only the
 //!   channels it asked for. A slow monitor loses blocks (counted, and visible as a jump in
 //!   `first_frame`), it never stalls the device or the other monitors.
+//! - [`settings`]: [`DeviceSettings`] as embedded in the config file (serde, unknown fields
+//!   rejected, durations as "500ms"/"3s" or seconds via [`settings::serde_duration`]).
 //! - [`list`]: what `earshot devices` prints.
 
 pub mod device;
 pub mod list;
+mod open;
 pub mod replay;
 pub mod ring;
+pub mod settings;
 pub mod shared;
 mod wav;
 
 use std::time::Duration;
 
-pub use device::{DeviceSettings, DeviceSource, RetrySettings, SampleFormat};
+pub use device::DeviceSource;
 pub use replay::{ReplaySettings, ReplaySource};
+pub use settings::{DeviceSettings, RetrySettings, SampleFormat};
 pub use shared::{ChannelSource, SharedSource};
 
 /// Interleaved f32 samples in [-1, 1] at the source's native rate.
