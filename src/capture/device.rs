@@ -7,7 +7,7 @@
 //! - one *supervisor* per source: opens, watches for loss (a storm of stream errors, a fatal
 //!   error kind, or no data callback for `stall_timeout`), tears down, and retries with
 //!   exponential backoff. A device missing at start-up goes through the same retry loop.
-//! - the audio backend's own callback thread, which only writes into the [`ring`](super::ring) (the `RingWriter` side).
+//! - the audio backend's own callback thread, which only writes into the [`ring`].
 //!
 //! The consumer ([`DeviceSource::next_block`]) reads the ring of the current stream; each new
 //! stream after a loss hands over a fresh ring, and `first_frame` jumps by the (estimated)
