@@ -26,7 +26,6 @@ pub mod replay;
 pub mod ring;
 pub mod settings;
 pub mod shared;
-mod wav;
 
 use std::time::Duration;
 
@@ -142,6 +141,9 @@ pub enum CaptureError {
         path: std::path::PathBuf,
         reason: String,
     },
+    /// A WAV file cannot be read (the message names the file and the fix).
+    #[error("cannot replay: {0}")]
+    Audio(#[from] crate::audio::AudioError),
     /// Settings that can never work (fix the config).
     #[error("invalid capture settings: {0}")]
     Settings(String),

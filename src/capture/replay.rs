@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use super::{Block, CaptureError, CaptureStats, Source, SourceState, wav};
+use super::{Block, CaptureError, CaptureStats, Source, SourceState};
 
 /// How to replay a file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -51,7 +51,7 @@ impl ReplaySource {
     /// Reads the whole file now, so a bad file fails here with its name, not in the middle of a
     /// run.
     pub fn open(settings: ReplaySettings) -> Result<Self, CaptureError> {
-        let clip = wav::read_wav(&settings.path)?;
+        let clip = crate::audio::read_wav(&settings.path)?;
         let block_frames = ((f64::from(clip.sample_rate) * BLOCK_SECONDS).round() as usize).max(1);
         tracing::info!(
             file = %settings.path.display(),
