@@ -38,6 +38,15 @@ pub struct Settings {
     pub window: WindowSettings,
     #[serde(default)]
     pub learn: LearnSettings,
+    #[serde(default)]
+    pub daemon: DaemonSettings,
+    #[serde(default)]
+    pub metrics: crate::metrics::MetricsConfig,
+    #[serde(default)]
+    pub events: crate::alert::events::JsonlOptions,
+    /// `[[monitor]]` tables: one per listened machine.
+    #[serde(default, rename = "monitor")]
+    pub monitors: Vec<MonitorSettings>,
     /// Where the settings came from (for messages and relative paths); not a config key.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -113,6 +122,76 @@ fn default_far() -> f64 {
 }
 fn default_holdout() -> f64 {
     0.25
+}
+
+/// `[daemon]`: the long-running service.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSettings {
+    /// Events file, anomaly clips and other state. Default: `$STATE_DIRECTORY` (systemd's
+    /// StateDirectory=) or `/var/lib/earshot`.
+    pub state_dir: Option<PathBuf>,
+    /// Windows waiting for inference, per monitor. When inference falls behind a live
+    /// source and this queue is full, the oldest window is dropped (and counted): detection
+    /// stays current instead of drifting ever further behind real time.
+    #[serde(default = "default_queue")]
+    pub queue_windows: usize,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        Self {
+            state_dir: None,
+            queue_windows: default_queue(),
+        }
+    }
+}
+fn default_true() -> bool {
+    true
+}
+fn default_queue() -> usize {
+    8
+}
+
+/// One `[[monitor]]`: a source, a profile, and how to decide.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorSettings {
+    pub name: String,
+    /// Labels carried by every event and metric of this monitor (machine, line, site, ...).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Profile directory written by `earshot learn`.
+    pub profile: PathBuf,
+    pub source: SourceSettings,
+    /// Hop between windows in seconds (default: the profile's). The window length is the
+    /// profile's: thresholds are only valid for the window they were calibrated on.
+    pub hop_seconds: Option<f64>,
+    #[serde(default)]
+    pub decide: crate::score::decide::DecideConfig,
+    /// Device capture details (format, rate, ring size, loss detection); device sources only.
+    #[serde(default)]
+    pub capture: Option<crate::capture::DeviceSettings>,
+}
+
+/// `source = { device = "alsa:pulse", channel = 0 }` or
+/// `source = { file = "x.wav", realtime = true, loop = false }`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSettings {
+    /// Capture device id (`earshot devices` lists them) or description substring;
+    /// "default" = the system's default input.
+    pub device: Option<String>,
+    /// WAV file to replay instead of a device.
+    pub file: Option<PathBuf>,
+    /// Replay paced like a device (true) or as fast as possible (false).
+    #[serde(default = "default_true")]
+    pub realtime: bool,
+    /// Replay again from the start at the end.
+    #[serde(default, rename = "loop")]
+    pub looping: bool,
+    /// Listen to this channel only (0-based); default: mix all channels.
+    pub channel: Option<u16>,
 }
 
 impl WindowSettings {
@@ -207,6 +286,30 @@ impl Settings {
         if let Some(d) = self.model.onnxruntime.as_mut() {
             fix(d);
         }
+        if let Some(d) = self.daemon.state_dir.as_mut() {
+            fix(d);
+        }
+        for m in &mut self.monitors {
+            fix(&mut m.profile);
+            if let Some(f) = m.source.file.as_mut() {
+                fix(f);
+            }
+        }
+    }
+
+    /// The state directory: configured, systemd's `$STATE_DIRECTORY`, or /var/lib/earshot.
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(d) = &self.daemon.state_dir {
+            return d.clone();
+        }
+        if let Some(d) = std::env::var_os("STATE_DIRECTORY") {
+            // systemd may pass several, colon-separated: the first is ours.
+            let d = d.to_string_lossy().split(':').next().unwrap_or("").to_owned();
+            if !d.is_empty() {
+                return PathBuf::from(d);
+            }
+        }
+        PathBuf::from("/var/lib/earshot")
     }
 
     pub fn invalid(&self, key: &str, detail: impl Into<String>) -> ConfigError {
@@ -239,6 +342,42 @@ impl Settings {
         }
         if l.knn_k == 0 || l.knn_k > 100 {
             return Err(self.invalid("learn.knn_k", format!("{} must be in 1..=100", l.knn_k)));
+        }
+        if self.daemon.queue_windows == 0 || self.daemon.queue_windows > 10_000 {
+            return Err(self.invalid("daemon.queue_windows", "must be in 1..=10000"));
+        }
+        self.events
+            .validate()
+            .map_err(|d| self.invalid("events", d))?;
+        let mut names = std::collections::BTreeSet::new();
+        for (i, m) in self.monitors.iter().enumerate() {
+            let key = |k: &str| format!("monitor[{i}] ({}).{k}", m.name);
+            if m.name.trim().is_empty() {
+                return Err(self.invalid(&format!("monitor[{i}].name"), "must not be empty"));
+            }
+            if !names.insert(m.name.clone()) {
+                return Err(self.invalid(&key("name"), "two monitors have this name"));
+            }
+            match (&m.source.device, &m.source.file) {
+                (Some(_), Some(_)) => {
+                    return Err(self.invalid(&key("source"), "give either `device` or `file`, not both"));
+                }
+                (None, None) => {
+                    return Err(self.invalid(&key("source"), "give `device = \"...\"` (see `earshot devices`) or `file = \"...wav\"`"));
+                }
+                (None, Some(_)) if m.capture.is_some() => {
+                    return Err(self.invalid(&key("capture"), "only applies to device sources"));
+                }
+                _ => {}
+            }
+            if let Some(h) = m.hop_seconds {
+                if !(h.is_finite() && h > 0.0) {
+                    return Err(self.invalid(&key("hop_seconds"), format!("{h} must be > 0")));
+                }
+            }
+            m.decide
+                .validate()
+                .map_err(|e| self.invalid(&key(&format!("decide.{}", e.key)), e.to_string()))?;
         }
         if self.model.threads > 256 {
             return Err(self.invalid("model.threads", "must be <= 256 (0 = all cores)"));
