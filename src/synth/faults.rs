@@ -155,7 +155,8 @@ pub(crate) fn render_additive(
         FaultKind::Imbalance => {
             // Mass imbalance: the once-per-revolution force grows (1x, some 2x), and the
             // vibrating structure modulates the machine's own sound at shaft rate.
-            let (p1, p2, p3) = (r.random::<f64>(), r.random::<f64>(), r.random::<f64>());
+            let (p1, p2) = m.model.shaft_phases();
+            let p3 = r.random::<f64>();
             let mut am: Vec<f64> = machine_sig
                 .iter()
                 .zip(&st.theta)

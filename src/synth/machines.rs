@@ -116,6 +116,19 @@ pub(crate) enum Model {
     Pump(Pump),
 }
 
+impl Model {
+    /// Phases (cycles) of the machine's own 1x and 2x components, so that an imbalance adds
+    /// to them in phase (the 1x grows) rather than at a random angle.
+    pub fn shaft_phases(&self) -> (f64, f64) {
+        match self {
+            Model::Motor(Motor { harmonics: h, .. }) | Model::Pump(Pump { harmonics: h, .. }) => {
+                (h[0].phase, h.get(1).map_or(0.0, |p| p.phase))
+            }
+            Model::Fan(f) => (f.shaft.phase, f.shaft.phase),
+        }
+    }
+}
+
 fn partials(rng: &mut Xoshiro256PlusPlus, n: usize, decay: f64, spread_db: f64) -> Vec<Partial> {
     (1..=n)
         .map(|k| Partial {
