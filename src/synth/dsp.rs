@@ -178,7 +178,7 @@ mod tests {
             bq.run(&mut x);
             mean_square(&x[8000..]).sqrt()
         };
-        assert!((tone(1000.0) - 0.7071).abs() < 0.01);
+        assert!((tone(1000.0) - std::f64::consts::FRAC_1_SQRT_2).abs() < 0.01);
         assert!(tone(100.0) < 0.05);
     }
 

@@ -181,13 +181,13 @@ pub(crate) fn render_additive(
             };
             let phase0 = r.random::<f64>();
             let mut imp = vec![0.0; n];
-            for i in 0..n {
-                let cyc = 0.5 + 0.5 * cos_cycles(cycle_ratio * st.theta[i] + phase0);
+            for (v, th) in imp.iter_mut().zip(&st.theta) {
+                let cyc = 0.5 + 0.5 * cos_cycles(cycle_ratio * th + phase0);
                 let p = rate / sr * (1.0 - narrow + narrow * 2.0 * cyc * cyc);
                 if r.random::<f64>() < p {
-                    let a = (0.35 * (gauss(&mut r) * 1.2)).max(-3.0);
-                    let sign = if r.random::<f64>() < 0.5 { -1.0 } else { 1.0 };
-                    imp[i] = sign * super::dmath::exp(a * 2.3);
+                    // Log-normal amplitudes: most collapses are faint, a few are loud cracks.
+                    let a = super::dmath::exp(0.95 * gauss(&mut r));
+                    *v = if r.random::<f64>() < 0.5 { -a } else { a };
                 }
             }
             let mut hp = Biquad::highpass(1500.0_f64.min(fmax), 0.7, sr);
