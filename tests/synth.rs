@@ -405,10 +405,10 @@ fn bearing_fault_rings_the_resonance_at_the_defect_rate() {
 /// Recovers the fault component from renders with and without the fault (same clip seed):
 /// before the onset both are the same signal up to the output gain, which gives the gain
 /// ratio; what remains after removing the scaled normal render is the fault.
-fn fault_residual(m: &Machine, f: &Fault, seconds: f32, seed: u64) -> (f64, f64, f64) {
-    let y0 = render(m, None, seconds, SR, seed);
-    let y1 = render(m, Some(f), seconds, SR, seed);
-    let on = (f.onset_s * SR as f32) as usize;
+fn fault_residual(m: &Machine, f: &Fault, seconds: f32, sr: u32, seed: u64) -> (f64, f64, f64) {
+    let y0 = render(m, None, seconds, sr, seed);
+    let y1 = render(m, Some(f), seconds, sr, seed);
+    let on = (f.onset_s * sr as f32) as usize;
     let dot: f64 = y1[..on]
         .iter()
         .zip(&y0[..on])
@@ -444,7 +444,7 @@ fn fault_level_and_onset_are_as_asked() {
                 level_db: level,
                 onset_s: 1.0,
             };
-            let (pre, post, _) = fault_residual(&m, &f, 3.0, 40 + i as u64);
+            let (pre, post, _) = fault_residual(&m, &f, 3.0, SR, 40 + i as u64);
             assert!(
                 pre < 1e-9,
                 "{kind} {fk}: fault energy before onset ({} dB)",
@@ -458,14 +458,23 @@ fn fault_level_and_onset_are_as_asked() {
         }
     }
     // A speed change also leaves everything before the onset untouched, and changes it after.
-    let m = Machine::new(MachineKind::Motor, 2);
     let f = Fault {
         kind: FaultKind::SpeedChange,
         level_db: -6.0,
         onset_s: 1.0,
     };
-    let (pre, post, _) = fault_residual(&m, &f, 3.0, 8);
-    assert!(pre < 1e-9 && post > 0.1, "pre {pre} post {post}");
+    for sr in [8_000, 16_000, 44_100] {
+        for id in 1..=4 {
+            for kind in MachineKind::ALL {
+                let m = Machine::new(kind, id);
+                let (pre, post, _) = fault_residual(&m, &f, 2.0, sr, 8);
+                assert!(
+                    pre < 1e-9 && post > 0.01,
+                    "{kind} {id} at {sr} Hz: pre {pre} post {post}"
+                );
+            }
+        }
+    }
 }
 
 #[test]

@@ -205,7 +205,7 @@ pub(crate) fn draw(kind: MachineKind, id_seed: u64) -> (Common, Model) {
     };
     let common = Common {
         shaft_hz,
-        slip_span: uni(&mut r, 0.01, 0.03),
+        slip_span: uni(&mut r, 0.02, 0.05),
         mains_hz,
         bearing,
         knock_modes,
@@ -296,6 +296,9 @@ pub(crate) fn draw(kind: MachineKind, id_seed: u64) -> (Common, Model) {
 /// The operating state of one clip: instantaneous shaft speed and accumulated shaft angle.
 pub(crate) struct ClipState {
     pub sr: f64,
+    /// Nominal speed, for band-limit decisions: they must not depend on the clip's actual
+    /// speed, or a speed fault would change which partials exist before its onset.
+    pub ref_hz: f64,
     pub speed: Vec<f64>,
     pub theta: Vec<f64>,
 }
@@ -331,16 +334,15 @@ pub(crate) fn integrate(speed: &[f64], sr: f64) -> Vec<f64> {
 }
 
 /// Adds `w * Σ a_k sin(k·mult·θ + φ_k)` normalised to unit RMS (analytically, so the level
-/// does not depend on the speed track), skipping partials above `fmax`.
+/// does not depend on the speed track), skipping partials above `fmax` at nominal speed.
 fn add_series(out: &mut [f64], st: &ClipState, parts: &[Partial], mult: f64, w: f64, fmax: f64) {
     let norm = (parts.iter().map(|p| p.amp * p.amp).sum::<f64>() / 2.0).sqrt();
     if norm == 0.0 {
         return;
     }
-    let mean_speed = st.speed.iter().sum::<f64>() / st.n().max(1) as f64;
     for (k, p) in parts.iter().enumerate() {
         let m = (k + 1) as f64 * mult;
-        if m * mean_speed > fmax {
+        if m * st.ref_hz > fmax {
             continue;
         }
         let a = w * p.amp / norm;
@@ -491,6 +493,9 @@ pub(crate) fn render_machine(m: &Machine, st: &ClipState, clip_seed: u64) -> (Ve
             let cyl = p.cylinders as f64;
             let wp = db_to_amp(p.w_pulse_db) * var();
             let mut prev = 0.0f64;
+            // Own stream: the number of clicks depends on speed, and must not shift the
+            // random numbers of later components (a speed fault would leak before its onset).
+            let mut rc = stream(clip_seed, 0x3003);
             let click_amp = db_to_amp(p.click_db) * wp * 3.0;
             for i in 0..n {
                 let sp = st.theta[i] * p.stroke_ratio * cyl; // pulses so far
@@ -504,7 +509,7 @@ pub(crate) fn render_machine(m: &Machine, st: &ClipState, clip_seed: u64) -> (Ve
                 // Valve click when a new pulse starts, at the exact crossing time.
                 if i > 0 && sp.floor() > prev.floor() {
                     let t0 = (i - 1) as f64 + (sp.floor() - prev) / (sp - prev);
-                    let a = click_amp * db_to_amp(uni(&mut r, -3.0, 0.0));
+                    let a = click_amp * db_to_amp(uni(&mut rc, -3.0, 0.0));
                     add_ring(&mut noise, t0, a, p.click_mode.0, p.click_mode.1, sr);
                 }
                 prev = sp;
@@ -543,6 +548,7 @@ pub(crate) fn render_background(m: &Machine, n: usize, sr: f64, clip_seed: u64) 
         let speed: Vec<f64> = drift.iter().map(|x| f0 * (1.0 + 0.003 * x)).collect();
         let st = ClipState {
             sr,
+            ref_hz: d.f0,
             theta: integrate(&speed, sr),
             speed,
         };

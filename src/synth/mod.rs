@@ -392,6 +392,7 @@ pub(crate) fn render_inner(
     }
     let st = machines::ClipState {
         sr,
+        ref_hz: machine.common.shaft_hz,
         theta: machines::integrate(&speed, sr),
         speed,
     };
