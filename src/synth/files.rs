@@ -90,7 +90,10 @@ pub struct DatasetOptions {
 
 impl Default for DatasetOptions {
     /// Small enough for tests: 3 machines × (10 train + 6 normal + 6 anomalous) × 5 s at
-    /// 16 kHz. Levels from subtle to clear.
+    /// 16 kHz. Levels from subtle to clear: with a plain log-band-energy detector (mean and
+    /// spread per band, z-scored against train) AUCs ranged from ~0.5–0.8 for the quieter
+    /// kinds (imbalance, bearing on fans, speed change on pumps) at -15 dB to ~1.0 at -5 dB,
+    /// while impacts and rubs on motors were obvious at every level.
     fn default() -> Self {
         DatasetOptions {
             machines: vec![

@@ -20,7 +20,7 @@
 //!   speed; each cylinder's stroke is a burst of band-limited flow noise with a valve click at
 //!   its start, over continuous flow noise.
 //! - **Background** (room/plant): pink and brown noise, one to three distant machines (low
-//!   tones, low-passed by distance) and, in some plants, occasional distant clanks, at a
+//!   tones, low-passed by distance) and, in most plants, occasional distant clanks, at a
 //!   clip-dependent signal-to-background ratio of roughly 7–23 dB.
 //!
 //! Normal clips vary in load (speed a few %), tonal balance (±1.5 dB per component group),
