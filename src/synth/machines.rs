@@ -76,6 +76,11 @@ pub(crate) struct Motor {
     w_hum_db: f64,
     w_gear_db: f64,
     w_noise_db: f64,
+    /// Shaft-mounted cooling fan (totally enclosed fan-cooled motors): blades, aerodynamic
+    /// hump (centre, Q), level.
+    cool_blades: u32,
+    cool_hump: (f64, f64),
+    w_cool_db: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -257,6 +262,9 @@ pub(crate) fn draw(kind: MachineKind, id_seed: u64) -> (Common, Model) {
                 w_hum_db: uni(&mut r, -16.0, -6.0),
                 w_gear_db: uni(&mut r, -18.0, -8.0),
                 w_noise_db: uni(&mut r, -14.0, -6.0),
+                cool_blades: int(&mut r, 6, 12),
+                cool_hump: (log_uni(&mut r, 800.0, 3000.0), uni(&mut r, 0.5, 1.0)),
+                w_cool_db: uni(&mut r, -12.0, -3.0),
             })
         }
         MachineKind::Fan => Model::Fan(Fan {
@@ -424,6 +432,26 @@ pub(crate) fn render_machine(m: &Machine, st: &ClipState, clip_seed: u64) -> (Ve
             let wn = db_to_amp(p.w_noise_db) * var();
             noise.iter_mut().zip(&hn).for_each(|(o, v)| *o += wn * v);
             weights_sq += db_to_amp(2.0 * p.w_noise_db);
+            // Cooling fan: turbulent broadband that fluctuates, plus a weak blade-pass tone.
+            // It dominates many real motors above 1 kHz and keeps that band from being quiet.
+            let mut rf = stream(clip_seed, 0x3004);
+            let mut cool = white_noise(&mut rf, n);
+            Biquad::bandpass(p.cool_hump.0.min(fmax), p.cool_hump.1, sr).run(&mut cool);
+            normalise_rms(&mut cool);
+            let turb_rate = uni(&mut rf, 3.0, 8.0);
+            let turb = slow_noise(&mut rf, n, sr, turb_rate);
+            let wc = db_to_amp(p.w_cool_db) * var();
+            let blades = p.cool_blades as f64;
+            for i in 0..n {
+                let bpm = 1.0 + 0.2 * sin_cycles(blades * st.theta[i]);
+                noise[i] += wc * cool[i] * (1.0 + 0.3 * turb[i]) * bpm;
+            }
+            let bpf = [Partial {
+                amp: 1.0,
+                phase: rf.random::<f64>(),
+            }];
+            add_series(&mut tonal, st, &bpf, blades, wc * 0.3, fmax);
+            weights_sq += db_to_amp(2.0 * p.w_cool_db) * 1.09;
         }
         Model::Fan(p) => {
             // Blade-pass tones jitter in phase with the turbulence: narrowband, not pure lines.

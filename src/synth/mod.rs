@@ -12,7 +12,9 @@
 //!   spectra have a few standout orders from looseness and misalignment); gear mesh at
 //!   teeth × shaft speed with sidebands at the input and output shaft rates (mesh force
 //!   modulated by each shaft's run-out); magnetostrictive hum at 2× mains, which does not move
-//!   with speed; housing-coloured broadband noise; slow speed drift and amplitude modulation.
+//!   with speed; housing-coloured broadband noise; a shaft-mounted cooling fan (turbulent
+//!   broadband plus a weak blade-pass tone, as on fan-cooled motors, where it dominates above
+//!   1 kHz); slow speed drift and amplitude modulation.
 //! - **Fan**: blade-pass tone and harmonics with turbulence-driven phase jitter (fan tones are
 //!   narrow bands, not lines) over broadband noise with an aerodynamic hump; the broadband is
 //!   modulated by slow turbulence and by blade passing.
