@@ -304,7 +304,12 @@ impl Settings {
         }
         if let Some(d) = std::env::var_os("STATE_DIRECTORY") {
             // systemd may pass several, colon-separated: the first is ours.
-            let d = d.to_string_lossy().split(':').next().unwrap_or("").to_owned();
+            let d = d
+                .to_string_lossy()
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .to_owned();
             if !d.is_empty() {
                 return PathBuf::from(d);
             }
@@ -360,10 +365,15 @@ impl Settings {
             }
             match (&m.source.device, &m.source.file) {
                 (Some(_), Some(_)) => {
-                    return Err(self.invalid(&key("source"), "give either `device` or `file`, not both"));
+                    return Err(
+                        self.invalid(&key("source"), "give either `device` or `file`, not both")
+                    );
                 }
                 (None, None) => {
-                    return Err(self.invalid(&key("source"), "give `device = \"...\"` (see `earshot devices`) or `file = \"...wav\"`"));
+                    return Err(self.invalid(
+                        &key("source"),
+                        "give `device = \"...\"` (see `earshot devices`) or `file = \"...wav\"`",
+                    ));
                 }
                 (None, Some(_)) if m.capture.is_some() => {
                     return Err(self.invalid(&key("capture"), "only applies to device sources"));

@@ -1,8 +1,28 @@
-//! `earshot run` (in progress).
+//! `earshot run`: the long-running monitoring service (what systemd starts).
+
+use earshot::daemon::service::{self, RunOptions};
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
-pub struct RunArgs {}
+pub struct RunArgs {
+    /// Config file (TOML) with `[[monitor]]` tables; `EARSHOT_*__*` variables override it.
+    #[arg(long, env = "EARSHOT_CONFIG")]
+    config: PathBuf,
+    /// Stop once every source has ended (replayed files without `loop`), instead of waiting
+    /// for a signal. For tests and batch replays.
+    #[arg(long)]
+    exit_when_done: bool,
+}
 
-pub fn run(_args: RunArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`earshot run` is not available in this build yet")
+pub fn run(a: RunArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("earshot-rt")
+        .build()?;
+    rt.block_on(service::run(RunOptions {
+        config: Some(a.config),
+        exit_when_done: a.exit_when_done,
+    }))?;
+    Ok(())
 }

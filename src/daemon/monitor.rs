@@ -105,14 +105,16 @@ impl Monitor {
             // the capture threads, and ORT's spinning pool would steal their cores.
             opts.threads = 1;
         }
-        let embedder = Embedder::load(&settings.model_dir(), &opts).map_err(|source| {
-            MonitorError::Model {
+        let embedder =
+            Embedder::load(&settings.model_dir(), &opts).map_err(|source| MonitorError::Model {
                 name: name.clone(),
                 source,
-            }
-        })?;
+            })?;
         let pm = &profile.manifest.model;
-        if !pm.onnx_sha256.eq_ignore_ascii_case(&embedder.card().onnx.sha256) {
+        if !pm
+            .onnx_sha256
+            .eq_ignore_ascii_case(&embedder.card().onnx.sha256)
+        {
             return Err(MonitorError::Mismatch {
                 name,
                 detail: format!(
@@ -326,7 +328,10 @@ impl CaptureLoop {
             };
             if let Some(b) = block {
                 // (Re)build the resampler when the source's rate changes (another device).
-                if resampler.as_ref().is_none_or(|r| r.rates().0 != b.sample_rate) {
+                if resampler
+                    .as_ref()
+                    .is_none_or(|r| r.rates().0 != b.sample_rate)
+                {
                     match StreamResampler::new(b.sample_rate, self.rate) {
                         Ok(r) => resampler = Some(r),
                         Err(e) => {
@@ -402,10 +407,12 @@ impl CaptureLoop {
                     .inc_by(st.frames_received.saturating_sub(prev.frames_received));
                 cap.frames_dropped
                     .inc_by(st.frames_dropped.saturating_sub(prev.frames_dropped));
-                cap.callbacks.inc_by(st.callbacks.saturating_sub(prev.callbacks));
+                cap.callbacks
+                    .inc_by(st.callbacks.saturating_sub(prev.callbacks));
                 cap.stream_errors
                     .inc_by(st.stream_errors.saturating_sub(prev.stream_errors));
-                cap.reconnects.inc_by(st.reconnects.saturating_sub(prev.reconnects));
+                cap.reconnects
+                    .inc_by(st.reconnects.saturating_sub(prev.reconnects));
                 if let Some(age) = st.last_callback_age {
                     cap.last_callback_age.set(age.as_secs_f64());
                 }
@@ -474,7 +481,10 @@ impl CaptureLoop {
                         OperationalKind::DeviceLost,
                         self.labels.clone(),
                         None,
-                        format!("{} stopped delivering audio; reconnecting with backoff", st.device),
+                        format!(
+                            "{} stopped delivering audio; reconnecting with backoff",
+                            st.device
+                        ),
                     ));
                 }
             }
@@ -503,8 +513,18 @@ impl EmbedLoop {
     fn run(mut self) {
         let pipe = self.shared.metrics.pipeline(&self.name);
         let sm = self.shared.metrics.score(&self.name);
-        let t_c = self.profile.manifest.thresholds.get(CENTROID).map(|t| f64::from(t.value));
-        let t_k = self.profile.manifest.thresholds.get(KNN).map(|t| f64::from(t.value));
+        let t_c = self
+            .profile
+            .manifest
+            .thresholds
+            .get(CENTROID)
+            .map(|t| f64::from(t.value));
+        let t_k = self
+            .profile
+            .manifest
+            .thresholds
+            .get(KNN)
+            .map(|t| f64::from(t.value));
         let knn_k = self.profile.manifest.knn_k;
         // Stream time 0 corresponds to this wall-clock instant (for event stamps).
         let mut origin: Option<SystemTime> = None;
@@ -525,20 +545,30 @@ impl EmbedLoop {
             let embed_s = t0.elapsed().as_secs_f64();
             let mut emb = out.embedding;
             score::normalize(&mut emb);
-            let c = f64::from(score::centroid::nearest_distance(&self.profile.centroids, &emb));
+            let c = f64::from(score::centroid::nearest_distance(
+                &self.profile.centroids,
+                &emb,
+            ));
             let k = score::knn_distance(&self.profile.embeddings, &emb, knn_k).map(f64::from);
             let mut samples = Vec::with_capacity(2);
             if let Some(t) = t_c {
-                samples.push(ScoreSample { scorer: CENTROID, score: c, threshold: t });
+                samples.push(ScoreSample {
+                    scorer: CENTROID,
+                    score: c,
+                    threshold: t,
+                });
                 sm.observe(CENTROID, c, t);
             }
             if let (Some(k), Some(t)) = (k, t_k) {
-                samples.push(ScoreSample { scorer: KNN, score: k, threshold: t });
+                samples.push(ScoreSample {
+                    scorer: KNN,
+                    score: k,
+                    threshold: t,
+                });
                 sm.observe(KNN, k, t);
             }
-            let origin = *origin.get_or_insert_with(|| {
-                SystemTime::now() - Duration::from_secs_f64(job.end_s)
-            });
+            let origin = *origin
+                .get_or_insert_with(|| SystemTime::now() - Duration::from_secs_f64(job.end_s));
             let w = ScoredWindow {
                 start: job.start_s,
                 end: job.end_s,

@@ -60,9 +60,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let metrics = Arc::new(Metrics::new()?);
     let health = Health::new();
     let server = if settings.metrics.enabled {
-        let s = MetricsServer::start(settings.metrics.listen, metrics.clone(), health.clone()).await?;
-        tracing::info!(addr = %s.local_addr(), "serving /metrics, /healthz and /readyz");
-        Some(s)
+        Some(MetricsServer::start(settings.metrics.listen, metrics.clone(), health.clone()).await?)
     } else {
         None
     };
@@ -142,7 +140,9 @@ fn shown(p: Option<&Path>) -> String {
     p.map_or_else(|| "the configuration".into(), |p| p.display().to_string())
 }
 
-fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal, DaemonError> {
+fn signal(
+    kind: tokio::signal::unix::SignalKind,
+) -> Result<tokio::signal::unix::Signal, DaemonError> {
     tokio::signal::unix::signal(kind).map_err(DaemonError::Signals)
 }
 
@@ -157,7 +157,11 @@ fn status_line(monitors: &BTreeMap<String, Monitor>, s: &Settings) -> String {
         "{} monitor(s) running ({}){}",
         monitors.len(),
         names.join(", "),
-        if down > 0 { format!(", {down} failed to start") } else { String::new() }
+        if down > 0 {
+            format!(", {down} failed to start")
+        } else {
+            String::new()
+        }
     )
 }
 
@@ -181,7 +185,8 @@ fn start_all(
         if ms.len() < 2 {
             continue;
         }
-        let opened = DeviceSource::open(device_settings(ms[0])).and_then(|d| SharedSource::new(Box::new(d)));
+        let opened =
+            DeviceSource::open(device_settings(ms[0])).and_then(|d| SharedSource::new(Box::new(d)));
         match opened {
             Ok(hub) => {
                 for m in ms {
@@ -190,21 +195,34 @@ fn start_all(
                         Ok(v) => {
                             views.insert(m.name.clone(), Box::new(v));
                         }
-                        Err(e) => tracing::error!(monitor = %m.name, device = %dev, error = %e, "cannot listen to this channel"),
+                        Err(e) => {
+                            tracing::error!(monitor = %m.name, device = %dev, error = %e, "cannot listen to this channel")
+                        }
                     }
                 }
                 hubs.push(hub);
             }
-            Err(e) => tracing::error!(device = %dev, error = %e, "cannot open a device shared by several monitors"),
+            Err(e) => {
+                tracing::error!(device = %dev, error = %e, "cannot open a device shared by several monitors")
+            }
         }
     }
     let mut out = BTreeMap::new();
     for m in list {
         let p = progress.remove(&m.name).unwrap_or_default();
-        let shared_dev = m.source.device.as_ref().is_some_and(|d| by_device[d].len() >= 2);
+        let shared_dev = m
+            .source
+            .device
+            .as_ref()
+            .is_some_and(|d| by_device[d].len() >= 2);
         let view = views.remove(&m.name);
         if shared_dev && view.is_none() {
-            shared.health.set(&m.name, MonitorStatus::Down { reason: "shared device could not be opened".into() });
+            shared.health.set(
+                &m.name,
+                MonitorStatus::Down {
+                    reason: "shared device could not be opened".into(),
+                },
+            );
             continue;
         }
         match Monitor::start(m, settings, shared, view, p) {
@@ -224,7 +242,12 @@ fn start_all(
 
 fn report_failed(shared: &Shared, name: &str, e: &MonitorError) {
     tracing::error!(monitor = %name, error = %e, "monitor not started; the others keep running");
-    shared.health.set(name, MonitorStatus::Down { reason: e.to_string() });
+    shared.health.set(
+        name,
+        MonitorStatus::Down {
+            reason: e.to_string(),
+        },
+    );
     shared.metrics.set_monitor_up(name, false);
 }
 
@@ -255,7 +278,9 @@ async fn reload(
     let mut restart = Vec::new();
     for m in &new.monitors {
         let same = model_same
-            && running.get(&m.name).is_some_and(|r| r.settings == *m && !profile_changed(r))
+            && running
+                .get(&m.name)
+                .is_some_and(|r| r.settings == *m && !profile_changed(r))
             && !shares_device_with_changed(m, old, new);
         if same {
             if let Some(r) = running.remove(&m.name) {
@@ -294,14 +319,22 @@ async fn reload(
 fn profile_changed(m: &Monitor) -> bool {
     // `learn` writes manifest.json last: its modification time marks a new profile.
     let started = m.started_profile_mtime();
-    let now = std::fs::metadata(m.settings.profile.join("manifest.json")).and_then(|md| md.modified()).ok();
+    let now = std::fs::metadata(m.settings.profile.join("manifest.json"))
+        .and_then(|md| md.modified())
+        .ok();
     started != now
 }
 
 fn shares_device_with_changed(m: &MonitorSettings, old: &Settings, new: &Settings) -> bool {
-    let Some(dev) = &m.source.device else { return false };
+    let Some(dev) = &m.source.device else {
+        return false;
+    };
     let peers = |s: &Settings| -> Vec<MonitorSettings> {
-        s.monitors.iter().filter(|x| x.source.device.as_ref() == Some(dev)).cloned().collect()
+        s.monitors
+            .iter()
+            .filter(|x| x.source.device.as_ref() == Some(dev))
+            .cloned()
+            .collect()
     };
     let (a, b) = (peers(old), peers(new));
     (a.len() >= 2 || b.len() >= 2) && a != b
