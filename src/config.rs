@@ -73,6 +73,31 @@ pub struct WindowSettings {
     pub seconds: f64,
     #[serde(default = "default_hop")]
     pub hop_seconds: f64,
+    /// Each window is scaled to this RMS level (dBFS) before the model, so microphone gain
+    /// and distance do not move the scores. Set to "off" to keep levels as recorded. Used by
+    /// `learn` and recorded in the profile; scoring uses the profile's value.
+    #[serde(default = "default_level", deserialize_with = "level_or_off")]
+    pub level_dbfs: Option<f64>,
+}
+
+fn default_level() -> Option<f64> {
+    Some(-10.0)
+}
+
+fn level_or_off<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Num(f64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Num(v) => Ok(Some(v)),
+        Raw::Text(t) if t.eq_ignore_ascii_case("off") => Ok(None),
+        Raw::Text(t) => t.parse::<f64>().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("{t:?} is neither a level in dBFS nor \"off\""))
+        }),
+    }
 }
 
 impl Default for WindowSettings {
@@ -80,6 +105,7 @@ impl Default for WindowSettings {
         Self {
             seconds: default_window(),
             hop_seconds: default_hop(),
+            level_dbfs: default_level(),
         }
     }
 }
@@ -209,6 +235,14 @@ impl WindowSettings {
                 key("hop_seconds"),
                 format!("{} must be > 0", self.hop_seconds),
             ));
+        }
+        if let Some(l) = self.level_dbfs {
+            if !(l.is_finite() && (-60.0..=0.0).contains(&l)) {
+                return Err((
+                    key("level_dbfs"),
+                    format!("{l} must be in -60..=0 dBFS (or \"off\")"),
+                ));
+            }
         }
         if self.hop_seconds > self.seconds {
             return Err((

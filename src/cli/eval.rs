@@ -66,7 +66,9 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let window = WindowSpec {
         seconds: s.window.seconds,
         hop_seconds: s.window.hop_seconds,
+        level_dbfs: s.window.level_dbfs,
     };
+    e.set_level_dbfs(window.level_dbfs);
     let mut by_machine: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
     for en in entries {
         by_machine.entry(en.machine.clone()).or_default().push(en);

@@ -33,7 +33,9 @@ pub fn run(a: LearnArgs) -> anyhow::Result<()> {
     let window = WindowSpec {
         seconds: s.window.seconds,
         hop_seconds: s.window.hop_seconds,
+        level_dbfs: s.window.level_dbfs,
     };
+    e.set_level_dbfs(window.level_dbfs);
     let started = std::time::Instant::now();
     let clips = super::embed_normals(&mut e, &files, window)?;
     let machine = a.machine.clone().unwrap_or_else(|| {

@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum Format {
+    /// One JSON object per window and one per clip (`type` tells which).
     Jsonl,
     Csv,
+    /// A human summary: per file, its verdict and the anomalous time ranges.
+    Text,
 }
 
 #[derive(clap::Args)]
@@ -88,6 +91,7 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
     let profile = Profile::load(&a.profile)?;
     let mut e = super::embedder(&s, a.model.as_deref())?;
     check_profile_model(&profile, &e)?;
+    e.set_level_dbfs(profile.manifest.window.level_dbfs);
     let scorer = Scorer::new(&profile);
     let tc = scorer.threshold(CENTROID).unwrap_or(f32::INFINITY);
     let tk = scorer.threshold(KNN).unwrap_or(f32::INFINITY);
@@ -96,8 +100,9 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
     let mut out = stdout.lock();
     let mut csv_w = match a.format {
         Format::Csv => Some(csv::Writer::from_writer(std::io::stdout())),
-        Format::Jsonl => None,
+        Format::Jsonl | Format::Text => None,
     };
+    let text = matches!(a.format, Format::Text);
     let mut failed = 0;
     for f in &files {
         let scores = match score_file(&mut e, &scorer, f) {
@@ -149,6 +154,10 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
             anomaly: cm > tc || km > tk,
             anomalous_windows: n_anom,
         });
+        if text {
+            print_text(&mut out, &rows)?;
+            continue;
+        }
         for r in &rows {
             match csv_w.as_mut() {
                 Some(w) => w.serialize(r).context("writing CSV")?,
@@ -167,6 +176,44 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
             "{failed} of {} files could not be scored (see above)",
             files.len()
         );
+    }
+    Ok(())
+}
+
+/// Prints a file's verdict and its anomalous windows merged into time ranges.
+fn print_text(out: &mut impl Write, rows: &[Row]) -> anyhow::Result<()> {
+    let Some(clip) = rows.last() else {
+        return Ok(());
+    };
+    let mut ranges: Vec<(f64, f64, f32, f32)> = Vec::new();
+    for r in rows.iter().filter(|r| r.r#type == "window" && r.anomaly) {
+        let k = r.knn.unwrap_or(0.0);
+        match ranges.last_mut() {
+            Some(last) if r.start_s <= last.1 => {
+                last.1 = r.end_s;
+                last.2 = last.2.max(r.centroid);
+                last.3 = last.3.max(k);
+            }
+            _ => ranges.push((r.start_s, r.end_s, r.centroid, k)),
+        }
+    }
+    writeln!(
+        out,
+        "{}: {} ({} of {} windows anomalous; mean centroid {:.3} / threshold {:.3}, mean knn {:.3} / threshold {:.3})",
+        clip.file,
+        if clip.anomaly { "ANOMALOUS" } else { "normal" },
+        clip.anomalous_windows,
+        clip.windows,
+        clip.centroid,
+        clip.centroid_threshold,
+        clip.knn.unwrap_or(0.0),
+        clip.knn_threshold
+    )?;
+    for (a, b, c, k) in ranges {
+        writeln!(
+            out,
+            "    {a:7.2} s - {b:7.2} s  peak centroid {c:.3}, knn {k:.3}"
+        )?;
     }
     Ok(())
 }

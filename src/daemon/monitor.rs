@@ -105,7 +105,7 @@ impl Monitor {
             // the capture threads, and ORT's spinning pool would steal their cores.
             opts.threads = 1;
         }
-        let embedder =
+        let mut embedder =
             Embedder::load(&settings.model_dir(), &opts).map_err(|source| MonitorError::Model {
                 name: name.clone(),
                 source,
@@ -126,6 +126,7 @@ impl Monitor {
             });
         }
         let window = profile.manifest.window;
+        embedder.set_level_dbfs(window.level_dbfs);
         let hop = ms.hop_seconds.unwrap_or(window.hop_seconds);
         if hop > window.seconds {
             return Err(MonitorError::Mismatch {

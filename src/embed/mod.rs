@@ -78,6 +78,24 @@ pub struct Embedder {
     logmel: LogMel,
     mel_buf: Vec<f32>,
     batch_buf: Vec<f32>,
+    level_rms: Option<f32>,
+    level_buf: Vec<f32>,
+}
+
+/// Most a window is amplified by level normalisation (+40 dB): enough for a quiet machine,
+/// not so much that dither in digital near-silence becomes a loud sound.
+const MAX_LEVEL_GAIN: f32 = 100.0;
+
+/// Scales `w` to RMS `target` into `out`. Digital silence stays silence.
+fn level_normalize(w: &[f32], target: f32, out: &mut Vec<f32>) {
+    let rms = (w.iter().map(|x| x * x).sum::<f32>() / w.len().max(1) as f32).sqrt();
+    let g = if rms > 0.0 {
+        (target / rms).min(MAX_LEVEL_GAIN)
+    } else {
+        1.0
+    };
+    out.clear();
+    out.extend(w.iter().map(|x| x * g));
 }
 
 impl Embedder {
@@ -137,7 +155,16 @@ impl Embedder {
             logmel,
             mel_buf: Vec::new(),
             batch_buf: Vec::new(),
+            level_rms: None,
+            level_buf: Vec::new(),
         })
+    }
+
+    /// Scales every window to this RMS level (dBFS) before the front end, or not at all
+    /// (`None`). Microphone gain and distance then do not move the scores; the level a
+    /// profile was learned with is recorded in it and used for scoring.
+    pub fn set_level_dbfs(&mut self, dbfs: Option<f64>) {
+        self.level_rms = dbfs.map(|d| 10f64.powf(d / 20.0) as f32);
     }
 
     pub fn card(&self) -> &ModelCard {
@@ -195,6 +222,13 @@ impl Embedder {
         self.batch_buf.clear();
         let mut frames = 0;
         for w in windows {
+            let w = match self.level_rms {
+                Some(target) => {
+                    level_normalize(w, target, &mut self.level_buf);
+                    self.level_buf.as_slice()
+                }
+                None => w,
+            };
             frames = self.logmel.compute(w, &mut self.mel_buf);
             self.batch_buf.extend_from_slice(&self.mel_buf);
         }

@@ -49,6 +49,9 @@ pub struct ModelRef {
 pub struct WindowSpec {
     pub seconds: f64,
     pub hop_seconds: f64,
+    /// RMS level (dBFS) windows were normalised to before embedding; `None` = not normalised.
+    #[serde(default)]
+    pub level_dbfs: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
