@@ -361,7 +361,7 @@ impl AzureClient {
         }
     }
 
-    fn management_timeout(&self) -> Duration {
+    pub(crate) fn management_timeout(&self) -> Duration {
         self.timeout.max(Duration::from_secs(30))
     }
 
@@ -653,10 +653,44 @@ impl AzureIndex {
     }
 
     /// Fails if the index is missing or its vector field does not fit `dim`/cosine.
-    pub async fn verify_schema(&self) -> Result<RemoteSchema, IndexError> {
-        match self.client.get_index().await? {
-            None => Err(self.client.not_found()),
-            Some(def) => check_definition(&def, self.dim, ""),
+    /// Reading the definition needs an admin key; with a query key (all the daemon needs) a
+    /// one-neighbour probe query checks the dimension instead (Azure answers 400 on a mismatch).
+    pub async fn verify_schema(&self) -> Result<Option<RemoteSchema>, IndexError> {
+        if self.dim == 0 {
+            return Err(IndexError::Config(
+                "the profile's embeddings have 0 dimensions".into(),
+            ));
+        }
+        match self.client.get_index().await {
+            Ok(None) => Err(self.client.not_found()),
+            Ok(Some(def)) => check_definition(&def, self.dim, "").map(Some),
+            Err(IndexError::Auth { status: 403, .. }) => {
+                let mut probe = vec![0.0f32; self.dim];
+                probe[0] = 1.0;
+                let body = self.query_body(&probe, 1);
+                match self
+                    .client
+                    .search(
+                        &body,
+                        RetryPolicy::MANAGEMENT,
+                        self.client.management_timeout(),
+                    )
+                    .await
+                {
+                    Ok(_) => Ok(None),
+                    Err(IndexError::Http {
+                        status: 400,
+                        message,
+                        ..
+                    }) => Err(IndexError::SchemaMismatch(format!(
+                        "index `{}` refused a {}-dimensional query ({message}): it holds another model's embeddings",
+                        self.client.index_name(),
+                        self.dim
+                    ))),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
         }
     }
 

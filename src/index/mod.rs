@@ -15,6 +15,7 @@ pub mod azure;
 pub mod config;
 pub mod embedded;
 pub mod keys;
+pub mod manage;
 pub mod resilient;
 pub mod retry;
 pub mod upload;
@@ -110,6 +111,8 @@ pub enum IndexError {
     /// All concurrency permits in use: the query is dropped rather than queued.
     #[error("index busy: {0} queries already in flight")]
     Busy(usize),
+    #[error("index check failed: {0}")]
+    Check(String),
     #[error("building the embedded index: {0}")]
     Build(String),
 }
