@@ -1,1 +1,298 @@
-//! (in progress)
+//! Configuration: one TOML file plus `EARSHOT_` environment overrides, loaded with the
+//! `config` crate, typed and validated once at the edge so the rest of earshot never sees a
+//! bad value. Unknown keys are errors (a typo must not silently become a default), and every
+//! error names the key.
+//!
+//! Environment overrides use `__` between levels: `EARSHOT_MODEL__THREADS=2` sets
+//! `model.threads`, `EARSHOT_WINDOW__HOP_SECONDS=0.25` sets `window.hop_seconds`. Variables
+//! without `__` (`EARSHOT_LOG`, secrets such as `EARSHOT_AZURE_KEY`) are not config keys.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const ENV_PREFIX: &str = "EARSHOT";
+/// The model used when the config names none.
+pub const DEFAULT_MODEL: &str = "panns-mobilenetv1-seeded";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path} not found")]
+    Missing { path: PathBuf },
+    #[error("config {path}: {detail}")]
+    Parse { path: PathBuf, detail: String },
+    #[error("config {path}: `{key}`: {detail}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        detail: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub model: ModelSettings,
+    #[serde(default)]
+    pub window: WindowSettings,
+    #[serde(default)]
+    pub learn: LearnSettings,
+    /// Where the settings came from (for messages and relative paths); not a config key.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Model directory (card.json + model.onnx). Default: the bundled seeded MobileNetV1.
+    pub dir: Option<PathBuf>,
+    /// ONNX Runtime intra-op threads; 0 = all cores.
+    #[serde(default)]
+    pub threads: usize,
+    /// Path of libonnxruntime.so (default: searched, see README).
+    pub onnxruntime: Option<PathBuf>,
+    #[serde(default)]
+    pub skip_checksum: bool,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSettings {
+    #[serde(default = "default_window")]
+    pub seconds: f64,
+    #[serde(default = "default_hop")]
+    pub hop_seconds: f64,
+}
+
+impl Default for WindowSettings {
+    fn default() -> Self {
+        Self {
+            seconds: default_window(),
+            hop_seconds: default_hop(),
+        }
+    }
+}
+fn default_window() -> f64 {
+    1.0
+}
+fn default_hop() -> f64 {
+    0.5
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LearnSettings {
+    /// k-means clusters; 0 = chosen from the amount of normal audio.
+    #[serde(default)]
+    pub kmeans_k: usize,
+    #[serde(default = "default_knn_k")]
+    pub knn_k: usize,
+    #[serde(default = "default_far")]
+    pub target_far: f64,
+    #[serde(default = "default_holdout")]
+    pub holdout_fraction: f64,
+}
+
+impl Default for LearnSettings {
+    fn default() -> Self {
+        Self {
+            kmeans_k: 0,
+            knn_k: default_knn_k(),
+            target_far: default_far(),
+            holdout_fraction: default_holdout(),
+        }
+    }
+}
+fn default_knn_k() -> usize {
+    3
+}
+fn default_far() -> f64 {
+    0.01
+}
+fn default_holdout() -> f64 {
+    0.25
+}
+
+impl WindowSettings {
+    /// Checks window/hop; `min_seconds` is the model's shortest window, if known.
+    pub fn check(&self, prefix: &str, min_seconds: Option<f64>) -> Result<(), (String, String)> {
+        let key = |k: &str| format!("{prefix}{k}");
+        if !(self.seconds.is_finite() && self.seconds > 0.0 && self.seconds <= 60.0) {
+            return Err((
+                key("seconds"),
+                format!("{} must be in (0, 60]", self.seconds),
+            ));
+        }
+        if !(self.hop_seconds.is_finite() && self.hop_seconds > 0.0) {
+            return Err((
+                key("hop_seconds"),
+                format!("{} must be > 0", self.hop_seconds),
+            ));
+        }
+        if self.hop_seconds > self.seconds {
+            return Err((
+                key("hop_seconds"),
+                format!(
+                    "{} is longer than the window ({} s): audio between windows would never be heard",
+                    self.hop_seconds, self.seconds
+                ),
+            ));
+        }
+        if let Some(min) = min_seconds {
+            if self.seconds < min {
+                return Err((
+                    key("seconds"),
+                    format!(
+                        "{} s is shorter than the model accepts ({min:.2} s)",
+                        self.seconds
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    /// Loads `path` (TOML) with environment overrides; `None` = defaults + environment.
+    pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+        let shown = path.map_or_else(|| PathBuf::from("(defaults)"), Path::to_owned);
+        let mut b = config::Config::builder();
+        if let Some(p) = path {
+            if !p.is_file() {
+                return Err(ConfigError::Missing { path: p.to_owned() });
+            }
+            b = b.add_source(config::File::from(p).format(config::FileFormat::Toml));
+        }
+        b = b.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env_overrides())),
+        );
+        let parse = |e: config::ConfigError| ConfigError::Parse {
+            path: shown.clone(),
+            detail: e.to_string(),
+        };
+        let mut s: Settings = b.build().map_err(parse)?.try_deserialize().map_err(parse)?;
+        s.source = path.map(Path::to_owned);
+        s.resolve_paths();
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn base_dir(&self) -> PathBuf {
+        self.source
+            .as_ref()
+            .and_then(|p| p.parent())
+            .map(Path::to_owned)
+            .unwrap_or_default()
+    }
+
+    /// Relative paths in a config file are relative to that file, not to the working
+    /// directory (systemd starts services in /).
+    fn resolve_paths(&mut self) {
+        let base = self.base_dir();
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(d) = self.model.dir.as_mut() {
+            fix(d);
+        }
+        if let Some(d) = self.model.onnxruntime.as_mut() {
+            fix(d);
+        }
+    }
+
+    pub fn invalid(&self, key: &str, detail: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self
+                .source
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("(defaults)")),
+            key: key.into(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.window
+            .check("window.", None)
+            .map_err(|(k, d)| self.invalid(&k, d))?;
+        let l = &self.learn;
+        if !(l.target_far > 0.0 && l.target_far < 0.5) {
+            return Err(self.invalid(
+                "learn.target_far",
+                format!("{} must be in (0, 0.5)", l.target_far),
+            ));
+        }
+        if !(l.holdout_fraction > 0.0 && l.holdout_fraction < 1.0) {
+            return Err(self.invalid(
+                "learn.holdout_fraction",
+                format!("{} must be in (0, 1)", l.holdout_fraction),
+            ));
+        }
+        if l.knn_k == 0 || l.knn_k > 100 {
+            return Err(self.invalid("learn.knn_k", format!("{} must be in 1..=100", l.knn_k)));
+        }
+        if self.model.threads > 256 {
+            return Err(self.invalid("model.threads", "must be <= 256 (0 = all cores)"));
+        }
+        Ok(())
+    }
+
+    /// The model directory: configured, else the bundled default found next to the binary,
+    /// in the source tree, or under /usr/share/earshot.
+    pub fn model_dir(&self) -> PathBuf {
+        if let Some(d) = &self.model.dir {
+            return d.clone();
+        }
+        default_model_dirs()
+            .into_iter()
+            .find(|d| d.join("card.json").is_file())
+            .unwrap_or_else(|| PathBuf::from("models").join(DEFAULT_MODEL))
+    }
+
+    pub fn embed_options(&self) -> crate::embed::EmbedOptions {
+        crate::embed::EmbedOptions {
+            threads: self.model.threads,
+            onnxruntime: self.model.onnxruntime.clone(),
+            skip_checksum: self.model.skip_checksum,
+        }
+    }
+}
+
+fn default_model_dirs() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            v.push(dir.join("models").join(DEFAULT_MODEL));
+            v.push(dir.join("../share/earshot/models").join(DEFAULT_MODEL));
+            for up in dir.ancestors().take(4) {
+                v.push(up.join("models").join(DEFAULT_MODEL));
+            }
+        }
+    }
+    v.push(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("models")
+            .join(DEFAULT_MODEL),
+    );
+    v.push(PathBuf::from("/usr/share/earshot/models").join(DEFAULT_MODEL));
+    v
+}
+
+/// `EARSHOT_*` variables that are config keys: those with a `__` level separator.
+fn env_overrides() -> config::Map<String, String> {
+    let prefix = format!("{ENV_PREFIX}_");
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with(&prefix) && k[prefix.len()..].contains("__"))
+        .collect::<BTreeMap<_, _>>()
+        .into_iter()
+        .collect()
+}

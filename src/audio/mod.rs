@@ -1,1 +1,160 @@
-//! (in progress)
+//! Reading audio files. Everything downstream sees `f32` samples in [-1, 1]; this is the one
+//! place that knows about WAV encodings, so every bad file is reported here, with its name.
+
+use std::path::{Path, PathBuf};
+
+/// Decoded audio: interleaved `f32` frames at the file's own rate and channel count.
+#[derive(Debug, Clone)]
+pub struct Clip {
+    pub samples: Vec<f32>,
+    pub channels: u16,
+    pub sample_rate: u32,
+    /// Samples that were NaN or infinite in a float file and were replaced by 0.
+    pub non_finite: usize,
+}
+
+impl Clip {
+    pub fn frames(&self) -> usize {
+        self.samples.len() / usize::from(self.channels.max(1))
+    }
+    pub fn seconds(&self) -> f64 {
+        self.frames() as f64 / f64::from(self.sample_rate)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AudioError {
+    #[error("{path}: cannot open: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path}: not a readable WAV file ({detail}); earshot reads RIFF/WAVE PCM or float files, convert others e.g. with `sox in.ext -b 16 out.wav`"
+    )]
+    NotWav { path: PathBuf, detail: String },
+    #[error(
+        "{path}: unsupported WAV encoding ({detail}); convert it to 16-bit PCM, e.g. `sox {path} -b 16 out.wav`"
+    )]
+    Unsupported { path: PathBuf, detail: String },
+    #[error(
+        "{path}: truncated: the header promises {expected} frames but only {got} could be read; re-copy or re-record the file (or repair it with `sox {path} fixed.wav`)"
+    )]
+    Truncated {
+        path: PathBuf,
+        expected: u64,
+        got: u64,
+    },
+    #[error("{path}: contains no audio (0 frames)")]
+    Empty { path: PathBuf },
+}
+
+/// Reads a whole WAV file. Integer PCM (8/16/24/32 bit) and 32-bit float are supported, any
+/// rate, any channel count. NaN and infinite samples become 0 and are counted, so one bad
+/// sample cannot poison a window's embedding; the caller decides whether to warn.
+pub fn read_wav(path: &Path) -> Result<Clip, AudioError> {
+    let file = std::fs::File::open(path).map_err(|source| AudioError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let reader = hound::WavReader::new(std::io::BufReader::new(file)).map_err(|e| match e {
+        hound::Error::Unsupported => AudioError::Unsupported {
+            path: path.to_owned(),
+            detail: "format hound cannot decode".into(),
+        },
+        hound::Error::IoError(ref io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            AudioError::NotWav {
+                path: path.to_owned(),
+                detail: "the header is cut short".into(),
+            }
+        }
+        other => AudioError::NotWav {
+            path: path.to_owned(),
+            detail: other.to_string(),
+        },
+    })?;
+    let spec = reader.spec();
+    if spec.channels == 0 || spec.sample_rate == 0 {
+        return Err(AudioError::NotWav {
+            path: path.to_owned(),
+            detail: format!("{} channels at {} Hz", spec.channels, spec.sample_rate),
+        });
+    }
+    let expected = u64::from(reader.duration());
+    let (samples, non_finite) = decode(reader, spec, path)?;
+    let got = (samples.len() / usize::from(spec.channels)) as u64;
+    if got < expected {
+        return Err(AudioError::Truncated {
+            path: path.to_owned(),
+            expected,
+            got,
+        });
+    }
+    if got == 0 {
+        return Err(AudioError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    Ok(Clip {
+        samples,
+        channels: spec.channels,
+        sample_rate: spec.sample_rate,
+        non_finite,
+    })
+}
+
+fn decode<R: std::io::Read>(
+    mut reader: hound::WavReader<R>,
+    spec: hound::WavSpec,
+    path: &Path,
+) -> Result<(Vec<f32>, usize), AudioError> {
+    let mut out = Vec::with_capacity(reader.len() as usize);
+    let mut non_finite = 0usize;
+    // A read error part-way means the data chunk is shorter than the header says: stop there
+    // and let the caller report truncation with the counts.
+    match (spec.sample_format, spec.bits_per_sample) {
+        (hound::SampleFormat::Float, 32) => {
+            for s in reader.samples::<f32>() {
+                let Ok(v) = s else { break };
+                if v.is_finite() {
+                    out.push(v);
+                } else {
+                    non_finite += 1;
+                    out.push(0.0);
+                }
+            }
+        }
+        (hound::SampleFormat::Int, bits @ 1..=32) => {
+            let scale = 1.0 / (1u64 << (bits - 1)) as f64;
+            for s in reader.samples::<i32>() {
+                let Ok(v) = s else { break };
+                out.push((f64::from(v) * scale) as f32);
+            }
+        }
+        (fmt, bits) => {
+            return Err(AudioError::Unsupported {
+                path: path.to_owned(),
+                detail: format!("{fmt:?} with {bits} bits per sample"),
+            });
+        }
+    }
+    let whole = out.len() - out.len() % usize::from(spec.channels);
+    out.truncate(whole);
+    Ok((out, non_finite))
+}
+
+/// Writes mono `f32` samples as 16-bit PCM (used for anomaly clips and test fixtures).
+pub fn write_wav_i16(path: &Path, samples: &[f32], sample_rate: u32) -> Result<(), hound::Error> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec)?;
+    for &s in samples {
+        let v = (s.clamp(-1.0, 1.0) * 32767.0).round() as i16;
+        w.write_sample(v)?;
+    }
+    w.finalize()
+}

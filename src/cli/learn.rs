@@ -1,8 +1,74 @@
-//! `earshot learn` (in progress).
+//! `earshot learn`: normal recordings -> profile directory.
+
+use anyhow::Context;
+use earshot::score::{self, LearnOptions, profile::WindowSpec};
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
-pub struct LearnArgs {}
+pub struct LearnArgs {
+    /// Normal recordings: WAV files or directories (searched recursively for .wav).
+    #[arg(long, required = true, num_args = 1..)]
+    normal: Vec<PathBuf>,
+    /// Profile directory to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Config file (TOML); `EARSHOT_*__*` environment variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Model directory (overrides `model.dir`).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Machine label stored in the profile (default: the output directory's name).
+    #[arg(long)]
+    machine: Option<String>,
+}
 
-pub fn run(_args: LearnArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`earshot learn` is not available in this build yet")
+pub fn run(a: LearnArgs) -> anyhow::Result<()> {
+    let s = super::settings(a.config.as_deref())?;
+    let files = super::collect_wavs(&a.normal)?;
+    let mut e = super::embedder(&s, a.model.as_deref())?;
+    s.window
+        .check("window.", Some(e.card().min_window_seconds()))
+        .map_err(|(k, d)| s.invalid(&k, d))?;
+    let window = WindowSpec {
+        seconds: s.window.seconds,
+        hop_seconds: s.window.hop_seconds,
+    };
+    let started = std::time::Instant::now();
+    let clips = super::embed_normals(&mut e, &files, window)?;
+    let machine = a.machine.clone().unwrap_or_else(|| {
+        a.out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "machine".into())
+    });
+    let opts = LearnOptions {
+        machine,
+        kmeans_k: (s.learn.kmeans_k > 0).then_some(s.learn.kmeans_k),
+        knn_k: s.learn.knn_k,
+        target_far: s.learn.target_far,
+        holdout_fraction: s.learn.holdout_fraction,
+    };
+    let (profile, cal) = score::learn(&clips, &opts, super::model_ref(&e), window)?;
+    profile
+        .save(&a.out, &cal)
+        .with_context(|| format!("writing profile {}", a.out.display()))?;
+    let m = &profile.manifest;
+    let th: Vec<String> = m
+        .thresholds
+        .iter()
+        .map(|(k, t)| format!("{k} {:.4}", t.value))
+        .collect();
+    println!(
+        "learned {} from {} clips ({} windows fit, {} held out, k-means k={}) in {:.1} s; thresholds: {}; profile: {}",
+        m.machine,
+        m.counts.clips,
+        m.counts.fit_windows,
+        m.counts.holdout_windows,
+        m.kmeans_k,
+        started.elapsed().as_secs_f64(),
+        th.join(", "),
+        a.out.display()
+    );
+    Ok(())
 }

@@ -1,8 +1,172 @@
-//! `earshot score` (in progress).
+//! `earshot score`: WAV files -> per-window and per-clip scores against a profile.
+
+use anyhow::Context;
+use earshot::embed::file::embed_file;
+use earshot::score::{CENTROID, KNN, Profile, Scorer};
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Jsonl,
+    Csv,
+}
 
 #[derive(clap::Args)]
-pub struct ScoreArgs {}
+pub struct ScoreArgs {
+    /// Profile directory written by `earshot learn`.
+    #[arg(long)]
+    profile: PathBuf,
+    /// Recordings to score (WAV files or directories).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "jsonl")]
+    format: Format,
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Model directory (must be the model the profile was learned with).
+    #[arg(long)]
+    model: Option<PathBuf>,
+}
 
-pub fn run(_args: ScoreArgs) -> anyhow::Result<()> {
-    anyhow::bail!("`earshot score` is not available in this build yet")
+/// One output row: a window, or a clip summary (`type` tells which).
+#[derive(Serialize)]
+struct Row<'a> {
+    r#type: &'a str,
+    file: String,
+    start_s: f64,
+    end_s: f64,
+    windows: usize,
+    centroid: f32,
+    centroid_threshold: f32,
+    centroid_anomaly: bool,
+    knn: Option<f32>,
+    knn_threshold: f32,
+    knn_anomaly: bool,
+    anomaly: bool,
+    /// Clip rows: how many windows were anomalous.
+    anomalous_windows: usize,
+}
+
+/// Scores one recording; the clip score is the mean window score (per scorer).
+pub fn score_file(
+    e: &mut earshot::embed::Embedder,
+    scorer: &Scorer,
+    path: &Path,
+) -> anyhow::Result<Vec<(f64, f64, f32, Option<f32>)>> {
+    let w = scorer.profile.manifest.window;
+    let (wins, report) = embed_file(e, path, w.seconds, w.hop_seconds)?;
+    super::warn_report(path, &report);
+    Ok(wins
+        .iter()
+        .map(|win| {
+            let s = scorer.score(&win.embedding);
+            (win.start_s, win.end_s, s.centroid, s.knn)
+        })
+        .collect())
+}
+
+/// Refuses a profile learned with another model: its embeddings would be meaningless here.
+pub fn check_profile_model(p: &Profile, e: &earshot::embed::Embedder) -> anyhow::Result<()> {
+    let m = &p.manifest.model;
+    if !m.onnx_sha256.eq_ignore_ascii_case(&e.card().onnx.sha256) {
+        anyhow::bail!(
+            "profile {} was learned with model {:?} ({}), but the loaded model is {:?} ({}): pass the same model (--model or model.dir) or re-run `earshot learn`",
+            p.dir.display(),
+            m.name,
+            &m.onnx_sha256[..12.min(m.onnx_sha256.len())],
+            e.card().name,
+            &e.card().onnx.sha256[..12.min(e.card().onnx.sha256.len())]
+        );
+    }
+    Ok(())
+}
+
+pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
+    let s = super::settings(a.config.as_deref())?;
+    let profile = Profile::load(&a.profile)?;
+    let mut e = super::embedder(&s, a.model.as_deref())?;
+    check_profile_model(&profile, &e)?;
+    let scorer = Scorer::new(&profile);
+    let tc = scorer.threshold(CENTROID).unwrap_or(f32::INFINITY);
+    let tk = scorer.threshold(KNN).unwrap_or(f32::INFINITY);
+    let files = super::collect_wavs(&a.inputs)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut csv_w = match a.format {
+        Format::Csv => Some(csv::Writer::from_writer(std::io::stdout())),
+        Format::Jsonl => None,
+    };
+    let mut failed = 0;
+    for f in &files {
+        let scores = match score_file(&mut e, &scorer, f) {
+            Ok(s) => s,
+            Err(err) => {
+                // One bad file must not cost the scores of the others.
+                eprintln!("error: {err:#}");
+                failed += 1;
+                continue;
+            }
+        };
+        let mut rows = Vec::with_capacity(scores.len() + 1);
+        let mut n_anom = 0;
+        for &(t0, t1, c, k) in &scores {
+            let ca = c > tc;
+            let ka = k.is_some_and(|k| k > tk);
+            n_anom += usize::from(ca || ka);
+            rows.push(Row {
+                r#type: "window",
+                file: f.display().to_string(),
+                start_s: t0,
+                end_s: t1,
+                windows: 1,
+                centroid: c,
+                centroid_threshold: tc,
+                centroid_anomaly: ca,
+                knn: k,
+                knn_threshold: tk,
+                knn_anomaly: ka,
+                anomaly: ca || ka,
+                anomalous_windows: usize::from(ca || ka),
+            });
+        }
+        let n = scores.len().max(1) as f32;
+        let cm = scores.iter().map(|s| s.2).sum::<f32>() / n;
+        let km = scores.iter().filter_map(|s| s.3).sum::<f32>() / n;
+        rows.push(Row {
+            r#type: "clip",
+            file: f.display().to_string(),
+            start_s: scores.first().map_or(0.0, |s| s.0),
+            end_s: scores.last().map_or(0.0, |s| s.1),
+            windows: scores.len(),
+            centroid: cm,
+            centroid_threshold: tc,
+            centroid_anomaly: cm > tc,
+            knn: Some(km),
+            knn_threshold: tk,
+            knn_anomaly: km > tk,
+            anomaly: cm > tc || km > tk,
+            anomalous_windows: n_anom,
+        });
+        for r in &rows {
+            match csv_w.as_mut() {
+                Some(w) => w.serialize(r).context("writing CSV")?,
+                None => {
+                    serde_json::to_writer(&mut out, r).context("writing JSON")?;
+                    writeln!(out).context("writing output")?;
+                }
+            }
+        }
+        if let Some(w) = csv_w.as_mut() {
+            w.flush().context("writing CSV")?;
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {} files could not be scored (see above)",
+            files.len()
+        );
+    }
+    Ok(())
 }

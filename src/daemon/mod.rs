@@ -1,1 +1,7 @@
-//! (in progress)
+//! The long-running service: wiring the pipeline stages into monitors, their lifecycle
+//! (start, reload, stop) and the conversation with systemd.
+//!
+//! `notify` speaks sd_notify (READY/STATUS/WATCHDOG) without libsystemd; the watchdog pings
+//! only while the pipeline makes progress, so a hung pipeline gets restarted by systemd.
+
+pub mod notify;

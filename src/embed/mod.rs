@@ -1,1 +1,342 @@
-//! (in progress)
+//! Embedding: window of samples at the model's rate -> log-mel (Rust) -> PANNs network (ONNX
+//! Runtime) -> embedding vector.
+//!
+//! A model is a directory with `card.json` and the ONNX file it names. The card is checked
+//! against the file (checksum) and against the network's inputs and outputs before anything
+//! is embedded, so a wrong model is refused at start-up, not discovered in the scores.
+
+pub mod card;
+pub mod file;
+pub mod runtime;
+
+pub use card::ModelCard;
+
+use crate::dsp::LogMel;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::TensorRef;
+use sha2::Digest;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error(transparent)]
+    Card(#[from] card::CardError),
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
+    #[error(
+        "model file {path} not found (named by its card); re-run the conversion (models/convert_panns.py) or fix `onnx.file` in the card"
+    )]
+    ModelMissing { path: PathBuf },
+    #[error(
+        "model file {path} does not match its card (sha256 {actual}, card says {expected}): the model was replaced or corrupted; re-convert it or restore the matching card"
+    )]
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("ONNX Runtime cannot load {path}: {detail}")]
+    Load { path: PathBuf, detail: String },
+    #[error("model {path} does not match its card: {detail}")]
+    Mismatch { path: PathBuf, detail: String },
+    #[error(
+        "window of {samples} samples is too short for model {model}: it needs at least {min} samples ({seconds:.2} s)"
+    )]
+    TooShort {
+        model: String,
+        samples: usize,
+        min: usize,
+        seconds: f64,
+    },
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+/// How to run the model.
+#[derive(Debug, Clone, Default)]
+pub struct EmbedOptions {
+    /// Intra-op threads for ONNX Runtime (0 = ONNX Runtime's default: all cores).
+    pub threads: usize,
+    /// Explicit libonnxruntime path (else the search in [`runtime::candidates`]).
+    pub onnxruntime: Option<PathBuf>,
+    /// Skip the checksum (for very large models on slow disks); the shape checks still run.
+    pub skip_checksum: bool,
+}
+
+/// What the network returns for one window.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub embedding: Vec<f32>,
+    pub clipwise: Option<Vec<f32>>,
+}
+
+pub struct Embedder {
+    card: ModelCard,
+    dir: PathBuf,
+    session: Session,
+    logmel: LogMel,
+    mel_buf: Vec<f32>,
+    batch_buf: Vec<f32>,
+}
+
+impl Embedder {
+    /// Loads the model in `model_dir` (or the directory of a `card.json` path).
+    pub fn load(model_dir: &Path, opts: &EmbedOptions) -> Result<Self, EmbedError> {
+        let (card, card_path) = ModelCard::load(model_dir)?;
+        let dir = card_path
+            .parent()
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let onnx_path = dir.join(&card.onnx.file);
+        if !onnx_path.is_file() {
+            return Err(EmbedError::ModelMissing { path: onnx_path });
+        }
+        if !opts.skip_checksum {
+            let actual = sha256_file(&onnx_path).map_err(|e| EmbedError::Load {
+                path: onnx_path.clone(),
+                detail: e.to_string(),
+            })?;
+            if !actual.eq_ignore_ascii_case(&card.onnx.sha256) {
+                return Err(EmbedError::Checksum {
+                    path: onnx_path,
+                    expected: card.onnx.sha256.clone(),
+                    actual,
+                });
+            }
+        }
+        runtime::ensure(opts.onnxruntime.as_deref())?;
+        let env = runtime::environment().ok_or_else(|| {
+            EmbedError::Runtime(runtime::RuntimeError::Init("environment missing".into()))
+        })?;
+        let load_err = |detail: String| EmbedError::Load {
+            path: onnx_path.clone(),
+            detail,
+        };
+        let mut builder = Session::builder(env)
+            .map_err(|e| load_err(e.to_string()))?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(|e| load_err(e.to_string()))?;
+        if opts.threads > 0 {
+            builder = builder
+                .with_intra_threads(opts.threads)
+                .map_err(|e| load_err(e.to_string()))?;
+        }
+        let session = builder
+            .commit_from_file(&onnx_path)
+            .map_err(|e| load_err(e.to_string()))?;
+        check_io(&session, &card).map_err(|detail| EmbedError::Mismatch {
+            path: onnx_path.clone(),
+            detail,
+        })?;
+        let logmel = LogMel::new(&card.frontend, card.sample_rate);
+        Ok(Self {
+            card,
+            dir,
+            session,
+            logmel,
+            mel_buf: Vec::new(),
+            batch_buf: Vec::new(),
+        })
+    }
+
+    pub fn card(&self) -> &ModelCard {
+        &self.card
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn sample_rate(&self) -> u32 {
+        self.card.sample_rate
+    }
+    pub fn dim(&self) -> usize {
+        self.card.embedding_dim
+    }
+
+    /// Fewest samples a window must have.
+    pub fn min_samples(&self) -> usize {
+        let fe = &self.card.frontend;
+        ((self.card.min_frames - 1) * fe.hop_size).max(fe.min_samples())
+    }
+
+    /// The log-mel of a window, row-major `frames x mel_bins` (exposed for parity tests).
+    pub fn logmel(&mut self, samples: &[f32]) -> (Vec<f32>, usize) {
+        let mut out = Vec::new();
+        let frames = self.logmel.compute(samples, &mut out);
+        (out, frames)
+    }
+
+    /// Embeds one window of mono samples at the model's sample rate.
+    pub fn embed(&mut self, samples: &[f32]) -> Result<Output, EmbedError> {
+        let mut v = self.embed_batch(&[samples])?;
+        v.pop()
+            .ok_or_else(|| EmbedError::Inference("no output".into()))
+    }
+
+    /// Embeds windows of equal length in one network call (cheaper per window).
+    pub fn embed_batch(&mut self, windows: &[&[f32]]) -> Result<Vec<Output>, EmbedError> {
+        let Some(first) = windows.first() else {
+            return Ok(Vec::new());
+        };
+        let len = first.len();
+        if len < self.min_samples() {
+            return Err(EmbedError::TooShort {
+                model: self.card.name.clone(),
+                samples: len,
+                min: self.min_samples(),
+                seconds: self.min_samples() as f64 / f64::from(self.card.sample_rate),
+            });
+        }
+        if windows.iter().any(|w| w.len() != len) {
+            return Err(EmbedError::Inference(
+                "windows in one batch must have the same length".into(),
+            ));
+        }
+        self.batch_buf.clear();
+        let mut frames = 0;
+        for w in windows {
+            frames = self.logmel.compute(w, &mut self.mel_buf);
+            self.batch_buf.extend_from_slice(&self.mel_buf);
+        }
+        let mels = self.card.frontend.mel_bins;
+        self.run_logmel_batch(windows.len(), frames, mels)
+    }
+
+    /// Runs the network on a log-mel given directly (`frames x mel_bins`).
+    pub fn embed_logmel(&mut self, logmel: &[f32], frames: usize) -> Result<Output, EmbedError> {
+        self.batch_buf.clear();
+        self.batch_buf.extend_from_slice(logmel);
+        let mels = self.card.frontend.mel_bins;
+        let mut v = self.run_logmel_batch(1, frames, mels)?;
+        v.pop()
+            .ok_or_else(|| EmbedError::Inference("no output".into()))
+    }
+
+    fn run_logmel_batch(
+        &mut self,
+        batch: usize,
+        frames: usize,
+        mels: usize,
+    ) -> Result<Vec<Output>, EmbedError> {
+        let inf = |e: ort::Error| EmbedError::Inference(e.to_string());
+        let view =
+            ndarray::ArrayView4::from_shape((batch, 1, frames, mels), self.batch_buf.as_slice())
+                .map_err(|e| EmbedError::Inference(e.to_string()))?;
+        let input = TensorRef::from_array_view(view).map_err(inf)?;
+        let card = &self.card;
+        let outputs = self
+            .session
+            .run(ort::inputs![card.input.name.as_str() => input])
+            .map_err(inf)?;
+        let emb = outputs[card.outputs.embedding.as_str()]
+            .try_extract_array::<f32>()
+            .map_err(inf)?;
+        let dim = card.embedding_dim;
+        if emb.len() != batch * dim {
+            return Err(EmbedError::Inference(format!(
+                "embedding output has {} values, expected {batch} x {dim}",
+                emb.len()
+            )));
+        }
+        let emb: Vec<f32> = emb.iter().copied().collect();
+        let clip: Option<Vec<f32>> = match &card.outputs.clipwise {
+            Some(name) => match outputs.get(name.as_str()) {
+                Some(v) => Some(
+                    v.try_extract_array::<f32>()
+                        .map_err(inf)?
+                        .iter()
+                        .copied()
+                        .collect(),
+                ),
+                None => None,
+            },
+            None => None,
+        };
+        let per_clip = clip.as_ref().map(|c| c.len() / batch.max(1));
+        Ok((0..batch)
+            .map(|b| Output {
+                embedding: emb[b * dim..(b + 1) * dim].to_vec(),
+                clipwise: clip
+                    .as_ref()
+                    .zip(per_clip)
+                    .map(|(c, n)| c[b * n..(b + 1) * n].to_vec()),
+            })
+            .collect())
+    }
+}
+
+/// Checks the network's declared inputs and outputs against the card.
+fn check_io(session: &Session, card: &ModelCard) -> Result<(), String> {
+    let inputs = session.inputs();
+    let Some(input) = inputs.iter().find(|i| i.name() == card.input.name) else {
+        let names: Vec<&str> = inputs.iter().map(|i| i.name()).collect();
+        return Err(format!(
+            "the card's input {:?} is not an input of the network (it has {names:?})",
+            card.input.name
+        ));
+    };
+    if inputs.len() != 1 {
+        return Err(format!(
+            "the network has {} inputs, earshot feeds exactly one",
+            inputs.len()
+        ));
+    }
+    if let Some(shape) = input.dtype().tensor_shape() {
+        let dims: Vec<i64> = shape.iter().copied().collect();
+        if dims.len() != 4 {
+            return Err(format!(
+                "input {:?} has rank {} (shape {dims:?}), expected [batch, 1, frames, mel_bins]",
+                card.input.name,
+                dims.len()
+            ));
+        }
+        let mels = card.frontend.mel_bins as i64;
+        if (dims[1] > 0 && dims[1] != 1) || (dims[3] > 0 && dims[3] != mels) {
+            return Err(format!(
+                "input shape {dims:?} does not take [batch, 1, frames, {mels}] as the card's front end produces"
+            ));
+        }
+    }
+    let outputs = session.outputs();
+    let Some(emb) = outputs.iter().find(|o| o.name() == card.outputs.embedding) else {
+        let names: Vec<&str> = outputs.iter().map(|o| o.name()).collect();
+        return Err(format!(
+            "the card's embedding output {:?} is not an output of the network (it has {names:?})",
+            card.outputs.embedding
+        ));
+    };
+    if let Some(shape) = emb.dtype().tensor_shape() {
+        let dims: Vec<i64> = shape.iter().copied().collect();
+        if let Some(&last) = dims.last() {
+            if last > 0 && last as usize != card.embedding_dim {
+                return Err(format!(
+                    "embedding output has {last} dimensions, the card says {}",
+                    card.embedding_dim
+                ));
+            }
+        }
+    }
+    if let Some(c) = &card.outputs.clipwise {
+        if !outputs.iter().any(|o| o.name() == c) {
+            return Err(format!(
+                "the card's clipwise output {c:?} is not an output of the network"
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}

@@ -1,1 +1,86 @@
-//! (in progress)
+//! Scoring windows against the learned normal model.
+//!
+//! Two scores per window, each with its own calibrated threshold:
+//! - `centroid`: Euclidean distance to the nearest k-means centre of normal embeddings;
+//! - `knn`: mean cosine distance to the k nearest normal embeddings.
+//!
+//! Embeddings are L2-normalised first, so both scores live on a fixed scale (0..2) whatever
+//! the model, and loudness alone does not move them.
+
+pub mod centroid;
+pub mod decide;
+pub mod learn;
+pub mod profile;
+pub mod threshold;
+
+pub use learn::{LearnError, LearnOptions, learn};
+pub use profile::{Profile, ProfileError};
+pub use threshold::Threshold;
+
+use ndarray::Array2;
+use serde::Serialize;
+
+pub const CENTROID: &str = "centroid";
+pub const KNN: &str = "knn";
+
+/// L2-normalises in place. An all-zero vector (possible with ReLU outputs on digital silence)
+/// stays zero: its cosine distance to anything is then 1, a defined, finite score.
+pub fn normalize(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 1e-12 && n.is_finite() {
+        v.iter_mut().for_each(|x| *x /= n);
+    } else {
+        v.iter_mut().for_each(|x| *x = 0.0);
+    }
+}
+
+/// Scores of one window; `knn` is `None` when the index could not answer in time.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct WindowScores {
+    pub centroid: f32,
+    pub knn: Option<f32>,
+}
+
+/// Exact k-NN over an in-memory matrix of normalised rows: mean of the `k` smallest cosine
+/// distances.
+pub fn knn_distance(normals: &Array2<f32>, q: &[f32], k: usize) -> Option<f32> {
+    let n = normals.nrows();
+    if n == 0 || k == 0 {
+        return None;
+    }
+    let mut d: Vec<f32> = normals
+        .rows()
+        .into_iter()
+        .map(|r| 1.0 - r.iter().zip(q).map(|(a, b)| a * b).sum::<f32>())
+        .collect();
+    let k = k.min(n);
+    d.select_nth_unstable_by(k - 1, f32::total_cmp);
+    Some(d[..k].iter().sum::<f32>() / k as f32)
+}
+
+/// The offline scorer: centroids and exact k-NN over the profile's own embeddings.
+pub struct Scorer<'a> {
+    pub profile: &'a Profile,
+}
+
+impl<'a> Scorer<'a> {
+    pub fn new(profile: &'a Profile) -> Self {
+        Self { profile }
+    }
+
+    /// Scores a normalised embedding.
+    pub fn score(&self, emb: &[f32]) -> WindowScores {
+        WindowScores {
+            centroid: centroid::nearest_distance(&self.profile.centroids, emb),
+            knn: knn_distance(&self.profile.embeddings, emb, self.profile.manifest.knn_k),
+        }
+    }
+
+    pub fn threshold(&self, scorer: &str) -> Option<f32> {
+        self.profile
+            .manifest
+            .thresholds
+            .get(scorer)
+            .map(|t| t.value)
+    }
+}

@@ -1,0 +1,790 @@
+//! Where events go: a JSON-lines file in the state directory and the log, behind one trait.
+//!
+//! Each line of the event file is an [`EventRecord`], shaped like an Alertmanager alert
+//! (`labels`, `annotations`, `startsAt`, `endsAt`, `status`, `fingerprint`) with earshot's
+//! full event under `event`. A later webhook or Alertmanager sink can therefore post the same
+//! record (minus `event`, plus `generatorURL`) without a translation layer, and anyone with
+//! `jq` can read the file today. `fingerprint` is stable across the started/ongoing/ended
+//! messages of one event, which is what Alertmanager uses to pair firing with resolved.
+//!
+//! Durability: each event is one `write` of a whole line to a file opened in append mode, so a
+//! concurrent reader (`tail -f`, a shipper) never sees half a line from us and sees each event
+//! as soon as it is emitted; the file is fsynced on close and before rotation. Rotation by
+//! size is optional (`events.jsonl` -> `events.jsonl.1` -> ...).
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::SinkHandle;
+use crate::score::decide::{DecisionEvent, DecisionKind, EndReason};
+
+/// Something that happened to a monitor, other than an anomaly decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperationalKind {
+    DeviceLost,
+    DeviceRecovered,
+}
+
+/// An operational event (device lost/recovered) of one monitor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperationalEvent {
+    pub kind: OperationalKind,
+    pub labels: BTreeMap<String, String>,
+    /// When it happened, RFC 3339 UTC.
+    pub at: String,
+    /// For `device_recovered`: when the device was lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Human-readable detail (error text, attempts).
+    pub detail: String,
+}
+
+impl OperationalEvent {
+    /// An event stamped now.
+    pub fn now(
+        kind: OperationalKind,
+        labels: BTreeMap<String, String>,
+        since: Option<SystemTime>,
+        detail: impl Into<String>,
+    ) -> Self {
+        let fmt = |t| humantime::format_rfc3339_millis(t).to_string();
+        Self {
+            kind,
+            labels,
+            at: fmt(SystemTime::now()),
+            since: since.map(fmt),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Every event earshot emits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    Anomaly(DecisionEvent),
+    Operational(OperationalEvent),
+}
+
+/// Alertmanager's notion of an alert's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertStatus {
+    Firing,
+    Resolved,
+}
+
+/// One line of the event file: an Alertmanager-shaped alert plus the full event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// e.g. `anomaly_started`, `anomaly_ended`, `device_lost`.
+    pub kind: String,
+    pub status: AlertStatus,
+    /// Identifying labels: `alertname` plus the monitor's labels.
+    pub labels: BTreeMap<String, String>,
+    /// Descriptive strings: `summary`, per-scorer peaks and means, `fired`, `reason`.
+    pub annotations: BTreeMap<String, String>,
+    #[serde(rename = "startsAt")]
+    pub starts_at: String,
+    #[serde(rename = "endsAt", default, skip_serializing_if = "Option::is_none")]
+    pub ends_at: Option<String>,
+    /// Same for every message of one event.
+    pub fingerprint: String,
+    pub event: Event,
+}
+
+impl Event {
+    /// The Alertmanager-shaped record of this event.
+    pub fn to_record(&self) -> EventRecord {
+        match self {
+            Event::Anomaly(d) => anomaly_record(self, d),
+            Event::Operational(o) => operational_record(self, o),
+        }
+    }
+}
+
+fn anomaly_record(ev: &Event, d: &DecisionEvent) -> EventRecord {
+    let kind = match d.kind {
+        DecisionKind::Started => "anomaly_started",
+        DecisionKind::Ongoing => "anomaly_ongoing",
+        DecisionKind::Ended => "anomaly_ended",
+    };
+    let mut labels = d.labels.clone();
+    labels.insert("alertname".into(), "EarshotAnomaly".into());
+    let mut annotations = BTreeMap::new();
+    for (scorer, s) in &d.scores {
+        annotations.insert(format!("peak_{scorer}"), format!("{:.4}", s.peak));
+        annotations.insert(format!("mean_{scorer}"), format!("{:.4}", s.mean));
+        annotations.insert(format!("threshold_{scorer}"), format!("{:.4}", s.threshold));
+    }
+    annotations.insert("fired".into(), d.fired.join(","));
+    if let Some(r) = d.reason {
+        let r = match r {
+            EndReason::Released => "released",
+            EndReason::Shutdown => "shutdown",
+        };
+        annotations.insert("reason".into(), r.into());
+    }
+    let what = labels
+        .get("machine")
+        .or_else(|| labels.get("monitor"))
+        .cloned()
+        .unwrap_or_else(|| "machine".into());
+    let peaks: Vec<String> = d
+        .scores
+        .iter()
+        .filter(|(k, _)| d.fired.contains(k))
+        .map(|(k, s)| format!("{k} peak {:.3} vs threshold {:.3}", s.peak, s.threshold))
+        .collect();
+    let verb = match d.kind {
+        DecisionKind::Ended => "ended",
+        _ => "sounds abnormal",
+    };
+    annotations.insert(
+        "summary".into(),
+        format!("{what} {verb} ({})", peaks.join("; ")),
+    );
+    EventRecord {
+        kind: kind.into(),
+        status: if d.kind == DecisionKind::Ended {
+            AlertStatus::Resolved
+        } else {
+            AlertStatus::Firing
+        },
+        labels,
+        annotations,
+        starts_at: d.start.wall.clone(),
+        ends_at: d.end.as_ref().map(|e| e.wall.clone()),
+        fingerprint: d.event_id.clone(),
+        event: ev.clone(),
+    }
+}
+
+fn operational_record(ev: &Event, o: &OperationalEvent) -> EventRecord {
+    let mut labels = o.labels.clone();
+    labels.insert("alertname".into(), "EarshotDeviceLost".into());
+    let monitor = labels.get("monitor").cloned().unwrap_or_default();
+    let (kind, status, starts_at, ends_at, summary) = match o.kind {
+        OperationalKind::DeviceLost => (
+            "device_lost",
+            AlertStatus::Firing,
+            o.at.clone(),
+            None,
+            format!("capture device of monitor {monitor} lost: {}", o.detail),
+        ),
+        OperationalKind::DeviceRecovered => (
+            "device_recovered",
+            AlertStatus::Resolved,
+            o.since.clone().unwrap_or_else(|| o.at.clone()),
+            Some(o.at.clone()),
+            format!(
+                "capture device of monitor {monitor} recovered: {}",
+                o.detail
+            ),
+        ),
+    };
+    EventRecord {
+        kind: kind.into(),
+        status,
+        labels,
+        annotations: BTreeMap::from([("summary".to_string(), summary)]),
+        starts_at,
+        ends_at,
+        fingerprint: format!("{monitor}/device"),
+        event: ev.clone(),
+    }
+}
+
+/// Failures of an event sink; they say which file and what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(
+        "cannot open event file {path}: {source}; check that the state directory exists and is writable by the user earshot runs as (StateDirectory= in the systemd unit)"
+    )]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write event to {path}: {source} (disk full or read-only?)")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot rotate event file {path}: {source}")]
+    Rotate {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot encode event as JSON: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// A destination for events.
+pub trait EventSink: Send {
+    /// Short name, used as the `sink` metric label.
+    fn name(&self) -> &'static str;
+    /// Delivers one event; returns once it is as durable as this sink makes it.
+    fn emit(&mut self, event: &Event) -> Result<(), SinkError>;
+    /// Flushes and releases resources; called once at shutdown.
+    fn close(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// Options of [`JsonlSink`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonlOptions {
+    /// File name inside the state directory.
+    #[serde(default = "default_file_name")]
+    pub file_name: String,
+    /// Rotate when the file would grow beyond this many bytes (unset: never).
+    #[serde(default)]
+    pub rotate_bytes: Option<u64>,
+    /// Rotated files kept (`events.jsonl.1` is the newest).
+    #[serde(default = "default_keep")]
+    pub keep: u32,
+}
+
+fn default_file_name() -> String {
+    "events.jsonl".into()
+}
+fn default_keep() -> u32 {
+    5
+}
+
+impl JsonlOptions {
+    /// Checks the settings; the error names the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        let name = Path::new(&self.file_name);
+        if self.file_name.is_empty() || name.components().count() != 1 || name.file_name().is_none()
+        {
+            return Err(format!(
+                "event file setting `file_name` = {:?}: must be a plain file name; the file always lives in the state directory",
+                self.file_name
+            ));
+        }
+        if self.rotate_bytes == Some(0) {
+            return Err(
+                "event file setting `rotate_bytes` = 0: must be a positive size in bytes, or left out to never rotate".into(),
+            );
+        }
+        if self.keep > 1000 {
+            return Err(format!(
+                "event file setting `keep` = {}: at most 1000 rotated files",
+                self.keep
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for JsonlOptions {
+    fn default() -> Self {
+        Self {
+            file_name: default_file_name(),
+            rotate_bytes: None,
+            keep: default_keep(),
+        }
+    }
+}
+
+/// Appends one [`EventRecord`] per line to a file in the state directory.
+pub struct JsonlSink {
+    path: PathBuf,
+    file: Option<File>,
+    size: u64,
+    opts: JsonlOptions,
+}
+
+impl JsonlSink {
+    /// Opens (creating if needed) `dir/opts.file_name` for appending.
+    pub fn open(dir: &Path, opts: JsonlOptions) -> Result<Self, SinkError> {
+        opts.validate().map_err(SinkError::Config)?;
+        let path = dir.join(&opts.file_name);
+        if !dir.is_dir() {
+            return Err(SinkError::Open {
+                path,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{} is not a directory", dir.display()),
+                ),
+            });
+        }
+        let file = open_append(&path)?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Self {
+            path,
+            file: Some(file),
+            size,
+            opts,
+        })
+    }
+
+    /// Path of the live file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn rotate(&mut self) -> Result<(), SinkError> {
+        let err = |path: &Path, source| SinkError::Rotate {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(f) = self.file.take() {
+            f.sync_all().map_err(|e| err(&self.path, e))?;
+        }
+        let numbered = |i: u32| PathBuf::from(format!("{}.{i}", self.path.display()));
+        if self.opts.keep == 0 {
+            std::fs::remove_file(&self.path).map_err(|e| err(&self.path, e))?;
+        } else {
+            for i in (1..self.opts.keep).rev() {
+                let from = numbered(i);
+                if from.exists() {
+                    std::fs::rename(&from, numbered(i + 1)).map_err(|e| err(&from, e))?;
+                }
+            }
+            std::fs::rename(&self.path, numbered(1)).map_err(|e| err(&self.path, e))?;
+        }
+        self.file = Some(open_append(&self.path)?);
+        self.size = 0;
+        Ok(())
+    }
+}
+
+fn open_append(path: &Path) -> Result<File, SinkError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| SinkError::Open {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+impl EventSink for JsonlSink {
+    fn name(&self) -> &'static str {
+        "jsonl"
+    }
+
+    fn emit(&mut self, event: &Event) -> Result<(), SinkError> {
+        let mut line = serde_json::to_vec(&event.to_record())?;
+        line.push(b'\n');
+        if let Some(max) = self.opts.rotate_bytes
+            && self.size > 0
+            && self.size + line.len() as u64 > max
+        {
+            self.rotate()?;
+        }
+        if self.file.is_none() {
+            // A previous rotation failed half-way; try to reopen rather than lose events.
+            self.file = Some(open_append(&self.path)?);
+        }
+        let file = self.file.as_mut().ok_or_else(|| SinkError::Write {
+            path: self.path.clone(),
+            source: std::io::Error::other("event file is closed"),
+        })?;
+        // One write of the whole line: with O_APPEND, readers never see a partial event.
+        file.write_all(&line).map_err(|source| SinkError::Write {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.size += line.len() as u64;
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), SinkError> {
+        if let Some(f) = self.file.take() {
+            f.sync_all().map_err(|source| SinkError::Write {
+                path: self.path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for JsonlSink {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+/// Writes each event as one structured `tracing` line (target `earshot::events`).
+#[derive(Debug, Default)]
+pub struct LogSink;
+
+impl EventSink for LogSink {
+    fn name(&self) -> &'static str {
+        "log"
+    }
+
+    fn emit(&mut self, event: &Event) -> Result<(), SinkError> {
+        let r = event.to_record();
+        let labels = serde_json::to_string(&r.labels)?;
+        let monitor = r.labels.get("monitor").map(String::as_str).unwrap_or("");
+        let summary = r
+            .annotations
+            .get("summary")
+            .map(String::as_str)
+            .unwrap_or("");
+        let ends_at = r.ends_at.as_deref().unwrap_or("");
+        let firing = r.status == AlertStatus::Firing;
+        if firing {
+            tracing::warn!(target: "earshot::events", kind = %r.kind, monitor, fingerprint = %r.fingerprint, starts_at = %r.starts_at, labels = %labels, "{summary}");
+        } else {
+            tracing::info!(target: "earshot::events", kind = %r.kind, monitor, fingerprint = %r.fingerprint, starts_at = %r.starts_at, ends_at, labels = %labels, "{summary}");
+        }
+        Ok(())
+    }
+}
+
+/// Fans events out to several sinks; one failing sink does not stop the others.
+#[derive(Default)]
+pub struct Sinks {
+    sinks: Vec<(Box<dyn EventSink>, Option<SinkHandle>)>,
+}
+
+impl Sinks {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The default set: the JSON-lines file in `state_dir` and the log, counted in `metrics`.
+    pub fn standard(
+        state_dir: &Path,
+        opts: JsonlOptions,
+        metrics: Option<&crate::metrics::Metrics>,
+    ) -> Result<Self, SinkError> {
+        let mut s = Self::new();
+        let file = JsonlSink::open(state_dir, opts)?;
+        s.add(Box::new(file), metrics.map(|m| m.sink("jsonl")));
+        s.add(Box::new(LogSink), metrics.map(|m| m.sink("log")));
+        Ok(s)
+    }
+
+    /// Adds a sink, with its metrics handle (`Metrics::sink(sink.name())`) if metrics are on.
+    pub fn add(&mut self, sink: Box<dyn EventSink>, metrics: Option<SinkHandle>) {
+        self.sinks.push((sink, metrics));
+    }
+
+    /// Delivers to every sink; returns how many failed (each failure is logged and counted).
+    pub fn emit(&mut self, event: &Event) -> usize {
+        let mut failed = 0;
+        for (sink, m) in &mut self.sinks {
+            match sink.emit(event) {
+                Ok(()) => {
+                    if let Some(m) = m {
+                        m.written.inc();
+                    }
+                }
+                Err(e) => {
+                    failed += 1;
+                    if let Some(m) = m {
+                        m.failures.inc();
+                    }
+                    tracing::error!(sink = sink.name(), error = %e, "event not delivered");
+                }
+            }
+        }
+        failed
+    }
+
+    /// Closes every sink (fsync for files); returns the errors.
+    pub fn close(&mut self) -> Vec<SinkError> {
+        self.sinks
+            .iter_mut()
+            .filter_map(|(s, _)| s.close().err())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::score::decide::{DecideConfig, Decider, ScoreSample, ScoredWindow};
+    use std::io::{BufRead, BufReader, Read};
+    use std::time::Duration;
+
+    fn labels() -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("monitor".to_string(), "press-1".to_string()),
+            ("machine".to_string(), "press".to_string()),
+        ])
+    }
+
+    /// Real decision events from a decider: a start and an end.
+    fn decision_events() -> Vec<Event> {
+        let cfg = DecideConfig {
+            trigger_n: 1,
+            trigger_m: 1,
+            release_after: 0.0,
+            ..DecideConfig::default()
+        };
+        let mut d = Decider::new(cfg, labels()).unwrap();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut out = Vec::new();
+        for (i, score) in [0.5, 2.0, 1.5, 0.1].into_iter().enumerate() {
+            let s = [ScoreSample {
+                scorer: "centroid",
+                score,
+                threshold: 1.0,
+            }];
+            let start = i as f64 * 0.5;
+            let w = ScoredWindow {
+                start,
+                end: start + 1.0,
+                wall_end: t0 + Duration::from_secs_f64(start + 1.0),
+                scores: &s,
+            };
+            out.extend(d.push(&w).map(Event::Anomaly));
+        }
+        assert_eq!(out.len(), 2);
+        out
+    }
+
+    #[test]
+    fn records_are_alertmanager_shaped() {
+        let evs = decision_events();
+        let started = serde_json::to_value(evs[0].to_record()).unwrap();
+        assert_eq!(started["status"], "firing");
+        assert_eq!(started["labels"]["alertname"], "EarshotAnomaly");
+        assert_eq!(started["labels"]["machine"], "press");
+        assert_eq!(started["startsAt"], "2023-11-14T22:13:20.500Z");
+        assert!(started.get("endsAt").is_none());
+        assert_eq!(started["annotations"]["peak_centroid"], "2.0000");
+        assert!(
+            started["annotations"]["summary"]
+                .as_str()
+                .unwrap()
+                .contains("press sounds abnormal")
+        );
+        let ended = serde_json::to_value(evs[1].to_record()).unwrap();
+        assert_eq!(ended["status"], "resolved");
+        assert_eq!(ended["fingerprint"], started["fingerprint"]);
+        assert_eq!(ended["endsAt"], "2023-11-14T22:13:22.000Z");
+        assert_eq!(ended["annotations"]["reason"], "released");
+        assert_eq!(ended["event"]["type"], "anomaly");
+    }
+
+    #[test]
+    fn jsonl_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut evs = decision_events();
+        evs.push(Event::Operational(OperationalEvent::now(
+            OperationalKind::DeviceLost,
+            labels(),
+            None,
+            "no callbacks for 5 s",
+        )));
+        evs.push(Event::Operational(OperationalEvent::now(
+            OperationalKind::DeviceRecovered,
+            labels(),
+            Some(SystemTime::now()),
+            "reopened after 3 attempts",
+        )));
+        let mut sink = JsonlSink::open(dir.path(), JsonlOptions::default()).unwrap();
+        for e in &evs {
+            sink.emit(e).unwrap();
+        }
+        sink.close().unwrap();
+        // Reopening appends instead of truncating.
+        let mut sink = JsonlSink::open(dir.path(), JsonlOptions::default()).unwrap();
+        sink.emit(&evs[0]).unwrap();
+        drop(sink);
+
+        let f = File::open(dir.path().join("events.jsonl")).unwrap();
+        let back: Vec<EventRecord> = BufReader::new(f)
+            .lines()
+            .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+            .collect();
+        assert_eq!(back.len(), evs.len() + 1);
+        for (r, e) in back.iter().zip(&evs) {
+            assert_eq!(r, &e.to_record());
+            assert_eq!(&r.event, e);
+        }
+        assert_eq!(back[2].kind, "device_lost");
+        assert_eq!(back[3].status, AlertStatus::Resolved);
+        assert_eq!(back[4], evs[0].to_record());
+    }
+
+    #[test]
+    fn each_event_is_visible_to_a_concurrent_reader_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let evs = decision_events();
+        let mut sink = JsonlSink::open(dir.path(), JsonlOptions::default()).unwrap();
+        let path = sink.path().to_path_buf();
+        let reader = std::thread::spawn(move || {
+            let mut f = File::open(&path).unwrap();
+            let mut s = String::new();
+            f.read_to_string(&mut s).unwrap();
+            s
+        });
+        let before = reader.join().unwrap();
+        assert_eq!(before, "");
+        for (i, e) in evs.iter().enumerate() {
+            sink.emit(e).unwrap();
+            // The sink is still open: a separate reader already sees complete lines.
+            let path = sink.path().to_path_buf();
+            let seen = std::thread::spawn(move || std::fs::read_to_string(path).unwrap())
+                .join()
+                .unwrap();
+            assert_eq!(seen.lines().count(), i + 1);
+            assert!(seen.ends_with('\n'));
+            let last: EventRecord = serde_json::from_str(seen.lines().last().unwrap()).unwrap();
+            assert_eq!(&last.event, e);
+        }
+    }
+
+    #[test]
+    fn bad_directory_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("no/such/dir");
+        let msg = JsonlSink::open(&missing, JsonlOptions::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(msg.contains("no/such/dir"), "{msg}");
+        assert!(msg.contains("StateDirectory"), "{msg}");
+        // A file where the directory should be.
+        let file = dir.path().join("plain");
+        std::fs::write(&file, "x").unwrap();
+        let msg = JsonlSink::open(&file, JsonlOptions::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(msg.contains("not a directory"), "{msg}");
+    }
+
+    #[test]
+    fn options_validate_names_keys() {
+        assert!(JsonlOptions::default().validate().is_ok());
+        for (o, key) in [
+            (
+                JsonlOptions {
+                    file_name: "../x.jsonl".into(),
+                    ..JsonlOptions::default()
+                },
+                "file_name",
+            ),
+            (
+                JsonlOptions {
+                    rotate_bytes: Some(0),
+                    ..JsonlOptions::default()
+                },
+                "rotate_bytes",
+            ),
+            (
+                JsonlOptions {
+                    keep: 5000,
+                    ..JsonlOptions::default()
+                },
+                "keep",
+            ),
+        ] {
+            let e = o.validate().unwrap_err();
+            assert!(e.contains(key), "{e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let bad = JsonlOptions {
+            file_name: "sub/events.jsonl".into(),
+            ..JsonlOptions::default()
+        };
+        let e = JsonlSink::open(dir.path(), bad).err().unwrap().to_string();
+        assert!(e.contains("file_name"), "{e}");
+        let e = toml::from_str::<JsonlOptions>("rotate = 5").unwrap_err();
+        assert!(e.to_string().contains("rotate"), "{e}");
+    }
+
+    #[test]
+    fn rotates_by_size_and_keeps_n_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let ev = &decision_events()[0];
+        let line = serde_json::to_vec(&ev.to_record()).unwrap().len() as u64 + 1;
+        let opts = JsonlOptions {
+            rotate_bytes: Some(line * 2),
+            keep: 2,
+            ..JsonlOptions::default()
+        };
+        let mut sink = JsonlSink::open(dir.path(), opts).unwrap();
+        for _ in 0..7 {
+            sink.emit(ev).unwrap();
+        }
+        sink.close().unwrap();
+        let count = |name: &str| {
+            std::fs::read_to_string(dir.path().join(name))
+                .map(|s| s.lines().count())
+                .unwrap_or(0)
+        };
+        assert_eq!(count("events.jsonl"), 1);
+        assert_eq!(count("events.jsonl.1"), 2);
+        assert_eq!(count("events.jsonl.2"), 2);
+        assert!(!dir.path().join("events.jsonl.3").exists());
+    }
+
+    #[test]
+    fn standard_sinks_write_the_file_and_update_metrics() {
+        let m = crate::metrics::Metrics::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut sinks = Sinks::standard(dir.path(), JsonlOptions::default(), Some(&m)).unwrap();
+        let score = m.score("press-1");
+        for e in decision_events() {
+            assert_eq!(sinks.emit(&e), 0);
+            if let Event::Anomaly(d) = &e {
+                score.decision(d);
+                assert_eq!(score.active.get(), (d.kind == DecisionKind::Started) as i64);
+            }
+        }
+        assert_eq!(score.events.get(), 1);
+        assert!(sinks.close().is_empty());
+        assert_eq!(m.sink("jsonl").written.get(), 2);
+        let text = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        assert!(
+            Sinks::standard(&dir.path().join("missing"), JsonlOptions::default(), None).is_err()
+        );
+    }
+
+    #[test]
+    fn fanout_counts_and_survives_a_failing_sink() {
+        struct Broken;
+        impl EventSink for Broken {
+            fn name(&self) -> &'static str {
+                "broken"
+            }
+            fn emit(&mut self, _: &Event) -> Result<(), SinkError> {
+                Err(SinkError::Write {
+                    path: "/dev/full".into(),
+                    source: std::io::Error::other("disk full"),
+                })
+            }
+        }
+        let m = crate::metrics::Metrics::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut sinks = Sinks::new();
+        sinks.add(Box::new(Broken), Some(m.sink("broken")));
+        sinks.add(
+            Box::new(JsonlSink::open(dir.path(), JsonlOptions::default()).unwrap()),
+            Some(m.sink("jsonl")),
+        );
+        sinks.add(Box::new(LogSink), Some(m.sink("log")));
+        for e in decision_events() {
+            assert_eq!(sinks.emit(&e), 1);
+        }
+        assert!(sinks.close().is_empty());
+        assert_eq!(m.sink("broken").failures.get(), 2);
+        assert_eq!(m.sink("jsonl").written.get(), 2);
+        assert_eq!(m.sink("log").written.get(), 2);
+        let text = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+        assert_eq!(text.lines().count(), 2);
+    }
+}

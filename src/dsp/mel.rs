@@ -1,0 +1,325 @@
+//! The PANNs log-mel front end, computed in Rust so that it can stream and so that the ONNX
+//! model only has to hold the network.
+//!
+//! It reproduces torchlibrosa's `Spectrogram` + `LogmelFilterBank` as PANNs configures them:
+//! periodic Hann window, centred frames with reflect padding, power spectrum, Slaney-style
+//! mel filterbank (librosa's default: Slaney mel scale and area normalisation), then
+//! `10 * log10(max(x, amin)) - 10 * log10(max(amin, ref))` with no top-dB clipping.
+//! Arithmetic is done in f64 and rounded once, which keeps us within ~1e-5 dB of the float32
+//! reference (tests/parity.rs holds the proof against the original code's output).
+
+use realfft::{RealFftPlanner, RealToComplex};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Front-end parameters as written in a model card.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontEnd {
+    pub window_size: usize,
+    pub hop_size: usize,
+    pub mel_bins: usize,
+    pub fmin: f64,
+    pub fmax: f64,
+    #[serde(default = "default_window")]
+    pub window: String,
+    #[serde(default = "default_true")]
+    pub center: bool,
+    #[serde(default = "default_pad")]
+    pub pad_mode: String,
+    #[serde(default = "default_power")]
+    pub power: f64,
+    #[serde(default = "default_norm")]
+    pub mel_norm: String,
+    #[serde(default = "default_amin")]
+    pub amin: f64,
+    #[serde(rename = "ref", default = "default_ref")]
+    pub reference: f64,
+}
+
+fn default_window() -> String {
+    "hann".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_pad() -> String {
+    "reflect".into()
+}
+fn default_power() -> f64 {
+    2.0
+}
+fn default_norm() -> String {
+    "slaney".into()
+}
+fn default_amin() -> f64 {
+    1e-10
+}
+fn default_ref() -> f64 {
+    1.0
+}
+
+impl FrontEnd {
+    /// The 32 kHz PANNs front end (Cnn14, MobileNetV1, ...).
+    pub fn panns_32k() -> Self {
+        Self::new(1024, 320, 64, 50.0, 14000.0)
+    }
+    /// The 16 kHz PANNs front end (Cnn14_16k).
+    pub fn panns_16k() -> Self {
+        Self::new(512, 160, 64, 50.0, 8000.0)
+    }
+    fn new(window_size: usize, hop_size: usize, mel_bins: usize, fmin: f64, fmax: f64) -> Self {
+        Self {
+            window_size,
+            hop_size,
+            mel_bins,
+            fmin,
+            fmax,
+            window: default_window(),
+            center: true,
+            pad_mode: default_pad(),
+            power: 2.0,
+            mel_norm: default_norm(),
+            amin: 1e-10,
+            reference: 1.0,
+        }
+    }
+
+    /// Checks that this is a front end this implementation computes exactly.
+    pub fn validate(&self, sample_rate: u32) -> Result<(), String> {
+        let nyquist = f64::from(sample_rate) / 2.0;
+        if self.window != "hann" || !self.center || self.pad_mode != "reflect" {
+            return Err(format!(
+                "front end {{window: {}, center: {}, pad_mode: {}}} is not supported (only hann, centred, reflect)",
+                self.window, self.center, self.pad_mode
+            ));
+        }
+        if self.power != 2.0 || self.mel_norm != "slaney" {
+            return Err("only power = 2 and mel_norm = \"slaney\" are supported".into());
+        }
+        if self.window_size < 16 || self.hop_size == 0 || self.mel_bins == 0 {
+            return Err("window_size >= 16, hop_size > 0 and mel_bins > 0 are required".into());
+        }
+        if !(0.0 <= self.fmin && self.fmin < self.fmax && self.fmax <= nyquist) {
+            return Err(format!(
+                "fmin {} / fmax {} must satisfy 0 <= fmin < fmax <= {nyquist} (half of {sample_rate} Hz)",
+                self.fmin, self.fmax
+            ));
+        }
+        if !(self.amin > 0.0 && self.reference > 0.0) {
+            return Err("amin and ref must be > 0".into());
+        }
+        Ok(())
+    }
+
+    /// Frames produced for `samples` input samples (centred framing).
+    pub fn frames_for(&self, samples: usize) -> usize {
+        samples / self.hop_size + 1
+    }
+
+    /// Shortest input (samples) that reflect padding accepts.
+    pub fn min_samples(&self) -> usize {
+        self.window_size / 2 + 1
+    }
+}
+
+/// Reusable log-mel computer: window, filterbank and FFT plan are made once.
+pub struct LogMel {
+    fe: FrontEnd,
+    window: Vec<f64>,
+    /// Per mel band: first FFT bin and its weights.
+    filters: Vec<(usize, Vec<f64>)>,
+    fft: Arc<dyn RealToComplex<f64>>,
+    frame: Vec<f64>,
+    spectrum: Vec<realfft::num_complex::Complex<f64>>,
+    scratch: Vec<realfft::num_complex::Complex<f64>>,
+    power: Vec<f64>,
+    padded: Vec<f64>,
+    db_offset: f64,
+}
+
+impl LogMel {
+    /// `fe` must have passed [`FrontEnd::validate`] for `sample_rate`.
+    pub fn new(fe: &FrontEnd, sample_rate: u32) -> Self {
+        let n = fe.window_size;
+        // Periodic Hann (scipy/librosa `fftbins=True`), as torchlibrosa uses.
+        let window = (0..n)
+            .map(|i| 0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos())
+            .collect();
+        let fft = RealFftPlanner::<f64>::new().plan_fft_forward(n);
+        let spectrum = fft.make_output_vec();
+        let scratch = fft.make_scratch_vec();
+        let filters = slaney_filterbank(sample_rate, n, fe.mel_bins, fe.fmin, fe.fmax);
+        Self {
+            db_offset: 10.0 * fe.amin.max(fe.reference).log10(),
+            fe: fe.clone(),
+            window,
+            filters,
+            frame: vec![0.0; n],
+            power: vec![0.0; n / 2 + 1],
+            spectrum,
+            scratch,
+            fft,
+            padded: Vec::new(),
+        }
+    }
+
+    pub fn front_end(&self) -> &FrontEnd {
+        &self.fe
+    }
+
+    /// Computes the log-mel of `samples` into `out` (row-major `frames x mel_bins`, cleared
+    /// first) and returns the number of frames. Inputs shorter than
+    /// [`FrontEnd::min_samples`] are zero-extended to it (reflect padding needs that much).
+    pub fn compute(&mut self, samples: &[f32], out: &mut Vec<f32>) -> usize {
+        let n = self.fe.window_size;
+        let half = n / 2;
+        let hop = self.fe.hop_size;
+        let len = samples.len().max(self.fe.min_samples());
+        // Centre with reflect padding: x[-i] = x[i], x[len-1+i] = x[len-1-i].
+        self.padded.clear();
+        self.padded.reserve(len + 2 * half);
+        let at = |i: usize| -> f64 { samples.get(i).copied().map_or(0.0, f64::from) };
+        for i in (1..=half).rev() {
+            self.padded.push(at(i));
+        }
+        for i in 0..len {
+            self.padded.push(at(i));
+        }
+        for i in 1..=half {
+            self.padded.push(at(len - 1 - i));
+        }
+        let frames = len / hop + 1;
+        out.clear();
+        out.reserve(frames * self.fe.mel_bins);
+        for t in 0..frames {
+            let start = t * hop;
+            for (k, f) in self.frame.iter_mut().enumerate() {
+                *f = self.padded[start + k] * self.window[k];
+            }
+            // Lengths are fixed by construction, so the FFT cannot fail.
+            let _ = self.fft.process_with_scratch(
+                &mut self.frame,
+                &mut self.spectrum,
+                &mut self.scratch,
+            );
+            for (p, c) in self.power.iter_mut().zip(&self.spectrum) {
+                *p = c.re * c.re + c.im * c.im;
+            }
+            for (first, w) in &self.filters {
+                let e: f64 = w
+                    .iter()
+                    .zip(&self.power[*first..])
+                    .map(|(a, b)| a * b)
+                    .sum();
+                out.push((10.0 * e.max(self.fe.amin).log10() - self.db_offset) as f32);
+            }
+        }
+        frames
+    }
+}
+
+fn hz_to_mel(f: f64) -> f64 {
+    // Slaney's auditory toolbox scale: linear below 1 kHz, logarithmic above.
+    const F_SP: f64 = 200.0 / 3.0;
+    const MIN_LOG_HZ: f64 = 1000.0;
+    let logstep = 6.4f64.ln() / 27.0;
+    if f >= MIN_LOG_HZ {
+        MIN_LOG_HZ / F_SP + (f / MIN_LOG_HZ).ln() / logstep
+    } else {
+        f / F_SP
+    }
+}
+
+fn mel_to_hz(m: f64) -> f64 {
+    const F_SP: f64 = 200.0 / 3.0;
+    const MIN_LOG_HZ: f64 = 1000.0;
+    let min_log_mel = MIN_LOG_HZ / F_SP;
+    let logstep = 6.4f64.ln() / 27.0;
+    if m >= min_log_mel {
+        MIN_LOG_HZ * (logstep * (m - min_log_mel)).exp()
+    } else {
+        F_SP * m
+    }
+}
+
+/// Triangular filters between mel-spaced edges, each scaled to unit area (2 / bandwidth), as
+/// librosa's `filters.mel(norm="slaney", htk=False)`. The weights are rounded to f32 as
+/// librosa stores them, so the reference and we multiply by the same numbers.
+fn slaney_filterbank(
+    sample_rate: u32,
+    n_fft: usize,
+    n_mels: usize,
+    fmin: f64,
+    fmax: f64,
+) -> Vec<(usize, Vec<f64>)> {
+    let n_bins = n_fft / 2 + 1;
+    let fft_freqs: Vec<f64> = (0..n_bins)
+        .map(|i| i as f64 * f64::from(sample_rate) / n_fft as f64)
+        .collect();
+    let (mmin, mmax) = (hz_to_mel(fmin), hz_to_mel(fmax));
+    let edges: Vec<f64> = (0..n_mels + 2)
+        .map(|i| mel_to_hz(mmin + (mmax - mmin) * i as f64 / (n_mels + 1) as f64))
+        .collect();
+    (0..n_mels)
+        .map(|m| {
+            let (lo, mid, hi) = (edges[m], edges[m + 1], edges[m + 2]);
+            let enorm = 2.0 / (hi - lo);
+            let weights: Vec<f64> = fft_freqs
+                .iter()
+                .map(|&f| {
+                    let lower = (f - lo) / (mid - lo);
+                    let upper = (hi - f) / (hi - mid);
+                    (lower.min(upper).max(0.0) * enorm) as f32 as f64
+                })
+                .collect();
+            let first = weights.iter().position(|&w| w > 0.0).unwrap_or(0);
+            let last = weights.iter().rposition(|&w| w > 0.0).unwrap_or(first);
+            (first, weights[first..=last].to_vec())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slaney_scale_round_trips_and_matches_known_points() {
+        for f in [0.0, 50.0, 999.0, 1000.0, 4000.0, 14000.0] {
+            assert!((mel_to_hz(hz_to_mel(f)) - f).abs() < 1e-9);
+        }
+        // Known values of the Slaney scale: 1 kHz = 15 mel, linear below.
+        assert!((hz_to_mel(1000.0) - 15.0).abs() < 1e-12);
+        assert!((hz_to_mel(200.0) - 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn sine_lands_in_the_right_mel_band_and_silence_hits_the_floor() {
+        let sr = 32000;
+        let fe = FrontEnd::panns_32k();
+        let mut lm = LogMel::new(&fe, sr);
+        let x: Vec<f32> = (0..sr)
+            .map(|i| (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / sr as f64).sin() as f32)
+            .collect();
+        let mut out = Vec::new();
+        let frames = lm.compute(&x, &mut out);
+        assert_eq!(frames, 101);
+        let row = &out[50 * 64..51 * 64];
+        let peak = row
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
+            .unwrap();
+        let (lo, hi) = (hz_to_mel(50.0), hz_to_mel(14000.0));
+        let centre = mel_to_hz(lo + (hi - lo) * (peak + 1) as f64 / 65.0);
+        assert!(
+            (centre - 1000.0).abs() < 120.0,
+            "peak band centre {centre} Hz"
+        );
+        let silence = vec![0.0f32; 16000];
+        lm.compute(&silence, &mut out);
+        assert!(out.iter().all(|&v| v == -100.0));
+    }
+}

@@ -1,0 +1,198 @@
+//! `learn`: from embeddings of normal audio to a profile with calibrated thresholds.
+//!
+//! Normal windows are split by clip into a fit set (centroids, k-NN memory) and a held-out
+//! set (thresholds). Splitting by clip, not by window, matters: overlapping windows of one
+//! clip are near-copies, and calibrating on them would set thresholds far too low.
+
+use super::profile::{
+    Calibration, Counts, FORMAT, Manifest, ModelRef, Profile, VERSION, WindowSpec,
+};
+use super::{CENTROID, KNN, centroid, knn_distance, threshold};
+use ndarray::Array2;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone)]
+pub struct LearnOptions {
+    pub machine: String,
+    /// None = [`centroid::default_k`].
+    pub kmeans_k: Option<usize>,
+    pub knn_k: usize,
+    /// Target false-alarm rate per window for each threshold.
+    pub target_far: f64,
+    /// Fraction of clips (or, with one clip, of its duration) held out for calibration.
+    pub holdout_fraction: f64,
+}
+
+impl Default for LearnOptions {
+    fn default() -> Self {
+        Self {
+            machine: "machine".into(),
+            kmeans_k: None,
+            knn_k: 3,
+            target_far: 0.01,
+            holdout_fraction: 0.25,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LearnError {
+    #[error(
+        "no normal windows to learn from: give at least one WAV of normal operation longer than one window"
+    )]
+    Empty,
+    #[error(
+        "too little normal audio: {fit} windows to fit and {holdout} to calibrate; give at least {min} seconds of normal audio (more is better: minutes)"
+    )]
+    TooLittle {
+        fit: usize,
+        holdout: usize,
+        min: f64,
+    },
+    #[error(transparent)]
+    Centroid(#[from] centroid::CentroidError),
+}
+
+/// One normal clip's windows: its name and its normalised embeddings in time order.
+pub struct ClipWindows {
+    pub name: String,
+    pub windows: Vec<(f64, Vec<f32>)>,
+}
+
+pub fn learn(
+    clips: &[ClipWindows],
+    opts: &LearnOptions,
+    model: ModelRef,
+    window: WindowSpec,
+) -> Result<(Profile, Calibration), LearnError> {
+    let total: usize = clips.iter().map(|c| c.windows.len()).sum();
+    if total == 0 {
+        return Err(LearnError::Empty);
+    }
+    let (fit, holdout, holdout_clips) = split(clips, opts.holdout_fraction, window);
+    if fit.len() < 2 || holdout.is_empty() {
+        return Err(LearnError::TooLittle {
+            fit: fit.len(),
+            holdout: holdout.len(),
+            min: window.seconds * 4.0,
+        });
+    }
+    let d = model.embedding_dim;
+    let mut ids = Vec::with_capacity(fit.len());
+    let mut flat = Vec::with_capacity(fit.len() * d);
+    for (id, e) in &fit {
+        ids.push(id.clone());
+        flat.extend_from_slice(e);
+    }
+    let embeddings = Array2::from_shape_vec((fit.len(), d), flat)
+        .map_err(|e| centroid::CentroidError::Fit(e.to_string()))?;
+    let k = opts
+        .kmeans_k
+        .unwrap_or_else(|| centroid::default_k(fit.len()))
+        .min(fit.len());
+    let centroids = centroid::fit(&embeddings, k)?;
+    let knn_k = opts.knn_k.max(1);
+
+    let mut scores: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    for (_, e) in &holdout {
+        scores
+            .entry(CENTROID.into())
+            .or_default()
+            .push(centroid::nearest_distance(&centroids, e));
+        if let Some(s) = knn_distance(&embeddings, e, knn_k) {
+            scores.entry(KNN.into()).or_default().push(s);
+        }
+    }
+    let mut thresholds = BTreeMap::new();
+    for (name, s) in &scores {
+        if let Some(t) = threshold::calibrate(s, opts.target_far) {
+            if t.method != "quantile" {
+                tracing::warn!(
+                    scorer = %name,
+                    held_out = s.len(),
+                    target_far = opts.target_far,
+                    "too few held-out normal windows to calibrate this false-alarm rate; threshold set above the largest held-out score (learn from more normal audio)"
+                );
+            }
+            thresholds.insert(name.clone(), t);
+        }
+    }
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        version: VERSION,
+        created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        earshot_version: env!("CARGO_PKG_VERSION").into(),
+        machine: opts.machine.clone(),
+        model: model.clone(),
+        window,
+        counts: Counts {
+            clips: clips.len(),
+            fit_windows: fit.len(),
+            holdout_windows: holdout.len(),
+            holdout_clips,
+        },
+        kmeans_k: k,
+        knn_k,
+        thresholds,
+        sources: clips.iter().map(|c| c.name.clone()).collect(),
+    };
+    let profile = Profile {
+        dir: Default::default(),
+        machine: opts.machine.clone(),
+        model: model.name,
+        manifest,
+        embeddings,
+        ids,
+        centroids,
+    };
+    Ok((
+        profile,
+        Calibration {
+            holdout_scores: scores,
+        },
+    ))
+}
+
+type Windows = Vec<(String, Vec<f32>)>;
+
+/// Splits into (fit, holdout, number of held-out clips). With several clips, every
+/// `1/fraction`-th clip (spread over the list, deterministic) is held out; with one clip,
+/// its last `fraction` of windows, minus the windows that overlap the fit part.
+fn split(clips: &[ClipWindows], fraction: f64, window: WindowSpec) -> (Windows, Windows, usize) {
+    let id = |c: &ClipWindows, t: f64| format!("{}@{t:.3}", c.name);
+    let usable: Vec<&ClipWindows> = clips.iter().filter(|c| !c.windows.is_empty()).collect();
+    let mut fit = Vec::new();
+    let mut hold = Vec::new();
+    if usable.len() >= 2 {
+        let n = usable.len();
+        let n_hold = ((n as f64 * fraction).round() as usize).clamp(1, n - 1);
+        let held: Vec<usize> = (0..n_hold)
+            .map(|i| (i * n) / n_hold + n / (2 * n_hold))
+            .map(|i| i.min(n - 1))
+            .collect();
+        for (i, c) in usable.iter().enumerate() {
+            let dest = if held.contains(&i) {
+                &mut hold
+            } else {
+                &mut fit
+            };
+            dest.extend(c.windows.iter().map(|(t, e)| (id(c, *t), e.clone())));
+        }
+        return (fit, hold, n_hold);
+    }
+    let Some(c) = usable.first() else {
+        return (fit, hold, 0);
+    };
+    let n = c.windows.len();
+    let n_hold = ((n as f64 * fraction).round() as usize).max(1);
+    let overlap = (window.seconds / window.hop_seconds.max(1e-9)).ceil() as usize - 1;
+    let cut = n.saturating_sub(n_hold);
+    for (i, (t, e)) in c.windows.iter().enumerate() {
+        if i + overlap < cut {
+            fit.push((id(c, *t), e.clone()));
+        } else if i >= cut {
+            hold.push((id(c, *t), e.clone()));
+        }
+    }
+    (fit, hold, 1)
+}
