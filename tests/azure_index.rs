@@ -629,3 +629,156 @@ async fn emulator_enforces_documented_batch_limits() {
         "the two small documents were stored"
     );
 }
+
+/// Runs the real `earshot` binary against the emulator.
+async fn earshot(args: Vec<String>, key: &'static str) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_earshot"))
+            .args(&args)
+            .env("EARSHOT_TEST_AZURE_KEY", key)
+            .env("EARSHOT_LOG", "warn")
+            .output()
+            .expect("run earshot")
+    })
+    .await
+    .expect("join")
+}
+
+fn save_profile(dir: &std::path::Path, machine: &str, e: Array2<f32>, ids: Vec<String>) {
+    use earshot::score::profile::{Calibration, Counts, Manifest, ModelRef, Profile, WindowSpec};
+    let manifest = Manifest {
+        format: earshot::score::profile::FORMAT.into(),
+        version: earshot::score::profile::VERSION,
+        created: "2026-11-22T00:00:00Z".into(),
+        earshot_version: "test".into(),
+        machine: machine.into(),
+        model: ModelRef {
+            name: "cnn14-test".into(),
+            architecture: "Cnn14".into(),
+            onnx_sha256: "0".repeat(64),
+            sample_rate: 32000,
+            embedding_dim: e.ncols(),
+            untrained: true,
+        },
+        window: WindowSpec {
+            seconds: 1.0,
+            hop_seconds: 0.5,
+        },
+        counts: Counts {
+            clips: 1,
+            fit_windows: e.nrows(),
+            holdout_windows: 0,
+            holdout_clips: 0,
+        },
+        kmeans_k: 1,
+        knn_k: 3,
+        thresholds: Default::default(),
+        sources: vec![],
+    };
+    let centroids = e.slice(ndarray::s![..1, ..]).to_owned();
+    let p = Profile {
+        dir: dir.to_owned(),
+        manifest,
+        embeddings: e,
+        ids,
+        centroids,
+        machine: machine.into(),
+        model: "cnn14-test".into(),
+    };
+    p.save(dir, &Calibration::default()).expect("save profile");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_creates_uploads_and_checks_from_a_monitor_config() {
+    let emu = Emulator::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prof = dir.path().join("profile");
+    let (e, ids) = profile(120, 11, "press");
+    save_profile(&prof, "press 2", e, ids.clone());
+    let cfg = dir.path().join("earshot.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[monitor]]\nname = \"press\"\nindex = {{ kind = \"azure\", endpoint = \"{}\", index_name = \"cli-normals\", api_key_env = \"EARSHOT_TEST_AZURE_KEY\", exhaustive = true }}\n",
+            emu.endpoint()
+        ),
+    )
+    .expect("write config");
+    let base = vec![
+        "index".to_string(),
+        "--profile".into(),
+        prof.display().to_string(),
+        "--config".into(),
+        cfg.display().to_string(),
+        "--monitor".into(),
+        "press".into(),
+    ];
+    // Faults on the way: the CLI still finishes.
+    emu.push_fault(Fault::Status {
+        op: Op::IndexDocs,
+        status: 503,
+        hint: RetryHint::Ms(5),
+        times: 1,
+    });
+    emu.push_fault(Fault::Partial {
+        every: 4,
+        item_status: 503,
+        times: 1,
+    });
+    let out = earshot(base.clone(), ADMIN_KEY).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("uploaded 120 documents"));
+    assert_eq!(window_ids(&emu, "cli-normals", "press 2").len(), 120);
+    let def = emu.definition("cli-normals").expect("created");
+    assert_eq!(def["fields"][4]["dimensions"], DIM);
+    assert_eq!(
+        def["vectorSearch"]["algorithms"][0]["hnswParameters"]["metric"],
+        "cosine"
+    );
+
+    let mut check = base.clone();
+    check.push("--check".into());
+    let out = earshot(check.clone(), QUERY_KEY).await;
+    // GET index needs an admin key: a query key is refused with a message naming the variable.
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("environment variable EARSHOT_TEST_AZURE_KEY") && err.contains("admin key"),
+        "{err}"
+    );
+    let out = earshot(check.clone(), ADMIN_KEY).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("machine `press 2`: 120 documents"),
+        "{stdout}"
+    );
+
+    // A document lost remotely is found by --check.
+    let lost = earshot::index::keys::doc_key("press 2", &ids[5]);
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/indexes/cli-normals/docs/index?api-version=2025-09-01",
+            emu.endpoint()
+        ))
+        .header("api-key", ADMIN_KEY)
+        .json(&serde_json::json!({"value": [{"@search.action": "delete", "id": lost}]}))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status().as_u16(), 200);
+    let out = earshot(check, ADMIN_KEY).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("holds 119 documents but the profile has 120")
+    );
+}
