@@ -101,8 +101,8 @@ fn main() {
     );
     println!("\n## Embedded index, k = {K}, single thread per query");
     println!(
-        "{:>7} {:>5} {:>6} {:>9} {:>9} {:>10} {:>9} {:>9}",
-        "n", "dim", "mode", "median_ms", "p95_ms", "queries/s", "recall@10", "build_s"
+        "{:>7} {:>5} {:>8} {:>9} {:>9} {:>10} {:>9} {:>9}",
+        "n", "dim", "mode(ef)", "median_ms", "p95_ms", "queries/s", "recall@10", "build_s"
     );
     for &(n, dim) in &sizes.exact {
         bench_embedded(n, dim, sizes.hnsw.contains(&(n, dim)));
@@ -146,19 +146,22 @@ fn bench_embedded(n: usize, dim: usize, with_hnsw: bool) {
         },
     };
     let t = Instant::now();
-    let approx = EmbeddedIndex::new(data.view(), ids, &cfg).expect("hnsw index");
+    let mut approx = EmbeddedIndex::new(data.view(), ids, &cfg).expect("hnsw index");
     let build = t.elapsed();
-    let mut lat = Vec::new();
-    let mut hits = 0usize;
-    for (q, tr) in queries.outer_iter().zip(&truth) {
-        let q = q.to_vec();
-        let t = Instant::now();
-        let r = approx.search_indices(&q, K).expect("search");
-        lat.push(t.elapsed());
-        hits += r.iter().filter(|(i, _)| tr.contains(i)).count();
+    for ef in [64usize, 256] {
+        approx.set_ef_search(ef);
+        let mut lat = Vec::new();
+        let mut hits = 0usize;
+        for (q, tr) in queries.outer_iter().zip(&truth) {
+            let q = q.to_vec();
+            let t = Instant::now();
+            let r = approx.search_indices(&q, K).expect("search");
+            lat.push(t.elapsed());
+            hits += r.iter().filter(|(i, _)| tr.contains(i)).count();
+        }
+        let recall = hits as f64 / (truth.len() * K) as f64;
+        report(n, dim, &format!("hnsw{ef}"), lat, Some(recall), build);
     }
-    let recall = hits as f64 / (truth.len() * K) as f64;
-    report(n, dim, "hnsw", lat, Some(recall), build);
 }
 
 fn report(
@@ -173,7 +176,7 @@ fn report(
     let total: Duration = lat.iter().sum();
     let qps = lat.len() as f64 / total.as_secs_f64().max(1e-9);
     println!(
-        "{:>7} {:>5} {:>6} {:>9.3} {:>9.3} {:>10.0} {:>9} {:>9.2}",
+        "{:>7} {:>5} {:>8} {:>9.3} {:>9.3} {:>10.0} {:>9} {:>9.2}",
         n,
         dim,
         mode,

@@ -103,6 +103,11 @@ impl EmbeddedIndex {
         self.ids.is_empty()
     }
 
+    /// Changes the HNSW search breadth (recall vs speed) without rebuilding the graph.
+    pub fn set_ef_search(&mut self, ef_search: usize) {
+        self.ef_search = ef_search.max(1);
+    }
+
     pub fn mode(&self) -> SearchMode {
         self.mode
     }
