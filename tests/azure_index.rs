@@ -323,7 +323,7 @@ async fn queries_fall_back_under_faults_and_recover() {
         failure_threshold: 3,
         open_ms: 150,
     };
-    let idx = ResilientIndex::with_limits(inner, Duration::from_millis(400), 2, breaker);
+    let idx = ResilientIndex::with_limits(inner, Duration::from_millis(1500), 2, breaker);
     let q = normals.row(0).to_vec();
     assert_eq!(idx.knn(&q, 3).await.expect("healthy")[0].id, ids[0]);
 
@@ -336,7 +336,7 @@ async fn queries_fall_back_under_faults_and_recover() {
     emu.set_outage(Op::Search, None);
     emu.push_fault(Fault::Delay {
         op: Op::Search,
-        delay: Duration::from_secs(3),
+        delay: Duration::from_secs(20),
         times: 1,
     });
     let e = idx.knn(&q, 3).await.expect_err("timeout");
