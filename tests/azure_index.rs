@@ -782,3 +782,71 @@ async fn cli_creates_uploads_and_checks_from_a_monitor_config() {
             .contains("holds 119 documents but the profile has 120")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_gives_working_indexes_for_both_kinds() {
+    let emu = Emulator::start().await;
+    let c = client(&emu, "built", ADMIN_KEY);
+    ensure_index(
+        &c,
+        &IndexSchema {
+            dim: DIM,
+            hnsw: None,
+        },
+        "cnn14",
+        false,
+    )
+    .await
+    .expect("create");
+    let (e, ids) = profile(40, 12, "b");
+    upload_embeddings(&c, "b", "cnn14", e.view(), &ids, &small_batches())
+        .await
+        .expect("upload");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("query.key");
+    std::fs::write(&key_file, format!("{QUERY_KEY}\n")).expect("key");
+    let mut a = config(&emu, "built");
+    a.api_key_env = None;
+    a.api_key_file = Some(key_file.display().to_string());
+    a.exhaustive = true;
+    let azure = earshot::index::build(&earshot::index::IndexConfig::Azure(a), &e, &ids, "b")
+        .await
+        .expect("azure");
+    let embedded = earshot::index::build(&earshot::index::IndexConfig::default(), &e, &ids, "b")
+        .await
+        .expect("embedded");
+    assert_eq!((azure.dim(), embedded.dim()), (DIM, DIM));
+    assert!(
+        azure.describe().contains("azure index `built`") && !azure.describe().contains(QUERY_KEY)
+    );
+    let q = e.row(9).to_vec();
+    let (x, y) = (
+        azure.knn(&q, 3).await.expect("azure"),
+        embedded.knn(&q, 3).await.expect("embedded"),
+    );
+    assert_eq!(x[0].id, ids[9]);
+    assert_eq!(
+        x.iter().map(|n| &n.id).collect::<Vec<_>>(),
+        y.iter().map(|n| &n.id).collect::<Vec<_>>()
+    );
+
+    // A wrong dimension is refused at build time, before any window is scored.
+    let (small, small_ids) = (
+        Array2::<f32>::ones((2, 8)),
+        vec!["s1".to_string(), "s2".to_string()],
+    );
+    let mut a = config(&emu, "built");
+    a.api_key_env = None;
+    a.api_key_file = Some(key_file.display().to_string());
+    let err = earshot::index::build(
+        &earshot::index::IndexConfig::Azure(a),
+        &small,
+        &small_ids,
+        "b",
+    )
+    .await
+    .err()
+    .expect("dims");
+    assert!(matches!(err, IndexError::SchemaMismatch(_)), "{err:?}");
+}
