@@ -37,6 +37,7 @@ pub struct IndexArgs {
     /// Azure AI Search endpoint, e.g. https://<service>.search.windows.net
     #[arg(long)]
     endpoint: Option<String>,
+    /// Index name (lowercase letters, digits, dashes); one index may hold several machines.
     #[arg(long)]
     index_name: Option<String>,
     /// Environment variable holding the admin api-key.
@@ -45,6 +46,7 @@ pub struct IndexArgs {
     /// File holding the admin api-key.
     #[arg(long)]
     api_key_file: Option<PathBuf>,
+    /// REST api-version to pin (default: the latest stable, 2025-09-01).
     #[arg(long)]
     api_version: Option<String>,
 }
