@@ -198,6 +198,11 @@ pub struct MonitorSettings {
     /// Device capture details (format, rate, ring size, loss detection); device sources only.
     #[serde(default)]
     pub capture: Option<crate::capture::DeviceSettings>,
+    /// Where the k-NN score searches the normal embeddings: `{ kind = "embedded" }` (the
+    /// default: the profile's own, in memory) or `{ kind = "azure", ... }` (Azure AI Search,
+    /// filled by `earshot index`).
+    #[serde(default)]
+    pub index: crate::index::IndexConfig,
 }
 
 /// `source = { device = "alsa:pulse", channel = 0 }` or
@@ -419,6 +424,9 @@ impl Settings {
                     return Err(self.invalid(&key("hop_seconds"), format!("{h} must be > 0")));
                 }
             }
+            m.index
+                .validate()
+                .map_err(|e| self.invalid(&key("index"), e.to_string()))?;
             m.decide
                 .validate()
                 .map_err(|e| self.invalid(&key(&format!("decide.{}", e.key)), e.to_string()))?;

@@ -96,7 +96,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             holdout_fraction: s.learn.holdout_fraction,
         };
         let (profile, _) = score::learn(&clips, &opts, super::model_ref(&e), window)?;
-        let scorer = Scorer::new(&profile);
+        let scorer = Scorer::new(&profile)?;
         let mut cs = Vec::new();
         let mut ks = Vec::new();
         let mut labels = Vec::new();

@@ -15,7 +15,8 @@ use crate::config::{MonitorSettings, Settings};
 use crate::daemon::notify::Progress;
 use crate::dsp::{self, ChannelMap, StreamResampler, Windower};
 use crate::embed::Embedder;
-use crate::metrics::{CaptureState, Health, Metrics, MonitorStatus};
+use crate::index::VectorIndex;
+use crate::metrics::{BreakerState, CaptureState, Health, Metrics, MonitorStatus};
 use crate::score::decide::{Decider, ScoreSample, ScoredWindow};
 use crate::score::{self, CENTROID, KNN, Profile};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -44,6 +45,11 @@ pub enum MonitorError {
     Mismatch { name: String, detail: String },
     #[error("monitor {name}: `source`: {source}")]
     Source { name: String, source: CaptureError },
+    #[error("monitor {name}: `index`: {source}")]
+    Index {
+        name: String,
+        source: crate::index::IndexError,
+    },
     #[error("monitor {name}: cannot start a thread: {source}")]
     Thread {
         name: String,
@@ -127,6 +133,16 @@ impl Monitor {
         }
         let window = profile.manifest.window;
         embedder.set_level_dbfs(window.level_dbfs);
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| MonitorError::Mismatch {
+            name: name.clone(),
+            detail: "monitors must be started inside the service's runtime".into(),
+        })?;
+        let index =
+            build_index(&ms.index, &profile, &rt).map_err(|source| MonitorError::Index {
+                name: name.clone(),
+                source,
+            })?;
+        tracing::info!(monitor = %name, index = %index.describe(), "k-NN index ready");
         let hop = ms.hop_seconds.unwrap_or(window.hop_seconds);
         if hop > window.seconds {
             return Err(MonitorError::Mismatch {
@@ -192,6 +208,9 @@ impl Monitor {
         };
         let embed = EmbedLoop {
             name: name.clone(),
+            index_metrics: shared.metrics.index(index_backend(&ms.index)),
+            index,
+            rt,
             embedder,
             profile,
             decider,
@@ -248,6 +267,39 @@ impl Monitor {
             }
         }
     }
+}
+
+fn index_backend(cfg: &crate::index::IndexConfig) -> &'static str {
+    match cfg {
+        crate::index::IndexConfig::Embedded(_) => "embedded",
+        crate::index::IndexConfig::Azure(_) => "azure",
+    }
+}
+
+/// Builds the monitor's index. `index::build` is async (the Azure backend checks the remote
+/// schema); it runs on the service's runtime from a short-lived plain thread, since monitors
+/// are started from inside that runtime.
+fn build_index(
+    cfg: &crate::index::IndexConfig,
+    profile: &Profile,
+    rt: &tokio::runtime::Handle,
+) -> Result<Arc<dyn VectorIndex>, crate::index::IndexError> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            rt.block_on(crate::index::build(
+                cfg,
+                &profile.embeddings,
+                &profile.ids,
+                &profile.machine,
+            ))
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(crate::index::IndexError::Build(
+                "index construction panicked".into(),
+            ))
+        })
+    })
 }
 
 /// Opens the source a monitor's settings describe (devices shared between monitors are
@@ -501,6 +553,9 @@ impl CaptureLoop {
 
 struct EmbedLoop {
     name: String,
+    index: Arc<dyn VectorIndex>,
+    index_metrics: crate::metrics::IndexHandle,
+    rt: tokio::runtime::Handle,
     embedder: Embedder,
     profile: Profile,
     decider: Decider,
@@ -511,6 +566,44 @@ struct EmbedLoop {
 }
 
 impl EmbedLoop {
+    /// The k-NN score, or `None` when the index cannot answer in time: the window is then
+    /// scored by its centroid distance alone, and the degraded state is shown once in the log
+    /// and in health/metrics until the index answers again.
+    fn knn(&self, emb: &[f32], k: usize, degraded: &mut bool) -> Option<f64> {
+        let t = Instant::now();
+        match self.rt.block_on(self.index.knn(emb, k)) {
+            Ok(n) => {
+                self.index_metrics.query_ok(t.elapsed().as_secs_f64());
+                if *degraded {
+                    *degraded = false;
+                    self.index_metrics
+                        .set_breaker(BreakerState::Closed, "index answers again");
+                    self.shared.health.set(&self.name, MonitorStatus::Running);
+                    tracing::info!(monitor = %self.name, "k-NN index answers again: scoring by centroid and k-NN");
+                }
+                crate::index::knn_score(&n).map(f64::from)
+            }
+            Err(e) => {
+                self.index_metrics.query_failed(t.elapsed().as_secs_f64());
+                if !*degraded {
+                    *degraded = true;
+                    self.index_metrics
+                        .set_breaker(BreakerState::Open, &e.to_string());
+                    self.shared.health.set(
+                        &self.name,
+                        MonitorStatus::Degraded {
+                            reason: format!(
+                                "k-NN index unavailable ({e}); scoring by centroid alone"
+                            ),
+                        },
+                    );
+                    tracing::warn!(monitor = %self.name, error = %e, "k-NN index unavailable: scoring by centroid alone until it answers");
+                }
+                None
+            }
+        }
+    }
+
     fn run(mut self) {
         let pipe = self.shared.metrics.pipeline(&self.name);
         let sm = self.shared.metrics.score(&self.name);
@@ -530,6 +623,7 @@ impl EmbedLoop {
         // Stream time 0 corresponds to this wall-clock instant (for event stamps).
         let mut origin: Option<SystemTime> = None;
         let mut running = false;
+        let mut degraded = false;
         while let Ok(job) = self.rx.recv() {
             if !running {
                 running = true;
@@ -550,7 +644,7 @@ impl EmbedLoop {
                 &self.profile.centroids,
                 &emb,
             ));
-            let k = score::knn_distance(&self.profile.embeddings, &emb, knn_k).map(f64::from);
+            let k = self.knn(&emb, knn_k, &mut degraded);
             let mut samples = Vec::with_capacity(2);
             if let Some(t) = t_c {
                 samples.push(ScoreSample {

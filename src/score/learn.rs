@@ -8,6 +8,7 @@ use super::profile::{
     Calibration, Counts, FORMAT, Manifest, ModelRef, Profile, VERSION, WindowSpec,
 };
 use super::{CENTROID, KNN, centroid, knn_distance, threshold};
+use crate::index::{EmbeddedConfig, EmbeddedIndex};
 use ndarray::Array2;
 use std::collections::BTreeMap;
 
@@ -92,6 +93,8 @@ pub fn learn(
         .min(fit.len());
     let centroids = centroid::fit(&embeddings, k)?;
     let knn_k = opts.knn_k.max(1);
+    let index = EmbeddedIndex::new(embeddings.view(), ids.clone(), &EmbeddedConfig::default())
+        .map_err(|e| centroid::CentroidError::Fit(e.to_string()))?;
 
     let mut scores: BTreeMap<String, Vec<f32>> = BTreeMap::new();
     for (_, e) in &holdout {
@@ -99,7 +102,7 @@ pub fn learn(
             .entry(CENTROID.into())
             .or_default()
             .push(centroid::nearest_distance(&centroids, e));
-        if let Some(s) = knn_distance(&embeddings, e, knn_k) {
+        if let Some(s) = knn_distance(&index, e, knn_k) {
             scores.entry(KNN.into()).or_default().push(s);
         }
     }

@@ -17,7 +17,7 @@ pub use learn::{LearnError, LearnOptions, learn};
 pub use profile::{Profile, ProfileError};
 pub use threshold::Threshold;
 
-use ndarray::Array2;
+use crate::index::{EmbeddedConfig, EmbeddedIndex};
 use serde::Serialize;
 
 pub const CENTROID: &str = "centroid";
@@ -41,38 +41,32 @@ pub struct WindowScores {
     pub knn: Option<f32>,
 }
 
-/// Exact k-NN over an in-memory matrix of normalised rows: mean of the `k` smallest cosine
-/// distances.
-pub fn knn_distance(normals: &Array2<f32>, q: &[f32], k: usize) -> Option<f32> {
-    let n = normals.nrows();
-    if n == 0 || k == 0 {
-        return None;
-    }
-    let mut d: Vec<f32> = normals
-        .rows()
-        .into_iter()
-        .map(|r| 1.0 - r.iter().zip(q).map(|(a, b)| a * b).sum::<f32>())
-        .collect();
-    let k = k.min(n);
-    d.select_nth_unstable_by(k - 1, f32::total_cmp);
-    Some(d[..k].iter().sum::<f32>() / k as f32)
+/// Exact k-NN score of `q` over the normal embeddings in `index` (mean of the k smallest
+/// cosine distances; see [`crate::index::knn_score`]).
+pub fn knn_distance(index: &EmbeddedIndex, q: &[f32], k: usize) -> Option<f32> {
+    index
+        .search(q, k)
+        .ok()
+        .and_then(|n| crate::index::knn_score(&n))
 }
 
 /// The offline scorer: centroids and exact k-NN over the profile's own embeddings.
 pub struct Scorer<'a> {
     pub profile: &'a Profile,
+    index: EmbeddedIndex,
 }
 
 impl<'a> Scorer<'a> {
-    pub fn new(profile: &'a Profile) -> Self {
-        Self { profile }
+    pub fn new(profile: &'a Profile) -> Result<Self, crate::index::IndexError> {
+        let index = exact_index(profile)?;
+        Ok(Self { profile, index })
     }
 
     /// Scores a normalised embedding.
     pub fn score(&self, emb: &[f32]) -> WindowScores {
         WindowScores {
             centroid: centroid::nearest_distance(&self.profile.centroids, emb),
-            knn: knn_distance(&self.profile.embeddings, emb, self.profile.manifest.knn_k),
+            knn: knn_distance(&self.index, emb, self.profile.manifest.knn_k),
         }
     }
 
@@ -83,4 +77,13 @@ impl<'a> Scorer<'a> {
             .get(scorer)
             .map(|t| t.value)
     }
+}
+
+/// The exact in-memory index over a profile's normal embeddings.
+pub fn exact_index(profile: &Profile) -> Result<EmbeddedIndex, crate::index::IndexError> {
+    EmbeddedIndex::new(
+        profile.embeddings.view(),
+        profile.ids.clone(),
+        &EmbeddedConfig::default(),
+    )
 }
