@@ -537,9 +537,8 @@ fn main() -> anyhow::Result<()> {
     let corpus = corpus(args.quick)?;
     for dir in model_dirs(&args) {
         let name = model_name(&dir);
-        if !args.json {
-            eprintln!("measuring {name} ...");
-        }
+        // Progress on stderr, so `--json` keeps stdout clean.
+        eprintln!("measuring {name} ...");
         bench_sessions(plan, &dir, &mut recs)?;
         for &threads in &args.threads {
             let mut e = Embedder::load(&dir, &opts(threads, true))?;
