@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Times the reference way of running PANNs (PyTorch eager, torchlibrosa front end inside the
+model) for the cases benches/core.rs measures, so the Rust figures have a baseline.
+
+Not part of CI and not part of earshot: it needs torch and torchlibrosa (a venv of its own) and
+the reference models.py of qiuqiangkong/audioset_tagging_cnn, which is read from a git mirror
+into a temporary directory (never copied into this repository).
+
+Usage:
+  /work/refenv/venv/bin/python scripts/bench/python_reference.py \
+      [--mirror /work/.mirror/qiuqiangkong+audioset_tagging_cnn/repo | --reference DIR] \
+      [--models MobileNetV1,Cnn14,Cnn14_16k] [--threads 1,2] [--quick] [--json]
+
+Weights are random (default init): speed does not depend on the weights. Figures are medians
+over timed runs after warm-up runs that are not counted, with [min / p90 / max].
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+CONFIGS = {
+    # name: (sample_rate, window_size, hop_size, mel_bins, fmin, fmax)
+    "MobileNetV1": (32000, 1024, 320, 64, 50, 14000),
+    "Cnn14": (32000, 1024, 320, 64, 50, 14000),
+    "Cnn14_16k": (16000, 512, 160, 64, 50, 8000),
+}
+
+
+def machine_sound(seconds, rate, f0, seed):
+    """The recipe of benches/core.rs (hum, harmonics, AM, white noise); content does not
+    change the cost."""
+    n = int(round(seconds * rate))
+    t = np.arange(n) / rate
+    v = sum(np.sin(2 * np.pi * f0 * h * t) / h for h in range(1, 9))
+    am = 1.0 + 0.2 * np.sin(2 * np.pi * 0.7 * t)
+    noise = np.random.default_rng(seed).uniform(-1, 1, n)
+    return (0.15 * am * v + 0.05 * noise).astype(np.float32)
+
+
+def stats(v):
+    s = sorted(v)
+    n = len(s)
+    med = s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+    return {"n": n, "median": med, "min": s[0], "p90": s[min(n - 1, round(0.9 * (n - 1)))], "max": s[-1]}
+
+
+def timed(fn, quick):
+    warmup, min_iters, max_iters, budget = (1, 3, 30, 0.3) if quick else (2, 7, 300, 2.5)
+    for _ in range(warmup):
+        fn()
+    wall = []
+    start = time.perf_counter()
+    while len(wall) < max_iters and (len(wall) < min_iters or time.perf_counter() - start < budget):
+        t0 = time.perf_counter()
+        fn()
+        wall.append((time.perf_counter() - t0) * 1e3)
+    return stats(wall)
+
+
+def load_reference(args, tmp):
+    if args.reference:
+        sys.path.insert(0, args.reference)
+    else:
+        for name in ("models.py", "pytorch_utils.py"):
+            src = subprocess.run(
+                ["git", "-C", args.mirror, "show", f"HEAD:pytorch/{name}"],
+                check=True, capture_output=True,
+            ).stdout
+            with open(os.path.join(tmp, name), "wb") as f:
+                f.write(src)
+        sys.path.insert(0, tmp)
+    import models  # noqa: E402  (the reference code, from the temp dir)
+    return models
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mirror", default="/work/.mirror/qiuqiangkong+audioset_tagging_cnn/repo")
+    p.add_argument("--reference", help="directory holding the reference models.py and pytorch_utils.py")
+    p.add_argument("--models", default="MobileNetV1,Cnn14,Cnn14_16k")
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+
+    import torch
+
+    recs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        models = load_reference(args, tmp)
+        for name in args.models.split(","):
+            sr, ws, hs, mb, fmin, fmax = CONFIGS[name]
+            torch.manual_seed(0)
+            model = getattr(models, name)(
+                sample_rate=sr, window_size=ws, hop_size=hs, mel_bins=mb, fmin=fmin, fmax=fmax, classes_num=527
+            ).eval()
+            one = [torch.from_numpy(machine_sound(1.0, sr, 90.0 + i, i)) for i in range(8)]
+            b1 = one[0][None, :]
+            b8 = torch.stack(one)
+            ten = torch.from_numpy(machine_sound(10.0, sr, 97.0, 99))[None, :]
+
+            def frontend(x):
+                return model.logmel_extractor(model.spectrogram_extractor(x))
+
+            for threads in [int(t) for t in args.threads.split(",")]:
+                torch.set_num_threads(threads)
+                cases = [
+                    ("forward (front end + network), batch 1 x 1 s", 1.0, lambda: model(b1)),
+                    ("forward, batch 8 x 1 s", 8.0, lambda: model(b8)),
+                    ("forward, 1 x 10 s", 10.0, lambda: model(ten)),
+                    ("front end only (torchlibrosa), 1 x 1 s", 1.0, lambda: frontend(b1)),
+                    ("front end only (torchlibrosa), 1 x 10 s", 10.0, lambda: frontend(ten)),
+                ]
+                with torch.no_grad():
+                    for case, audio_s, fn in cases:
+                        st = timed(fn, args.quick)
+                        recs.append({"model": name, "threads": threads, "case": case, "audio_s": audio_s, "wall_ms": st})
+                        if not args.json:
+                            per = {k: (v / audio_s if k != "n" else v) for k, v in st.items()}
+                            print(
+                                f"{name:<12} thr {threads} {case:<48} "
+                                f"{per['median']:8.2f} ms per audio s [{per['min']:.2f} / {per['p90']:.2f} / {per['max']:.2f}]  "
+                                f"runs {st['n']}",
+                                flush=True,
+                            )
+    if args.json:
+        print(json.dumps({"torch": torch.__version__, "records": recs}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
