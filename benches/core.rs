@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 const WINDOW: WindowSpec = WindowSpec {
     seconds: 1.0,
     hop_seconds: 0.5,
+    level_dbfs: Some(-10.0),
 };
 /// Rate of the generated WAVs: a common microphone rate, so reading them includes the
 /// resampling to the model's rate that real recordings need.
@@ -465,7 +466,7 @@ fn bench_learn_score(
     });
     let (wall, cpu) = time(plan.few(), || -> anyhow::Result<()> {
         let profile = Profile::load(&pdir)?;
-        let scorer = Scorer::new(&profile);
+        let scorer = Scorer::new(&profile)?;
         for f in &c.test {
             let (wins, _) = embed_file(e, f, WINDOW.seconds, WINDOW.hop_seconds)?;
             for w in &wins {
