@@ -489,6 +489,13 @@ pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
 
 /// A minimal HTTP/1.1 GET; returns the body, panics on anything but 200.
 pub fn http_get(addr: SocketAddr, path: &str) -> String {
+    let (status, body) = http_request(addr, path);
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
+}
+
+/// A minimal HTTP/1.1 GET; returns the status code and the body.
+pub fn http_request(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
@@ -499,14 +506,18 @@ pub fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut resp = String::new();
     s.read_to_string(&mut resp).expect("read response");
     let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    assert!(head.starts_with("HTTP/1.1 200"), "GET {path}: {head}");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("GET {path}: bad response {head:?}"));
     if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        return dechunk(body);
+        return (status, dechunk(body));
     }
-    body.to_string()
+    (status, body.to_string())
 }
 
 fn dechunk(mut body: &str) -> String {
