@@ -94,11 +94,7 @@ impl Monitor {
         let profile_mtime = std::fs::metadata(ms.profile.join("manifest.json"))
             .and_then(|m| m.modified())
             .ok();
-        let profile = Profile::load(&ms.profile).map_err(|source| MonitorError::Profile {
-            name: name.clone(),
-            path: ms.profile.clone(),
-            source,
-        })?;
+        let (profile, hop) = load_profile(ms)?;
         let mut opts = settings.embed_options();
         if opts.threads == 0 {
             // One intra-op thread per monitor: monitors run in parallel with each other and
@@ -126,16 +122,6 @@ impl Monitor {
             });
         }
         let window = profile.manifest.window;
-        let hop = ms.hop_seconds.unwrap_or(window.hop_seconds);
-        if hop > window.seconds {
-            return Err(MonitorError::Mismatch {
-                name,
-                detail: format!(
-                    "`hop_seconds` = {hop} is longer than the profile's window ({} s): audio between windows would never be heard",
-                    window.seconds
-                ),
-            });
-        }
         // A source handed in is a view of a shared device that already delivers only this
         // monitor's channel.
         let map = match (&source, ms.source.channel) {
@@ -221,6 +207,20 @@ impl Monitor {
         })
     }
 
+    /// Checks what can be checked without touching the model or the device: the profile
+    /// loads, the hop fits its window, a replayed file opens. A reload runs this before it
+    /// stops a running monitor, so that bad new settings leave the old monitor running.
+    pub fn preflight(ms: &MonitorSettings) -> Result<(), MonitorError> {
+        load_profile(ms)?;
+        if ms.source.file.is_some() {
+            open_source(ms).map_err(|source| MonitorError::Source {
+                name: ms.name.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
     /// When the profile's manifest was last written, as seen at start (reload compares it).
     pub fn started_profile_mtime(&self) -> Option<SystemTime> {
         self.profile_mtime
@@ -247,6 +247,28 @@ impl Monitor {
             }
         }
     }
+}
+
+/// Loads the monitor's profile and returns it with the hop to use (configured, else the
+/// profile's), refusing a hop longer than the profile's window.
+fn load_profile(ms: &MonitorSettings) -> Result<(Profile, f64), MonitorError> {
+    let profile = Profile::load(&ms.profile).map_err(|source| MonitorError::Profile {
+        name: ms.name.clone(),
+        path: ms.profile.clone(),
+        source,
+    })?;
+    let window = profile.manifest.window;
+    let hop = ms.hop_seconds.unwrap_or(window.hop_seconds);
+    if hop > window.seconds {
+        return Err(MonitorError::Mismatch {
+            name: ms.name.clone(),
+            detail: format!(
+                "`hop_seconds` = {hop} is longer than the profile's window ({} s): audio between windows would never be heard",
+                window.seconds
+            ),
+        });
+    }
+    Ok((profile, hop))
 }
 
 /// Opens the source a monitor's settings describe (devices shared between monitors are

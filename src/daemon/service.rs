@@ -286,9 +286,26 @@ async fn reload(
             if let Some(r) = running.remove(&m.name) {
                 keep.insert(m.name.clone(), r);
             }
-        } else {
-            restart.push(m.clone());
+            continue;
         }
+        // A running monitor is only stopped for new settings that can start: otherwise a
+        // typo in a reload would silently end the monitoring of that machine. (Monitors on
+        // a shared device restart together, so they are not kept alone.)
+        let alone = m.source.device.is_none() || !shares_device_with_changed(m, old, new);
+        if alone && running.contains_key(&m.name) {
+            if let Err(e) = Monitor::preflight(m) {
+                tracing::error!(
+                    monitor = %m.name,
+                    error = %e,
+                    "reload: the new settings of this monitor cannot work; it keeps running with its previous settings"
+                );
+                if let Some(r) = running.remove(&m.name) {
+                    keep.insert(m.name.clone(), r);
+                }
+                continue;
+            }
+        }
+        restart.push(m.clone());
     }
     let mut progress = BTreeMap::new();
     let stopping: Vec<Monitor> = running.into_values().collect();
