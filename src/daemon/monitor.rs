@@ -339,6 +339,7 @@ impl CaptureLoop {
                 }
                 Err(e) => {
                     tracing::error!(monitor = %self.name, error = %e, "source failed; monitor stops");
+                    self.shared.metrics.set_monitor_up(&self.name, false);
                     self.shared.health.set(
                         &self.name,
                         MonitorStatus::Down {

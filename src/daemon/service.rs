@@ -227,6 +227,7 @@ fn start_all(
         }
         match Monitor::start(m, settings, shared, view, p) {
             Ok(mon) => {
+                shared.metrics.set_monitor_up(&m.name, true);
                 out.insert(m.name.clone(), mon);
             }
             Err(e) => report_failed(shared, &m.name, &e),
