@@ -310,3 +310,55 @@ fn sighup_restarts_a_changed_monitor() {
     let st = d.expect_exit(Duration::from_secs(10));
     assert!(st.success(), "{st}; log:\n{}", d.log());
 }
+
+/// A reload whose new settings for a monitor cannot work (here: hop longer than the
+/// profile's window, which only the profile reveals) must not end that monitor: it keeps
+/// running with its previous settings, and the log says why.
+#[test]
+fn sighup_with_unworkable_monitor_settings_keeps_the_running_monitor() {
+    let fx = fixture();
+    let dir = test_dir();
+    let text = format!(
+        "{}{}",
+        daemon_header(dir.path()),
+        replay_monitor("precious", &fx.profile, &fx.short_normal, true, true)
+    );
+    let config = write_config(dir.path(), &text);
+    let mut d = Daemon::start(&config, &[], &[]);
+    let w0 = d.wait_windows_above("precious", 1.0, Duration::from_secs(60));
+    let threads = d.thread_ids("embed-precious");
+    assert_eq!(threads.len(), 1);
+
+    write_config(dir.path(), &format!("{text}hop_seconds = 2.0\n"));
+    d.signal(libc::SIGHUP);
+    d.wait_log("configuration reloaded", Duration::from_secs(30));
+    let log = d.log();
+    assert!(
+        log.lines().any(|l| l.contains("precious")
+            && l.contains("`hop_seconds`")
+            && l.contains("keeps running with its previous settings")),
+        "the refusal names the monitor and the key:\n{log}"
+    );
+    assert_eq!(d.thread_ids("embed-precious"), threads, "not restarted");
+    d.wait_windows_above("precious", w0 + 3.0, Duration::from_secs(30));
+    assert_eq!(d.metric("earshot_monitor_up", "precious"), Some(1.0));
+
+    // Fixed settings are then applied by the next reload.
+    write_config(dir.path(), &format!("{text}hop_seconds = 0.25\n"));
+    d.signal(libc::SIGHUP);
+    d.wait_for(
+        "the monitor restarted with hop 0.25 s",
+        Duration::from_secs(30),
+        |d| {
+            d.log()
+                .lines()
+                .any(|l| l.contains("monitor starting") && l.contains("hop_s=0.25"))
+        },
+    );
+    let w = d.windows("precious");
+    d.wait_windows_above("precious", w + 2.0, Duration::from_secs(30));
+
+    d.signal(libc::SIGTERM);
+    let st = d.expect_exit(Duration::from_secs(10));
+    assert!(st.success(), "{st}; log:\n{}", d.log());
+}
