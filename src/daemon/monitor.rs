@@ -439,6 +439,16 @@ impl CaptureLoop {
                 if let Some(age) = st.last_callback_age {
                     cap.last_callback_age.set(age.as_secs_f64());
                 }
+                if st.reconnects > prev.reconnects
+                    && lost_since.is_none()
+                    && matches!(last_state, SourceState::Running)
+                    && matches!(st.state, SourceState::Running)
+                {
+                    // Lost and reopened between two of these once-a-second looks: the loss
+                    // must still be reported (as lost, then recovered).
+                    self.state_changed(&cap, last_state, SourceState::Lost, &st, &mut lost_since);
+                    self.state_changed(&cap, SourceState::Lost, st.state, &st, &mut lost_since);
+                }
                 if st.state != last_state {
                     self.state_changed(&cap, last_state, st.state, &st, &mut lost_since);
                     last_state = st.state;
