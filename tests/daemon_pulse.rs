@@ -173,3 +173,44 @@ fn a_sink_that_vanishes_and_returns_is_reported_and_scoring_resumes() {
     let st = d.expect_exit(Duration::from_secs(10));
     assert!(st.success(), "{st}; log:\n{}", d.log());
 }
+
+/// The sink is gone only for a moment: the stream breaks and is rebuilt within the daemon's
+/// one-second bookkeeping interval. The loss must be reported all the same.
+#[test]
+fn a_brief_loss_is_still_reported() {
+    let fx = fixture();
+    let mut pa = PulseServer::start();
+    let dir = test_dir();
+    let stream = stream_48k(dir.path());
+    pa.play(&stream);
+    let mut d = Daemon::start(
+        &write_config(dir.path(), &live_config(dir.path(), &fx.profile)),
+        &[],
+        &[],
+    );
+    d.wait_windows_above("live", 2.0, Duration::from_secs(30));
+    pa.unload_sink();
+    pa.load_sink();
+    pa.play(&stream);
+    d.wait_for("a reconnect", Duration::from_secs(20), |d| {
+        d.log().contains("audio input recovered")
+    });
+    d.wait_event("device_recovered", Duration::from_secs(5));
+    let kinds: Vec<String> = d
+        .events()
+        .iter()
+        .filter_map(|e| e["kind"].as_str().map(str::to_owned))
+        .filter(|k| k.starts_with("device_"))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["device_lost", "device_recovered"],
+        "log:\n{}",
+        d.log()
+    );
+    let w = d.windows("live");
+    d.wait_windows_above("live", w + 2.0, Duration::from_secs(20));
+    d.signal(libc::SIGTERM);
+    let st = d.expect_exit(Duration::from_secs(10));
+    assert!(st.success(), "{st}; log:\n{}", d.log());
+}
