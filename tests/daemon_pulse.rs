@@ -214,3 +214,41 @@ fn a_brief_loss_is_still_reported() {
     let st = d.expect_exit(Duration::from_secs(10));
     assert!(st.success(), "{st}; log:\n{}", d.log());
 }
+
+/// The audio server dies (SIGKILL): the loss is reported, the daemon keeps running, and a
+/// SIGTERM still stops it within 2 s although the dead server's stream may hang on teardown.
+#[test]
+fn a_dead_audio_server_does_not_stop_the_daemon_or_hang_its_shutdown() {
+    let fx = fixture();
+    let mut pa = PulseServer::start();
+    let dir = test_dir();
+    let stream = stream_48k(dir.path());
+    pa.play(&stream);
+    let mut d = Daemon::start(
+        &write_config(dir.path(), &live_config(dir.path(), &fx.profile)),
+        &[],
+        &[],
+    );
+    d.wait_windows_above("live", 2.0, Duration::from_secs(30));
+    pa.kill_server();
+    d.wait_event("device_lost", Duration::from_secs(15));
+    // A few failed reopen attempts.
+    d.wait_for("a failed reopen", Duration::from_secs(15), |d| {
+        d.log().contains("cannot open the audio input")
+    });
+    assert!(d.try_status().is_none(), "the daemon keeps running");
+    let (code, health) = daemon::http_request(d.metrics_addr(), "/healthz");
+    assert_eq!(code, 503, "health reports the lost device: {health}");
+    assert!(health.contains("lost"), "{health}");
+
+    let t = Instant::now();
+    d.signal(libc::SIGTERM);
+    let st = d.expect_exit(Duration::from_secs(10));
+    let took = t.elapsed();
+    assert!(st.success(), "{st}; log:\n{}", d.log());
+    assert!(
+        took <= Duration::from_secs(2),
+        "SIGTERM to exit took {took:?}; log:\n{}",
+        d.log()
+    );
+}
