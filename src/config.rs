@@ -385,10 +385,10 @@ impl Settings {
                 }
                 _ => {}
             }
-            if let Some(h) = m.hop_seconds {
-                if !(h.is_finite() && h > 0.0) {
-                    return Err(self.invalid(&key("hop_seconds"), format!("{h} must be > 0")));
-                }
+            if let Some(h) = m.hop_seconds
+                && !(h.is_finite() && h > 0.0)
+            {
+                return Err(self.invalid(&key("hop_seconds"), format!("{h} must be > 0")));
             }
             m.decide
                 .validate()

@@ -366,13 +366,13 @@ impl CaptureLoop {
                     next_frame = None;
                 }
                 let Some(rs) = resampler.as_mut() else { break };
-                if let Some(expected) = next_frame {
-                    if b.first_frame > expected {
-                        // Frames lost in capture: windows must not straddle the hole.
-                        let missing = b.first_frame - expected;
-                        let gap = (missing as f64 * rate / f64::from(b.sample_rate)).round() as u64;
-                        windower.gap(gap);
-                    }
+                if let Some(expected) = next_frame
+                    && b.first_frame > expected
+                {
+                    // Frames lost in capture: windows must not straddle the hole.
+                    let missing = b.first_frame - expected;
+                    let gap = (missing as f64 * rate / f64::from(b.sample_rate)).round() as u64;
+                    windower.gap(gap);
                 }
                 next_frame = Some(b.first_frame + b.frames() as u64);
                 mono.clear();

@@ -112,7 +112,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
             }
             _ = tick.tick() => {
                 ticks += 1;
-                if ticks % 20 == 0 {
+                if ticks.is_multiple_of(20) {
                     let _ = notifier.status(&status_line(&monitors, &current));
                 }
                 if opts.exit_when_done && monitors.values().all(Monitor::finished) {
@@ -293,18 +293,19 @@ async fn reload(
         // typo in a reload would silently end the monitoring of that machine. (Monitors on
         // a shared device restart together, so they are not kept alone.)
         let alone = m.source.device.is_none() || !shares_device_with_changed(m, old, new);
-        if alone && running.contains_key(&m.name) {
-            if let Err(e) = Monitor::preflight(m) {
-                tracing::error!(
-                    monitor = %m.name,
-                    error = %e,
-                    "reload: the new settings of this monitor cannot work; it keeps running with its previous settings"
-                );
-                if let Some(r) = running.remove(&m.name) {
-                    keep.insert(m.name.clone(), r);
-                }
-                continue;
+        if alone
+            && running.contains_key(&m.name)
+            && let Err(e) = Monitor::preflight(m)
+        {
+            tracing::error!(
+                monitor = %m.name,
+                error = %e,
+                "reload: the new settings of this monitor cannot work; it keeps running with its previous settings"
+            );
+            if let Some(r) = running.remove(&m.name) {
+                keep.insert(m.name.clone(), r);
             }
+            continue;
         }
         restart.push(m.clone());
     }

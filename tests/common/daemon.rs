@@ -325,10 +325,10 @@ impl Daemon {
 
     /// The exit status if the process has ended.
     pub fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            if let Some(c) = self.child.as_mut() {
-                self.status = c.try_wait().expect("wait for earshot");
-            }
+        if self.status.is_none()
+            && let Some(c) = self.child.as_mut()
+        {
+            self.status = c.try_wait().expect("wait for earshot");
         }
         self.status
     }
@@ -453,10 +453,10 @@ impl Daemon {
         if let Ok(rd) = std::fs::read_dir(dir) {
             for e in rd.flatten() {
                 let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-                if comm.trim_end().starts_with(prefix) {
-                    if let Some(tid) = e.file_name().to_str().and_then(|s| s.parse().ok()) {
-                        out.push(tid);
-                    }
+                if comm.trim_end().starts_with(prefix)
+                    && let Some(tid) = e.file_name().to_str().and_then(|s| s.parse().ok())
+                {
+                    out.push(tid);
                 }
             }
         }
