@@ -295,7 +295,12 @@ impl Settings {
             path: shown.clone(),
             detail: e.to_string(),
         };
-        let mut s: Settings = b.build().map_err(parse)?.try_deserialize().map_err(parse)?;
+        let built = b.build().map_err(parse)?;
+        let names = monitor_names(&built);
+        let mut s: Settings = built.try_deserialize().map_err(|e| ConfigError::Parse {
+            path: shown.clone(),
+            detail: name_monitors(&e.to_string(), &names),
+        })?;
         s.source = path.map(Path::to_owned);
         s.resolve_paths();
         s.validate()?;
@@ -419,10 +424,10 @@ impl Settings {
                 }
                 _ => {}
             }
-            if let Some(h) = m.hop_seconds {
-                if !(h.is_finite() && h > 0.0) {
-                    return Err(self.invalid(&key("hop_seconds"), format!("{h} must be > 0")));
-                }
+            if let Some(h) = m.hop_seconds
+                && !(h.is_finite() && h > 0.0)
+            {
+                return Err(self.invalid(&key("hop_seconds"), format!("{h} must be > 0")));
             }
             m.index
                 .validate()
@@ -476,6 +481,46 @@ fn default_model_dirs() -> Vec<PathBuf> {
     );
     v.push(PathBuf::from("/usr/share/earshot/models").join(DEFAULT_MODEL));
     v
+}
+
+/// The `name` of each `[[monitor]]` table, in order (None where it has none), read before
+/// typed deserialisation so that its errors can say which monitor is wrong.
+fn monitor_names(c: &config::Config) -> Vec<Option<String>> {
+    c.get_array("monitor")
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| {
+            v.into_table()
+                .ok()
+                .and_then(|t| t.get("name").cloned())
+                .and_then(|n| n.into_string().ok())
+        })
+        .collect()
+}
+
+/// Rewrites the `config` crate's key paths `monitor[0]decide.x` / `monitor[0]` into
+/// `monitor[0] (NAME).decide.x` / `monitor[0] (NAME)`, the form validation errors use: users
+/// know their monitors by name, not by position.
+fn name_monitors(detail: &str, names: &[Option<String>]) -> String {
+    let mut out = detail.to_string();
+    for (i, name) in names.iter().enumerate().rev() {
+        let Some(name) = name else { continue };
+        let pat = format!("monitor[{i}]");
+        let mut fixed = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(at) = rest.find(&pat) {
+            let after = &rest[at + pat.len()..];
+            fixed.push_str(&rest[..at]);
+            fixed.push_str(&format!("{pat} ({name})"));
+            if after.starts_with(|c: char| c.is_alphanumeric() || c == '_') {
+                fixed.push('.');
+            }
+            rest = after;
+        }
+        fixed.push_str(rest);
+        out = fixed;
+    }
+    out
 }
 
 /// `EARSHOT_*` variables that are config keys: those with a `__` level separator.

@@ -100,11 +100,7 @@ impl Monitor {
         let profile_mtime = std::fs::metadata(ms.profile.join("manifest.json"))
             .and_then(|m| m.modified())
             .ok();
-        let profile = Profile::load(&ms.profile).map_err(|source| MonitorError::Profile {
-            name: name.clone(),
-            path: ms.profile.clone(),
-            source,
-        })?;
+        let (profile, hop) = load_profile(ms)?;
         let mut opts = settings.embed_options();
         if opts.threads == 0 {
             // One intra-op thread per monitor: monitors run in parallel with each other and
@@ -143,16 +139,6 @@ impl Monitor {
                 source,
             })?;
         tracing::info!(monitor = %name, index = %index.describe(), "k-NN index ready");
-        let hop = ms.hop_seconds.unwrap_or(window.hop_seconds);
-        if hop > window.seconds {
-            return Err(MonitorError::Mismatch {
-                name,
-                detail: format!(
-                    "`hop_seconds` = {hop} is longer than the profile's window ({} s): audio between windows would never be heard",
-                    window.seconds
-                ),
-            });
-        }
         // A source handed in is a view of a shared device that already delivers only this
         // monitor's channel.
         let map = match (&source, ms.source.channel) {
@@ -241,6 +227,20 @@ impl Monitor {
         })
     }
 
+    /// Checks what can be checked without touching the model or the device: the profile
+    /// loads, the hop fits its window, a replayed file opens. A reload runs this before it
+    /// stops a running monitor, so that bad new settings leave the old monitor running.
+    pub fn preflight(ms: &MonitorSettings) -> Result<(), MonitorError> {
+        load_profile(ms)?;
+        if ms.source.file.is_some() {
+            open_source(ms).map_err(|source| MonitorError::Source {
+                name: ms.name.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
     /// When the profile's manifest was last written, as seen at start (reload compares it).
     pub fn started_profile_mtime(&self) -> Option<SystemTime> {
         self.profile_mtime
@@ -300,6 +300,28 @@ fn build_index(
             ))
         })
     })
+}
+
+/// Loads the monitor's profile and returns it with the hop to use (configured, else the
+/// profile's), refusing a hop longer than the profile's window.
+fn load_profile(ms: &MonitorSettings) -> Result<(Profile, f64), MonitorError> {
+    let profile = Profile::load(&ms.profile).map_err(|source| MonitorError::Profile {
+        name: ms.name.clone(),
+        path: ms.profile.clone(),
+        source,
+    })?;
+    let window = profile.manifest.window;
+    let hop = ms.hop_seconds.unwrap_or(window.hop_seconds);
+    if hop > window.seconds {
+        return Err(MonitorError::Mismatch {
+            name: ms.name.clone(),
+            detail: format!(
+                "`hop_seconds` = {hop} is longer than the profile's window ({} s): audio between windows would never be heard",
+                window.seconds
+            ),
+        });
+    }
+    Ok((profile, hop))
 }
 
 /// Opens the source a monitor's settings describe (devices shared between monitors are
@@ -370,6 +392,7 @@ impl CaptureLoop {
                 }
                 Err(e) => {
                     tracing::error!(monitor = %self.name, error = %e, "source failed; monitor stops");
+                    self.shared.metrics.set_monitor_up(&self.name, false);
                     self.shared.health.set(
                         &self.name,
                         MonitorStatus::Down {
@@ -396,13 +419,13 @@ impl CaptureLoop {
                     next_frame = None;
                 }
                 let Some(rs) = resampler.as_mut() else { break };
-                if let Some(expected) = next_frame {
-                    if b.first_frame > expected {
-                        // Frames lost in capture: windows must not straddle the hole.
-                        let missing = b.first_frame - expected;
-                        let gap = (missing as f64 * rate / f64::from(b.sample_rate)).round() as u64;
-                        windower.gap(gap);
-                    }
+                if let Some(expected) = next_frame
+                    && b.first_frame > expected
+                {
+                    // Frames lost in capture: windows must not straddle the hole.
+                    let missing = b.first_frame - expected;
+                    let gap = (missing as f64 * rate / f64::from(b.sample_rate)).round() as u64;
+                    windower.gap(gap);
                 }
                 next_frame = Some(b.first_frame + b.frames() as u64);
                 mono.clear();
@@ -468,6 +491,16 @@ impl CaptureLoop {
                     .inc_by(st.reconnects.saturating_sub(prev.reconnects));
                 if let Some(age) = st.last_callback_age {
                     cap.last_callback_age.set(age.as_secs_f64());
+                }
+                if st.reconnects > prev.reconnects
+                    && lost_since.is_none()
+                    && matches!(last_state, SourceState::Running)
+                    && matches!(st.state, SourceState::Running)
+                {
+                    // Lost and reopened between two of these once-a-second looks: the loss
+                    // must still be reported (as lost, then recovered).
+                    self.state_changed(&cap, last_state, SourceState::Lost, &st, &mut lost_since);
+                    self.state_changed(&cap, SourceState::Lost, st.state, &st, &mut lost_since);
                 }
                 if st.state != last_state {
                     self.state_changed(&cap, last_state, st.state, &st, &mut lost_since);

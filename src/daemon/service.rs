@@ -112,7 +112,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
             }
             _ = tick.tick() => {
                 ticks += 1;
-                if ticks % 20 == 0 {
+                if ticks.is_multiple_of(20) {
                     let _ = notifier.status(&status_line(&monitors, &current));
                 }
                 if opts.exit_when_done && monitors.values().all(Monitor::finished) {
@@ -227,6 +227,7 @@ fn start_all(
         }
         match Monitor::start(m, settings, shared, view, p) {
             Ok(mon) => {
+                shared.metrics.set_monitor_up(&m.name, true);
                 out.insert(m.name.clone(), mon);
             }
             Err(e) => report_failed(shared, &m.name, &e),
@@ -286,9 +287,27 @@ async fn reload(
             if let Some(r) = running.remove(&m.name) {
                 keep.insert(m.name.clone(), r);
             }
-        } else {
-            restart.push(m.clone());
+            continue;
         }
+        // A running monitor is only stopped for new settings that can start: otherwise a
+        // typo in a reload would silently end the monitoring of that machine. (Monitors on
+        // a shared device restart together, so they are not kept alone.)
+        let alone = m.source.device.is_none() || !shares_device_with_changed(m, old, new);
+        if alone
+            && running.contains_key(&m.name)
+            && let Err(e) = Monitor::preflight(m)
+        {
+            tracing::error!(
+                monitor = %m.name,
+                error = %e,
+                "reload: the new settings of this monitor cannot work; it keeps running with its previous settings"
+            );
+            if let Some(r) = running.remove(&m.name) {
+                keep.insert(m.name.clone(), r);
+            }
+            continue;
+        }
+        restart.push(m.clone());
     }
     let mut progress = BTreeMap::new();
     let stopping: Vec<Monitor> = running.into_values().collect();
