@@ -63,6 +63,14 @@ struct Sizes {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it,
+    // and a benchmark is not a test.
+    if !args.iter().any(|a| a == "--bench") {
+        println!(
+            "benches/index: not run under `cargo test`; run `cargo bench --bench index [-- --quick]`"
+        );
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let full = args.iter().any(|a| a == "--full");
     let sizes = if quick {

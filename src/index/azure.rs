@@ -48,7 +48,9 @@ impl KeySource {
         }
     }
 
-    /// Reads the key, refusing an empty one. The key value never appears in errors.
+    /// Reads the key, refusing an empty one.
+    /// A relative key file name is looked up in systemd's `$CREDENTIALS_DIRECTORY` first
+    /// (`LoadCredential=azure-key:/etc/earshot/azure.key` + `api_key_file = "azure-key"`). The key value never appears in errors.
     pub fn read(&self) -> Result<String, IndexError> {
         let raw = match self {
             KeySource::Env(v) => std::env::var(v).map_err(|_| {
@@ -56,7 +58,7 @@ impl KeySource {
                     "the Azure api-key is read from environment variable {v}, which is not set"
                 ))
             })?,
-            KeySource::File(p) => std::fs::read_to_string(p).map_err(|e| {
+            KeySource::File(p) => std::fs::read_to_string(credential_path(p)).map_err(|e| {
                 IndexError::Config(format!(
                     "cannot read the Azure api-key file {}: {e}",
                     p.display()
@@ -822,4 +824,18 @@ mod tests {
             "{err}"
         );
     }
+}
+
+/// Where a key file really is: relative names are credentials handed over by systemd when
+/// `$CREDENTIALS_DIRECTORY` holds them.
+fn credential_path(p: &std::path::Path) -> std::path::PathBuf {
+    if p.is_relative() {
+        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
+            let c = std::path::Path::new(&dir).join(p);
+            if c.is_file() {
+                return c;
+            }
+        }
+    }
+    p.to_path_buf()
 }

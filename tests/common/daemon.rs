@@ -137,6 +137,10 @@ pub fn fixture() -> &'static Fixture {
                 "motor:1",
                 "--test-clips",
                 "1",
+                // The null sink's rate: learn, replay and live capture then all resample
+                // 48 kHz -> the model's rate the same way, as a site's own chain would.
+                "--sample-rate",
+                "48000",
             ],
             &dir,
         );
@@ -170,6 +174,8 @@ pub fn fixture() -> &'static Fixture {
                     &seconds.to_string(),
                     "--onset",
                     &onset.to_string(),
+                    "--sample-rate",
+                    "48000",
                 ],
                 &dir,
             );
