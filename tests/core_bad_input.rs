@@ -205,7 +205,7 @@ fn broken_wavs_are_named_and_the_good_file_is_still_scored() {
 
     let header_only = d.join("header_only.wav");
     std::fs::write(&header_only, raw_header(1, 1, 16_000, 16, 0)).unwrap();
-    cases.push((header_only, "no audio"));
+    cases.push((header_only, "record or export it again"));
 
     // Header promises 2 s of 16-bit mono, only 0.5 s follows.
     let truncated = d.join("truncated.wav");
@@ -495,9 +495,10 @@ fn empty_or_too_short_normal_set_is_an_error() {
     let e = stderr(&o);
     assert!(!o.status.success(), "{e}");
     assert!(
-        e.contains("empty_normals") && e.to_lowercase().contains("wav"),
+        e.contains("empty_normals") && e.contains("no .wav files"),
         "{e}"
     );
+    assert!(e.contains("point it at the folder"), "{e}");
     assert!(!d.join("p1").join("manifest.json").exists());
 
     let short = d.join("short_normals");
@@ -512,7 +513,10 @@ fn empty_or_too_short_normal_set_is_an_error() {
     ]);
     let e = stderr(&o);
     assert!(!o.status.success(), "{e}");
-    assert!(e.contains("error:"), "{e}");
+    assert!(
+        e.contains("too little normal audio") && e.contains("at least"),
+        "{e}"
+    );
     assert!(!d.join("p2").join("manifest.json").exists());
 }
 
