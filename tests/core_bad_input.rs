@@ -417,6 +417,12 @@ fn missing_corrupt_or_mismatching_models_are_refused_clearly() {
     let (_, e) = score_with_model(&m);
     assert!(e.contains("card.json") && e.contains("not valid"), "{e}");
 
+    let m = model_copy(&d.join("no_onnx").tap_mkdir());
+    std::fs::remove_file(m.join("model.onnx")).unwrap();
+    let (_, e) = score_with_model(&m);
+    assert!(e.contains("model.onnx") && e.contains("not found"), "{e}");
+    assert!(e.contains("re-run the conversion"), "{e}");
+
     let m = model_copy(&d.join("b").tap_mkdir());
     edit_card(&m, |c| c["onnx"]["sha256"] = Value::from("00".repeat(32)));
     let (_, e) = score_with_model(&m);
