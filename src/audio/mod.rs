@@ -45,7 +45,9 @@ pub enum AudioError {
         expected: u64,
         got: u64,
     },
-    #[error("{path}: contains no audio (0 frames)")]
+    #[error(
+        "{path}: contains no audio (0 frames): the recording was cut off or never written; record or export it again"
+    )]
     Empty { path: PathBuf },
 }
 

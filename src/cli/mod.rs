@@ -70,13 +70,16 @@ pub fn collect_wavs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
             walk(p, &mut found).with_context(|| format!("reading directory {}", p.display()))?;
             found.sort();
             if found.is_empty() {
-                anyhow::bail!("{}: no .wav files in this directory", p.display());
+                anyhow::bail!(
+                    "{}: no .wav files in this directory (searched recursively); point it at the folder holding the recordings or name the WAV files",
+                    p.display()
+                );
             }
             out.extend(found);
         } else if p.exists() {
             out.push(p.clone());
         } else {
-            anyhow::bail!("{}: no such file or directory", p.display());
+            anyhow::bail!("{}: no such file or directory; check the path", p.display());
         }
     }
     Ok(out)
