@@ -85,7 +85,14 @@ pub(crate) fn environment() -> Option<&'static ort::environment::Environment> {
 
 fn start(configured: Option<&Path>) -> Result<Runtime, RuntimeError> {
     let cands = candidates(configured);
+    // A path the user named must be used or refused, never silently replaced by another.
     let explicit = std::env::var_os("ORT_DYLIB_PATH").is_some() || configured.is_some();
+    if explicit && !cands[0].is_file() {
+        return Err(RuntimeError::Unusable {
+            path: cands[0].clone(),
+            detail: "no such file (named by ORT_DYLIB_PATH or `model.onnxruntime`)".into(),
+        });
+    }
     let found = cands.iter().find(|p| p.is_file()).cloned();
     let Some(path) = found else {
         let mut seen = Vec::new();
@@ -102,9 +109,6 @@ fn start(configured: Option<&Path>) -> Result<Runtime, RuntimeError> {
             searched: seen.join(", "),
         });
     };
-    if explicit && !cands[0].is_file() {
-        tracing::warn!(path = %cands[0].display(), "configured ONNX Runtime path does not exist, using {}", path.display());
-    }
     let builder = ort::init_from(&path).map_err(|e| RuntimeError::Unusable {
         path: path.clone(),
         detail: e.to_string(),
