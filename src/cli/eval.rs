@@ -1,7 +1,7 @@
 //! `earshot eval`: AUC and pAUC per machine and scorer on a labelled manifest.
 
 use earshot::eval::{self, Entry, Split};
-use earshot::score::{self, CENTROID, KNN, LearnOptions, Scorer, profile::WindowSpec};
+use earshot::score::{self, CENTROID, KNN, Scorer};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -60,15 +60,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let s = super::settings(a.config.as_deref())?;
     let entries = eval::read_manifest(&a.manifest, a.root.as_deref())?;
     let mut e = super::embedder(&s, a.model.as_deref())?;
-    s.window
-        .check("window.", Some(e.card().min_window_seconds()))
-        .map_err(|(k, d)| s.invalid(&k, d))?;
-    let window = WindowSpec {
-        seconds: s.window.seconds,
-        hop_seconds: s.window.hop_seconds,
-        level_dbfs: s.window.level_dbfs,
-    };
-    e.set_level_dbfs(window.level_dbfs);
+    let window = super::learn_window(&s, &mut e)?;
     let mut by_machine: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
     for en in entries {
         by_machine.entry(en.machine.clone()).or_default().push(en);
@@ -88,13 +80,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         }
         tracing::info!(%machine, train = train.len(), test = test.len(), "evaluating");
         let clips = super::embed_normals(&mut e, &train, window)?;
-        let opts = LearnOptions {
-            machine: machine.clone(),
-            kmeans_k: (s.learn.kmeans_k > 0).then_some(s.learn.kmeans_k),
-            knn_k: s.learn.knn_k,
-            target_far: s.learn.target_far,
-            holdout_fraction: s.learn.holdout_fraction,
-        };
+        let opts = super::learn_options(&s, machine.clone());
         let (profile, _) = score::learn(&clips, &opts, super::model_ref(&e), window)?;
         let scorer = Scorer::new(&profile)?;
         let mut cs = Vec::new();

@@ -1,7 +1,7 @@
 //! `earshot learn`: normal recordings -> profile directory.
 
 use anyhow::Context;
-use earshot::score::{self, LearnOptions, profile::WindowSpec};
+use earshot::score;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -27,15 +27,7 @@ pub fn run(a: LearnArgs) -> anyhow::Result<()> {
     let s = super::settings(a.config.as_deref())?;
     let files = super::collect_wavs(&a.normal)?;
     let mut e = super::embedder(&s, a.model.as_deref())?;
-    s.window
-        .check("window.", Some(e.card().min_window_seconds()))
-        .map_err(|(k, d)| s.invalid(&k, d))?;
-    let window = WindowSpec {
-        seconds: s.window.seconds,
-        hop_seconds: s.window.hop_seconds,
-        level_dbfs: s.window.level_dbfs,
-    };
-    e.set_level_dbfs(window.level_dbfs);
+    let window = super::learn_window(&s, &mut e)?;
     let started = std::time::Instant::now();
     let clips = super::embed_normals(&mut e, &files, window)?;
     let machine = a.machine.clone().unwrap_or_else(|| {
@@ -44,13 +36,7 @@ pub fn run(a: LearnArgs) -> anyhow::Result<()> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "machine".into())
     });
-    let opts = LearnOptions {
-        machine,
-        kmeans_k: (s.learn.kmeans_k > 0).then_some(s.learn.kmeans_k),
-        knn_k: s.learn.knn_k,
-        target_far: s.learn.target_far,
-        holdout_fraction: s.learn.holdout_fraction,
-    };
+    let opts = super::learn_options(&s, machine);
     let (profile, cal) = score::learn(&clips, &opts, super::model_ref(&e), window)?;
     profile
         .save(&a.out, &cal)

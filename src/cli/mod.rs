@@ -130,3 +130,28 @@ pub fn warn_report(f: &Path, r: &earshot::embed::file::FileReport) {
         tracing::warn!(file = %f.display(), seconds = r.seconds, "recording is shorter than one window: embedded whole");
     }
 }
+
+/// The window `learn` and `eval` embed with: the config's, checked against the model, with the
+/// level normalisation applied to the embedder.
+pub fn learn_window(s: &Settings, e: &mut Embedder) -> anyhow::Result<WindowSpec> {
+    s.window
+        .check("window.", Some(e.card().min_window_seconds()))
+        .map_err(|(k, d)| s.invalid(&k, d))?;
+    e.set_level_dbfs(s.window.level_dbfs);
+    Ok(WindowSpec {
+        seconds: s.window.seconds,
+        hop_seconds: s.window.hop_seconds,
+        level_dbfs: s.window.level_dbfs,
+    })
+}
+
+/// The config's `[learn]` section as learn options for `machine`.
+pub fn learn_options(s: &Settings, machine: String) -> earshot::score::LearnOptions {
+    earshot::score::LearnOptions {
+        machine,
+        kmeans_k: (s.learn.kmeans_k > 0).then_some(s.learn.kmeans_k),
+        knn_k: s.learn.knn_k,
+        target_far: s.learn.target_far,
+        holdout_fraction: s.learn.holdout_fraction,
+    }
+}
