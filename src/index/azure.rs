@@ -58,7 +58,7 @@ impl KeySource {
                     "the Azure api-key is read from environment variable {v}, which is not set"
                 ))
             })?,
-            KeySource::File(p) => std::fs::read_to_string(credential_path(p)).map_err(|e| {
+            KeySource::File(p) => crate::files::read_regular_string(&credential_path(p)).map_err(|e| {
                 IndexError::Config(format!(
                     "cannot read the Azure api-key file {}: {e}",
                     p.display()
