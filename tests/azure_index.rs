@@ -673,8 +673,21 @@ fn save_profile(dir: &std::path::Path, machine: &str, e: Array2<f32>, ids: Vec<S
         },
         kmeans_k: 1,
         knn_k: 3,
-        thresholds: Default::default(),
+        thresholds: ["centroid", "knn"]
+            .into_iter()
+            .map(|s| {
+                let t = earshot::score::Threshold {
+                    value: 0.5,
+                    target_far: 0.01,
+                    n: 100,
+                    method: "quantile".into(),
+                    calibration_far: 0.01,
+                };
+                (s.to_string(), t)
+            })
+            .collect(),
         sources: vec![],
+        files: Default::default(),
     };
     let centroids = e.slice(ndarray::s![..1, ..]).to_owned();
     let p = Profile {
