@@ -499,9 +499,8 @@ impl Settings {
     /// [`Settings::find_model_dir`], or where the default model would be installed when it is
     /// nowhere (loading it then fails naming that path).
     pub fn model_dir(&self) -> PathBuf {
-        self.find_model_dir().unwrap_or_else(|_| {
-            PathBuf::from("/usr/share/earshot/models").join(DEFAULT_MODEL)
-        })
+        self.find_model_dir()
+            .unwrap_or_else(|_| PathBuf::from("/usr/share/earshot/models").join(DEFAULT_MODEL))
     }
 
     pub fn embed_options(&self) -> crate::embed::EmbedOptions {
@@ -627,7 +626,9 @@ fn env_overrides_from(
         if !(k.starts_with(&prefix) && k[prefix.len()..].contains("__")) {
             continue;
         }
-        let v = v.into_string().map_err(|_| not_utf8(k.to_owned(), "value"))?;
+        let v = v
+            .into_string()
+            .map_err(|_| not_utf8(k.to_owned(), "value"))?;
         out.insert(k.to_owned(), v);
     }
     Ok(out.into_iter().collect())

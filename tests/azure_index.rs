@@ -883,8 +883,8 @@ async fn index_uploads_every_window_of_folders_sharing_file_names() {
                 bits_per_sample: 16,
                 sample_format: hound::SampleFormat::Int,
             };
-            let mut w = hound::WavWriter::create(f.join(format!("clip{i}.wav")), spec)
-                .expect("wav");
+            let mut w =
+                hound::WavWriter::create(f.join(format!("clip{i}.wav")), spec).expect("wav");
             let f0 = 150.0 + 20.0 * (2 * k as u64 + i) as f64;
             for n in 0..48_000 {
                 let t = n as f64 / 16_000.0;
@@ -901,7 +901,11 @@ async fn index_uploads_every_window_of_folders_sharing_file_names() {
         vec![
             "learn".into(),
             "--model".into(),
-            concat!(env!("CARGO_MANIFEST_DIR"), "/models/panns-mobilenetv1-seeded").into(),
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/models/panns-mobilenetv1-seeded"
+            )
+            .into(),
             "--out".into(),
             prof.display().to_string(),
             "--normal".into(),
@@ -911,7 +915,11 @@ async fn index_uploads_every_window_of_folders_sharing_file_names() {
         ADMIN_KEY,
     )
     .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(prof.join("manifest.json")).expect("read"))
             .expect("manifest");
@@ -936,7 +944,11 @@ async fn index_uploads_every_window_of_folders_sharing_file_names() {
         ADMIN_KEY,
     )
     .await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let machine = manifest["machine"].as_str().expect("machine");
     let ids = window_ids(&emu, "shared-names", machine);
     assert_eq!(ids.len(), fit, "{ids:?}");

@@ -142,7 +142,14 @@ fn mkfifo(path: &Path) {
 }
 
 fn learn(normal: &[&Path], out: &Path) -> Output {
-    let mut args = vec!["learn", "--model", BUNDLED_MODEL, "--out", s(out), "--normal"];
+    let mut args = vec![
+        "learn",
+        "--model",
+        BUNDLED_MODEL,
+        "--out",
+        s(out),
+        "--normal",
+    ];
     args.extend(normal.iter().map(|p| s(p)));
     earshot(&args)
 }
@@ -168,8 +175,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn manifest(profile: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(profile.join("manifest.json")).unwrap())
-        .unwrap()
+    serde_json::from_str(&std::fs::read_to_string(profile.join("manifest.json")).unwrap()).unwrap()
 }
 
 fn set_manifest(profile: &Path, m: &Value) {
@@ -291,7 +297,13 @@ fn absurd_wav_headers_are_refused_in_bounded_memory_and_later_files_still_scored
     std::fs::write(&wide, b).unwrap();
     bad.push((wide, "channels"));
 
-    let mut c = cmd(&["score", "--model", BUNDLED_MODEL, "--profile", s(&sh.profile)]);
+    let mut c = cmd(&[
+        "score",
+        "--model",
+        BUNDLED_MODEL,
+        "--profile",
+        s(&sh.profile),
+    ]);
     c.args(bad.iter().map(|(p, _)| s(p)));
     c.arg(&sh.good);
     // What the headers claim must not be allocated: cap the address space well below it.
@@ -320,7 +332,10 @@ fn absurd_wav_headers_are_refused_in_bounded_memory_and_later_files_still_scored
             .unwrap_or_else(|| panic!("{} not named: {e}", p.display()));
         assert!(line.contains(what), "{line}");
     }
-    assert!(!o.status.success(), "bad files must make the exit status fail");
+    assert!(
+        !o.status.success(),
+        "bad files must make the exit status fail"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -385,12 +400,28 @@ fn fifos_wherever_earshot_reads_are_refused_without_hanging() {
     // The config file, an eval manifest.
     let cfg = d.join("earshot.toml");
     mkfifo(&cfg);
-    let o = earshot(&["learn", "--config", s(&cfg), "--normal", s(&sh.normal), "--out", s(&d.join("q"))]);
-    assert!(!o.status.success() && stderr(&o).contains("FIFO"), "{}", stderr(&o));
+    let o = earshot(&[
+        "learn",
+        "--config",
+        s(&cfg),
+        "--normal",
+        s(&sh.normal),
+        "--out",
+        s(&d.join("q")),
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("FIFO"),
+        "{}",
+        stderr(&o)
+    );
     let csv = d.join("manifest.csv");
     mkfifo(&csv);
     let o = earshot(&["eval", "--model", BUNDLED_MODEL, "--manifest", s(&csv)]);
-    assert!(!o.status.success() && stderr(&o).contains("FIFO"), "{}", stderr(&o));
+    assert!(
+        !o.status.success() && stderr(&o).contains("FIFO"),
+        "{}",
+        stderr(&o)
+    );
 
     // The service: the events file in the state directory, and a replayed source.
     let state = d.join("state");
@@ -458,7 +489,11 @@ fn relearning_replaces_a_profile_whole_even_after_an_interrupted_write() {
     std::fs::create_dir(&partial).unwrap();
     std::fs::write(partial.join("embeddings.f32"), [0u8; 100]).unwrap();
     let o = score(&p, &[&sh.good]);
-    assert!(o.status.success(), "the old profile must still load: {}", stderr(&o));
+    assert!(
+        o.status.success(),
+        "the old profile must still load: {}",
+        stderr(&o)
+    );
 
     // Learn again from other clips: the profile is the new one, nothing is left beside it.
     let other = dir.path().join("other-normal");
@@ -480,7 +515,10 @@ fn relearning_replaces_a_profile_whole_even_after_an_interrupted_write() {
     let o = score(&p, &[&sh.good]);
     let e = stderr(&o);
     assert!(!o.status.success());
-    assert!(e.contains(".press.old-4242-2") && e.contains("rename it back"), "{e}");
+    assert!(
+        e.contains(".press.old-4242-2") && e.contains("rename it back"),
+        "{e}"
+    );
     // Learning again puts a complete profile in place.
     learn_ok(&[&other], &p);
     assert!(score(&p, &[&sh.good]).status.success());
@@ -491,7 +529,11 @@ fn relearning_replaces_a_profile_whole_even_after_an_interrupted_write() {
     std::fs::write(notes.join("keep.txt"), b"mine").unwrap();
     let o = learn(&[&other], &notes);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("not an earshot profile"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not an earshot profile"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(std::fs::read(notes.join("keep.txt")).unwrap(), b"mine");
 }
 
@@ -500,13 +542,17 @@ fn a_profile_mixing_files_of_two_learns_is_refused() {
     let sh = shared();
     let dir = tempfile::tempdir().unwrap();
     // Same counts and dimensions, so only the checksums can tell.
-    assert_eq!(manifest(&sh.profile)["counts"], manifest(&sh.other)["counts"]);
+    assert_eq!(
+        manifest(&sh.profile)["counts"],
+        manifest(&sh.other)["counts"]
+    );
     for file in ["embeddings.f32", "centroids.f32", "ids.txt"] {
         let p = dir.path().join(format!("mixed-{file}"));
         copy_dir(&sh.profile, &p);
         std::fs::copy(sh.other.join(file), p.join(file)).unwrap();
-        if file == "ids.txt" && std::fs::read(sh.other.join(file)).unwrap()
-            == std::fs::read(sh.profile.join(file)).unwrap()
+        if file == "ids.txt"
+            && std::fs::read(sh.other.join(file)).unwrap()
+                == std::fs::read(sh.profile.join(file)).unwrap()
         {
             // Same ids (same file names and lengths): nothing mixed.
             continue;
@@ -532,7 +578,9 @@ fn rewrite(p: &Path, file: &str, bytes: &[u8]) {
 fn unusable_profile_contents_are_refused_naming_file_and_key() {
     let sh = shared();
     let dir = tempfile::tempdir().unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str, &str)> = vec![
+    /// (what, how the profile is damaged, file and key the error must name)
+    type Case = (&'static str, Box<dyn Fn(&Path)>, &'static str, &'static str);
+    let cases: Vec<Case> = vec![
         (
             "no knn threshold",
             Box::new(|p| {
@@ -654,7 +702,12 @@ fn clips_sharing_file_names_in_two_folders_get_distinct_window_ids() {
         let f = dir.path().join(line);
         std::fs::create_dir(&f).unwrap();
         for i in 0..2 {
-            write_wav(&f.join(format!("clip{i}.wav")), 16_000, 3.0, 20 * k as u64 + i);
+            write_wav(
+                &f.join(format!("clip{i}.wav")),
+                16_000,
+                3.0,
+                20 * k as u64 + i,
+            );
         }
         folders.push(f);
     }
@@ -664,7 +717,11 @@ fn clips_sharing_file_names_in_two_folders_get_distinct_window_ids() {
     let ids: Vec<&str> = ids.lines().collect();
     let unique: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
     assert_eq!(unique.len(), ids.len(), "{ids:?}");
-    assert!(ids.iter().all(|i| i.starts_with("line1/") || i.starts_with("line2/")), "{ids:?}");
+    assert!(
+        ids.iter()
+            .all(|i| i.starts_with("line1/") || i.starts_with("line2/")),
+        "{ids:?}"
+    );
     assert_eq!(manifest(&p)["counts"]["fit_windows"], ids.len());
 }
 
@@ -701,8 +758,14 @@ fn eval_reports_skips_and_counts_unreadable_files_and_finishes() {
     ]);
     assert_no_panic(&o);
     let e = stderr(&o);
-    assert!(e.contains("missing.wav") && e.contains("garbage.wav"), "{e}");
-    assert!(!o.status.success(), "skipped files must show in the exit status");
+    assert!(
+        e.contains("missing.wav") && e.contains("garbage.wav"),
+        "{e}"
+    );
+    assert!(
+        !o.status.success(),
+        "skipped files must show in the exit status"
+    );
     let r: Value = serde_json::from_str(&stdout(&o)).unwrap_or_else(|err| panic!("{err}: {e}"));
     let fan = &r["machines"][0];
     assert_eq!(fan["train_clips"], 4);
@@ -720,13 +783,23 @@ fn eval_reports_skips_and_counts_unreadable_files_and_finishes() {
 fn a_tiny_hop_is_refused_naming_the_key() {
     let sh = shared();
     let dir = tempfile::tempdir().unwrap();
-    let mut c = cmd(&["learn", "--model", BUNDLED_MODEL, "--normal", s(&sh.normal), "--out"]);
+    let mut c = cmd(&[
+        "learn",
+        "--model",
+        BUNDLED_MODEL,
+        "--normal",
+        s(&sh.normal),
+        "--out",
+    ]);
     c.arg(dir.path().join("p"));
     c.env("EARSHOT_WINDOW__HOP_SECONDS", "0.0001");
     let o = run(c);
     let e = stderr(&o);
     assert!(!o.status.success(), "{e}");
-    assert!(e.contains("window.hop_seconds") && e.contains("minimum"), "{e}");
+    assert!(
+        e.contains("window.hop_seconds") && e.contains("minimum"),
+        "{e}"
+    );
 
     let cfg = dir.path().join("earshot.toml");
     std::fs::write(
@@ -774,12 +847,14 @@ fn an_installed_binary_finds_its_model_by_its_own_path_not_the_build_tree() {
     };
     let system_wide = Path::new("/usr/share/earshot/models/panns-mobilenetv1-seeded/card.json");
     if !system_wide.exists()
-        && !Path::new("/usr/local/share/earshot/models/panns-mobilenetv1-seeded/card.json")
-            .exists()
+        && !Path::new("/usr/local/share/earshot/models/panns-mobilenetv1-seeded/card.json").exists()
     {
         let o = learn_installed();
         let e = stderr(&o);
-        assert!(!o.status.success(), "found a model it should not know about: {e}");
+        assert!(
+            !o.status.success(),
+            "found a model it should not know about: {e}"
+        );
         assert!(
             e.contains(s(&bin.join("models")))
                 && e.contains(s(&root.path().join("share/earshot/models")))
@@ -789,7 +864,9 @@ fn an_installed_binary_finds_its_model_by_its_own_path_not_the_build_tree() {
         );
     }
     // Installed under the binary's prefix: found.
-    let share = root.path().join("share/earshot/models/panns-mobilenetv1-seeded");
+    let share = root
+        .path()
+        .join("share/earshot/models/panns-mobilenetv1-seeded");
     copy_dir(Path::new(BUNDLED_MODEL), &share);
     let o = learn_installed();
     assert!(o.status.success(), "{}", stderr(&o));

@@ -177,11 +177,11 @@ impl Profile {
             }
             data.insert(name, bytes);
         }
-        check_manifest(&manifest).map_err(|(k, d)| invalid("manifest.json", format!("`{k}`: {d}")))?;
+        check_manifest(&manifest)
+            .map_err(|(k, d)| invalid("manifest.json", format!("`{k}`: {d}")))?;
         let d = manifest.model.embedding_dim;
-        let matrix = |name: &str| {
-            read_matrix(&data[name], d).map_err(|detail| invalid(name, detail))
-        };
+        let matrix =
+            |name: &str| read_matrix(&data[name], d).map_err(|detail| invalid(name, detail));
         let embeddings = matrix("embeddings.f32")?;
         let centroids = matrix("centroids.f32")?;
         let ids: Vec<String> = std::str::from_utf8(&data["ids.txt"])
@@ -231,7 +231,10 @@ impl Profile {
                 ),
             ));
         }
-        for (name, m) in [("embeddings.f32", &embeddings), ("centroids.f32", &centroids)] {
+        for (name, m) in [
+            ("embeddings.f32", &embeddings),
+            ("centroids.f32", &centroids),
+        ] {
             if let Some(row) = m
                 .outer_iter()
                 .position(|r| r.iter().any(|v| !v.is_finite()))
@@ -272,7 +275,11 @@ impl Profile {
         if !m.onnx_sha256.eq_ignore_ascii_case(&card.onnx.sha256) {
             return Err(mismatch(
                 "onnx_sha256",
-                format!("{} ({:?})", &m.onnx_sha256[..12.min(m.onnx_sha256.len())], m.name),
+                format!(
+                    "{} ({:?})",
+                    &m.onnx_sha256[..12.min(m.onnx_sha256.len())],
+                    m.name
+                ),
                 format!(
                     "`onnx.sha256` = {} ({:?})",
                     &card.onnx.sha256[..12.min(card.onnx.sha256.len())],
@@ -314,7 +321,9 @@ impl Profile {
         };
         let dir = dir.as_path();
         let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
-            return Err(invalid("not a directory name a profile can be written to".into()));
+            return Err(invalid(
+                "not a directory name a profile can be written to".into(),
+            ));
         };
         let parent = if parent.as_os_str().is_empty() {
             Path::new(".")
@@ -534,7 +543,7 @@ fn check_manifest(m: &Manifest) -> Result<(), (String, String)> {
 
 /// Little-endian f32 rows of `d` columns.
 fn read_matrix(bytes: &[u8], d: usize) -> Result<Array2<f32>, String> {
-    if d == 0 || bytes.len() % (4 * d) != 0 {
+    if d == 0 || !bytes.len().is_multiple_of(4 * d) {
         return Err(format!(
             "{} bytes is not a whole number of {d}-dimensional rows",
             bytes.len()
