@@ -225,6 +225,32 @@ pub struct SourceSettings {
     pub channel: Option<u16>,
 }
 
+/// The shortest hop between windows, in seconds. Every hop costs one network run, so a
+/// tiny hop (a typo such as 0.0001) makes scoring fall ever further behind and an offline
+/// `score` never finish; 10 ms is finer than any decision earshot makes.
+pub const MIN_HOP_SECONDS: f64 = 0.01;
+/// At most this many windows may overlap one instant (hop >= window / this).
+pub const MAX_OVERLAP: f64 = 100.0;
+
+/// Checks a hop against [`MIN_HOP_SECONDS`] and, when the window is known, [`MAX_OVERLAP`];
+/// the error text is for the key that holds the hop.
+pub fn check_hop(hop: f64, window: Option<f64>) -> Result<(), String> {
+    if !hop.is_finite() || hop < MIN_HOP_SECONDS {
+        return Err(format!(
+            "{hop} s is below the minimum hop of {MIN_HOP_SECONDS} s (each hop costs one run of the network: so small a hop can never keep up)"
+        ));
+    }
+    if let Some(w) = window
+        && hop * MAX_OVERLAP < w
+    {
+        return Err(format!(
+            "{hop} s is below the window ({w} s) / {MAX_OVERLAP}: more than {MAX_OVERLAP} overlapping windows per instant can never keep up; use a hop of at least {} s",
+            w / MAX_OVERLAP
+        ));
+    }
+    Ok(())
+}
+
 impl WindowSettings {
     /// Checks window/hop; `min_seconds` is the model's shortest window, if known.
     pub fn check(&self, prefix: &str, min_seconds: Option<f64>) -> Result<(), (String, String)> {
@@ -241,6 +267,7 @@ impl WindowSettings {
                 format!("{} must be > 0", self.hop_seconds),
             ));
         }
+        check_hop(self.hop_seconds, Some(self.seconds)).map_err(|d| (key("hop_seconds"), d))?;
         if let Some(l) = self.level_dbfs {
             if !(l.is_finite() && (-60.0..=0.0).contains(&l)) {
                 return Err((
@@ -279,9 +306,13 @@ impl Settings {
         let shown = path.map_or_else(|| PathBuf::from("(defaults)"), Path::to_owned);
         let mut b = config::Config::builder();
         if let Some(p) = path {
-            if !p.is_file() {
+            if !p.exists() {
                 return Err(ConfigError::Missing { path: p.to_owned() });
             }
+            crate::files::ensure_regular(p).map_err(|e| ConfigError::Parse {
+                path: p.to_owned(),
+                detail: e.to_string(),
+            })?;
             b = b.add_source(config::File::from(p).format(config::FileFormat::Toml));
         }
         b = b.add_source(
@@ -289,7 +320,7 @@ impl Settings {
                 .prefix_separator("_")
                 .separator("__")
                 .try_parsing(true)
-                .source(Some(env_overrides())),
+                .source(Some(env_overrides()?)),
         );
         let parse = |e: config::ConfigError| ConfigError::Parse {
             path: shown.clone(),
@@ -424,10 +455,12 @@ impl Settings {
                 }
                 _ => {}
             }
-            if let Some(h) = m.hop_seconds
-                && !(h.is_finite() && h > 0.0)
-            {
-                return Err(self.invalid(&key("hop_seconds"), format!("{h} must be > 0")));
+            if let Some(h) = m.hop_seconds {
+                if !(h.is_finite() && h > 0.0) {
+                    return Err(self.invalid(&key("hop_seconds"), format!("{h} must be > 0")));
+                }
+                // The window is the profile's, checked against it when the profile is loaded.
+                check_hop(h, None).map_err(|d| self.invalid(&key("hop_seconds"), d))?;
             }
             m.index
                 .validate()
@@ -442,16 +475,32 @@ impl Settings {
         Ok(())
     }
 
-    /// The model directory: configured, else the bundled default found next to the binary,
-    /// in the source tree, or under /usr/share/earshot.
-    pub fn model_dir(&self) -> PathBuf {
+    /// The model directory: configured, else the default model found where an installed
+    /// earshot keeps it (see [`default_model_dirs`]). When none has it, the error lists
+    /// every place looked at.
+    pub fn find_model_dir(&self) -> Result<PathBuf, ConfigError> {
         if let Some(d) = &self.model.dir {
-            return d.clone();
+            return Ok(d.clone());
         }
-        default_model_dirs()
-            .into_iter()
-            .find(|d| d.join("card.json").is_file())
-            .unwrap_or_else(|| PathBuf::from("models").join(DEFAULT_MODEL))
+        let dirs = default_model_dirs();
+        if let Some(d) = dirs.iter().find(|d| d.join("card.json").is_file()) {
+            return Ok(d.clone());
+        }
+        let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        Err(self.invalid(
+            "model.dir",
+            format!(
+                "not set, and the default model {DEFAULT_MODEL} is in none of: {}; install it there (README, Install) or set `model.dir` (or pass --model)",
+                looked.join(", ")
+            ),
+        ))
+    }
+
+    /// [`Settings::find_model_dir`], or where the default model would be installed when it is
+    /// nowhere (loading it then fails naming that path).
+    pub fn model_dir(&self) -> PathBuf {
+        self.find_model_dir()
+            .unwrap_or_else(|_| PathBuf::from("/usr/share/earshot/models").join(DEFAULT_MODEL))
     }
 
     pub fn embed_options(&self) -> crate::embed::EmbedOptions {
@@ -463,24 +512,46 @@ impl Settings {
     }
 }
 
-fn default_model_dirs() -> Vec<PathBuf> {
+/// Where the default model is looked for, in order: beside the binary (`<bin>/models`, an
+/// unpacked bundle), the binary's install prefix (`<prefix>/bin/earshot` ->
+/// `<prefix>/share/earshot/models`), /usr/local/share and /usr/share, and last the source
+/// tree the binary was built in, found from the binary's own path (`<repo>/target/<profile>`
+/// holds the binary and `<repo>/Cargo.toml` exists), so `cargo run` and the tests work. No
+/// path of the build machine is compiled in: a binary copied elsewhere finds nothing there.
+pub fn default_model_dirs() -> Vec<PathBuf> {
+    default_model_dirs_for(std::env::current_exe().ok().as_deref())
+}
+
+fn default_model_dirs_for(exe: Option<&Path>) -> Vec<PathBuf> {
     let mut v = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            v.push(dir.join("models").join(DEFAULT_MODEL));
-            v.push(dir.join("../share/earshot/models").join(DEFAULT_MODEL));
-            for up in dir.ancestors().take(4) {
-                v.push(up.join("models").join(DEFAULT_MODEL));
-            }
+    let exe_dir = exe.and_then(Path::parent);
+    if let Some(dir) = exe_dir {
+        v.push(dir.join("models"));
+        if let Some(prefix) = dir.parent() {
+            v.push(prefix.join("share/earshot/models"));
         }
     }
-    v.push(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("models")
-            .join(DEFAULT_MODEL),
-    );
-    v.push(PathBuf::from("/usr/share/earshot/models").join(DEFAULT_MODEL));
-    v
+    v.push(PathBuf::from("/usr/local/share/earshot/models"));
+    v.push(PathBuf::from("/usr/share/earshot/models"));
+    if let Some(dir) = exe_dir {
+        // target/debug/earshot, target/debug/deps/<test>: the repository is 2-3 levels up.
+        if let Some(repo) = dir
+            .ancestors()
+            .skip(1)
+            .take(3)
+            .find(|up| up.join("Cargo.toml").is_file() && up.join("models").is_dir())
+        {
+            v.push(repo.join("models"));
+        }
+    }
+    let mut out: Vec<PathBuf> = Vec::new();
+    for d in v {
+        let d = d.join(DEFAULT_MODEL);
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    out
 }
 
 /// The `name` of each `[[monitor]]` table, in order (None where it has none), read before
@@ -524,11 +595,41 @@ fn name_monitors(detail: &str, names: &[Option<String>]) -> String {
 }
 
 /// `EARSHOT_*` variables that are config keys: those with a `__` level separator.
-fn env_overrides() -> config::Map<String, String> {
+///
+/// Read with `vars_os`: the environment of a service belongs to the whole machine, and one
+/// variable that is not UTF-8 (a file name in Latin-1, say) must not stop earshot when it
+/// is not ours. One of ours that is not UTF-8 is an error naming it.
+fn env_overrides() -> Result<config::Map<String, String>, ConfigError> {
+    env_overrides_from(std::env::vars_os())
+}
+
+fn env_overrides_from(
+    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Result<config::Map<String, String>, ConfigError> {
     let prefix = format!("{ENV_PREFIX}_");
-    std::env::vars()
-        .filter(|(k, _)| k.starts_with(&prefix) && k[prefix.len()..].contains("__"))
-        .collect::<BTreeMap<_, _>>()
-        .into_iter()
-        .collect()
+    let not_utf8 = |key: String, what: &str| ConfigError::Invalid {
+        path: PathBuf::from("(environment)"),
+        key,
+        detail: format!(
+            "the variable's {what} is not valid UTF-8; set it to UTF-8 text or unset it"
+        ),
+    };
+    let mut out = BTreeMap::new();
+    for (k, v) in vars {
+        let Some(k) = k.to_str() else {
+            let lossy = k.to_string_lossy().into_owned();
+            if lossy.starts_with(&prefix) {
+                return Err(not_utf8(lossy, "name"));
+            }
+            continue;
+        };
+        if !(k.starts_with(&prefix) && k[prefix.len()..].contains("__")) {
+            continue;
+        }
+        let v = v
+            .into_string()
+            .map_err(|_| not_utf8(k.to_owned(), "value"))?;
+        out.insert(k.to_owned(), v);
+    }
+    Ok(out.into_iter().collect())
 }

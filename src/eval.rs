@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 pub enum ManifestError {
     #[error("{path}: cannot read manifest: {source}")]
     Read { path: PathBuf, source: csv::Error },
+    #[error("cannot read manifest: {0}")]
+    File(#[from] crate::files::PathError),
     #[error("{path}: the manifest needs the columns path,machine,split,label (found: {found})")]
     Columns { path: PathBuf, found: String },
     #[error("{path}, line {line}: {detail}")]
@@ -50,8 +52,7 @@ pub fn read_manifest(path: &Path, root: Option<&Path>) -> Result<Vec<Entry>, Man
     };
     let mut rdr = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(read_err)?;
+        .from_reader(crate::files::open_regular(path)?);
     let headers = rdr.headers().map_err(read_err)?.clone();
     let col = |name: &str| headers.iter().position(|h| h.eq_ignore_ascii_case(name));
     let (Some(pc), Some(mc), Some(sc), Some(lc)) =

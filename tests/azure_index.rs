@@ -673,8 +673,21 @@ fn save_profile(dir: &std::path::Path, machine: &str, e: Array2<f32>, ids: Vec<S
         },
         kmeans_k: 1,
         knn_k: 3,
-        thresholds: Default::default(),
+        thresholds: ["centroid", "knn"]
+            .into_iter()
+            .map(|s| {
+                let t = earshot::score::Threshold {
+                    value: 0.5,
+                    target_far: 0.01,
+                    n: 100,
+                    method: "quantile".into(),
+                    calibration_far: 0.01,
+                };
+                (s.to_string(), t)
+            })
+            .collect(),
         sources: vec![],
+        files: Default::default(),
     };
     let centroids = e.slice(ndarray::s![..1, ..]).to_owned();
     let p = Profile {
@@ -850,4 +863,96 @@ async fn build_gives_working_indexes_for_both_kinds() {
     .err()
     .expect("dims");
     assert!(matches!(err, IndexError::SchemaMismatch(_)), "{err:?}");
+}
+
+/// A profile learned from two folders whose clips share file names: every window has its own
+/// id, so `earshot index` uploads as many documents as the profile holds (with `<stem>@<start>`
+/// ids the duplicates were resent until the upload gave up and blamed the service).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_uploads_every_window_of_folders_sharing_file_names() {
+    let emu = Emulator::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut folders = Vec::new();
+    for (k, line) in ["line1", "line2"].iter().enumerate() {
+        let f = dir.path().join(line);
+        std::fs::create_dir(&f).expect("mkdir");
+        for i in 0..2u64 {
+            let spec = hound::WavSpec {
+                channels: 1,
+                sample_rate: 16_000,
+                bits_per_sample: 16,
+                sample_format: hound::SampleFormat::Int,
+            };
+            let mut w =
+                hound::WavWriter::create(f.join(format!("clip{i}.wav")), spec).expect("wav");
+            let f0 = 150.0 + 20.0 * (2 * k as u64 + i) as f64;
+            for n in 0..48_000 {
+                let t = n as f64 / 16_000.0;
+                let v = 0.3 * (std::f64::consts::TAU * f0 * t).sin()
+                    + 0.02 * ((n * 7919 % 1000) as f64 / 1000.0 - 0.5);
+                w.write_sample((v * 32767.0) as i16).expect("sample");
+            }
+            w.finalize().expect("finalize");
+        }
+        folders.push(f.display().to_string());
+    }
+    let prof = dir.path().join("profile");
+    let out = earshot(
+        vec![
+            "learn".into(),
+            "--model".into(),
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/models/panns-mobilenetv1-seeded"
+            )
+            .into(),
+            "--out".into(),
+            prof.display().to_string(),
+            "--normal".into(),
+            folders[0].clone(),
+            folders[1].clone(),
+        ],
+        ADMIN_KEY,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(prof.join("manifest.json")).expect("read"))
+            .expect("manifest");
+    let fit = manifest["counts"]["fit_windows"].as_u64().expect("count") as usize;
+    let cfg = dir.path().join("earshot.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[index]\nkind = \"azure\"\nendpoint = \"{}\"\nindex_name = \"shared-names\"\napi_key_env = \"EARSHOT_TEST_AZURE_KEY\"\n",
+            emu.endpoint()
+        ),
+    )
+    .expect("write config");
+    let out = earshot(
+        vec![
+            "index".into(),
+            "--profile".into(),
+            prof.display().to_string(),
+            "--config".into(),
+            cfg.display().to_string(),
+        ],
+        ADMIN_KEY,
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let machine = manifest["machine"].as_str().expect("machine");
+    let ids = window_ids(&emu, "shared-names", machine);
+    assert_eq!(ids.len(), fit, "{ids:?}");
+    // One clip is held out for calibration; both folders' names appear among the rest.
+    assert!(ids.iter().any(|i| i.starts_with("line1/")), "{ids:?}");
+    assert!(ids.iter().any(|i| i.starts_with("line2/")), "{ids:?}");
 }

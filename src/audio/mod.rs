@@ -49,16 +49,38 @@ pub enum AudioError {
         "{path}: contains no audio (0 frames): the recording was cut off or never written; record or export it again"
     )]
     Empty { path: PathBuf },
+    #[error(
+        "{path}: the header says {value} {what}, outside the {min}..={max} earshot accepts: the header is damaged or the file is not a recording; re-export it (e.g. `sox {path} -r 48000 fixed.wav`)"
+    )]
+    OutOfBounds {
+        path: PathBuf,
+        what: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
+    #[error(transparent)]
+    NotRegular(crate::files::PathError),
 }
+
+/// Sample rates earshot accepts. Below 1 kHz nothing a machine-sound model hears is left, and
+/// above 768 kHz (the fastest converters sold) the header is damaged: either way the
+/// resampler would allocate for an absurd ratio.
+pub const MIN_SAMPLE_RATE: u32 = 1_000;
+pub const MAX_SAMPLE_RATE: u32 = 768_000;
+/// Channels earshot accepts in one file (multitrack recorders stay well below).
+pub const MAX_CHANNELS: u16 = 256;
 
 /// Reads a whole WAV file. Integer PCM (8/16/24/32 bit) and 32-bit float are supported, any
 /// rate, any channel count. NaN and infinite samples become 0 and are counted, so one bad
 /// sample cannot poison a window's embedding; the caller decides whether to warn.
 pub fn read_wav(path: &Path) -> Result<Clip, AudioError> {
-    let file = std::fs::File::open(path).map_err(|source| AudioError::Open {
-        path: path.to_owned(),
-        source,
+    let file = crate::files::open_regular(path).map_err(|e| match e {
+        crate::files::PathError::Io { path, source } => AudioError::Open { path, source },
+        e @ crate::files::PathError::NotRegular { .. } => AudioError::NotRegular(e),
     })?;
+    // What is really there bounds every allocation, whatever the header claims.
+    let file_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     let reader = hound::WavReader::new(std::io::BufReader::new(file)).map_err(|e| match e {
         hound::Error::Unsupported => AudioError::Unsupported {
             path: path.to_owned(),
@@ -76,14 +98,11 @@ pub fn read_wav(path: &Path) -> Result<Clip, AudioError> {
         },
     })?;
     let spec = reader.spec();
-    if spec.channels == 0 || spec.sample_rate == 0 {
-        return Err(AudioError::NotWav {
-            path: path.to_owned(),
-            detail: format!("{} channels at {} Hz", spec.channels, spec.sample_rate),
-        });
-    }
+    check_spec(path, spec)?;
     let expected = u64::from(reader.duration());
-    let (samples, non_finite) = decode(reader, spec, path)?;
+    let bytes_per_sample = u64::from(spec.bits_per_sample.div_ceil(8).max(1));
+    let capacity = u64::from(reader.len()).min(file_bytes / bytes_per_sample);
+    let (samples, non_finite) = decode(reader, spec, path, capacity as usize)?;
     let got = (samples.len() / usize::from(spec.channels)) as u64;
     if got < expected {
         return Err(AudioError::Truncated {
@@ -105,12 +124,37 @@ pub fn read_wav(path: &Path) -> Result<Clip, AudioError> {
     })
 }
 
+/// Refuses headers no recording has (0 or absurd rates, 0 or thousands of channels).
+fn check_spec(path: &Path, spec: hound::WavSpec) -> Result<(), AudioError> {
+    let bounds = |what, value: u64, min: u64, max: u64| {
+        if (min..=max).contains(&value) {
+            Ok(())
+        } else {
+            Err(AudioError::OutOfBounds {
+                path: path.to_owned(),
+                what,
+                value,
+                min,
+                max,
+            })
+        }
+    };
+    bounds(
+        "Hz sample rate",
+        spec.sample_rate.into(),
+        MIN_SAMPLE_RATE.into(),
+        MAX_SAMPLE_RATE.into(),
+    )?;
+    bounds("channels", spec.channels.into(), 1, MAX_CHANNELS.into())
+}
+
 fn decode<R: std::io::Read>(
     mut reader: hound::WavReader<R>,
     spec: hound::WavSpec,
     path: &Path,
+    capacity: usize,
 ) -> Result<(Vec<f32>, usize), AudioError> {
-    let mut out = Vec::with_capacity(reader.len() as usize);
+    let mut out = Vec::with_capacity(capacity);
     let mut non_finite = 0usize;
     // A read error part-way means the data chunk is shorter than the header says: stop there
     // and let the caller report truncation with the counts.

@@ -43,7 +43,17 @@ struct MachineResult {
     train_clips: usize,
     test_normal: usize,
     test_anomaly: usize,
+    /// Files of this machine that could not be read: left out of the figures.
+    skipped: usize,
     scorers: BTreeMap<String, ScorerResult>,
+}
+
+/// A file left out because it could not be read or embedded.
+#[derive(Serialize)]
+struct Skipped {
+    path: PathBuf,
+    machine: String,
+    error: String,
 }
 
 #[derive(Serialize)]
@@ -54,6 +64,8 @@ struct Report {
     machines: Vec<MachineResult>,
     /// Arithmetic means over machines, per scorer.
     mean: BTreeMap<String, ScorerResult>,
+    /// Files left out of the figures (each also reported on stderr as it happened).
+    skipped: Vec<Skipped>,
 }
 
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
@@ -66,6 +78,16 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         by_machine.entry(en.machine.clone()).or_default().push(en);
     }
     let mut machines = Vec::new();
+    let mut skipped = Vec::new();
+    // One unreadable file is reported, counted and left out; it must not cost the others.
+    let mut skip = |path: &std::path::Path, machine: &str, err: anyhow::Error| {
+        eprintln!("error: {err:#} (skipped)");
+        skipped.push(Skipped {
+            path: path.to_owned(),
+            machine: machine.to_owned(),
+            error: format!("{err:#}"),
+        });
+    };
     for (machine, ens) in &by_machine {
         let train: Vec<PathBuf> = ens
             .iter()
@@ -79,7 +101,11 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             );
         }
         tracing::info!(%machine, train = train.len(), test = test.len(), "evaluating");
-        let clips = super::embed_normals(&mut e, &train, window)?;
+        let (clips, failed) = super::embed_normals_skipping(&mut e, &train, window);
+        let mut n_skipped = failed.len();
+        for (path, err) in failed {
+            skip(&path, machine, err);
+        }
         let opts = super::learn_options(&s, machine.clone());
         let (profile, _) = score::learn(&clips, &opts, super::model_ref(&e), window)?;
         let scorer = Scorer::new(&profile)?;
@@ -87,7 +113,14 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         let mut ks = Vec::new();
         let mut labels = Vec::new();
         for t in &test {
-            let w = super::score::score_file(&mut e, &scorer, &t.path)?;
+            let w = match super::score::score_file(&mut e, &scorer, &t.path) {
+                Ok(w) => w,
+                Err(err) => {
+                    n_skipped += 1;
+                    skip(&t.path, machine, err);
+                    continue;
+                }
+            };
             let n = w.len().max(1) as f32;
             cs.push(w.iter().map(|x| x.2).sum::<f32>() / n);
             ks.push(w.iter().filter_map(|x| x.3).sum::<f32>() / n);
@@ -108,6 +141,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             train_clips: train.len(),
             test_normal: labels.iter().filter(|&&l| !l).count(),
             test_anomaly: labels.iter().filter(|&&l| l).count(),
+            skipped: n_skipped,
             scorers,
         });
     }
@@ -134,10 +168,18 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         max_fpr: a.max_fpr,
         machines,
         mean,
+        skipped,
     };
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Text => print_text(&report),
+    }
+    if !report.skipped.is_empty() {
+        anyhow::bail!(
+            "{} of {} files could not be read and are left out of the figures (see above)",
+            report.skipped.len(),
+            by_machine.values().map(Vec::len).sum::<usize>()
+        );
     }
     Ok(())
 }
@@ -189,4 +231,7 @@ fn print_text(r: &Report) {
         "(pAUC over FPR 0..{}, standardised as scikit-learn's roc_auc_score(max_fpr); 0.5 = chance)",
         r.max_fpr
     );
+    for s in &r.skipped {
+        println!("skipped ({}): {}", s.machine, s.error);
+    }
 }

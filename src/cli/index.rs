@@ -171,8 +171,7 @@ fn resolve_config(args: &IndexArgs) -> anyhow::Result<AzureConfig> {
 /// Finds the index settings in a TOML file: the `index` of the named `[[monitor]]`, else a
 /// top-level `[index]`, else the only monitor's `index`.
 fn index_table(path: &Path, monitor: Option<&str>) -> anyhow::Result<IndexConfig> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = earshot::files::read_regular_string(path)?;
     let doc: toml::Table =
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     let monitors: Vec<&toml::Table> = doc

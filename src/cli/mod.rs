@@ -35,9 +35,10 @@ pub fn settings(config: Option<&Path>) -> anyhow::Result<Settings> {
 
 /// Loads the model the settings name, or `model` when given on the command line.
 pub fn embedder(settings: &Settings, model: Option<&Path>) -> anyhow::Result<Embedder> {
-    let dir = model
-        .map(Path::to_owned)
-        .unwrap_or_else(|| settings.model_dir());
+    let dir = match model {
+        Some(m) => m.to_owned(),
+        None => settings.find_model_dir()?,
+    };
     let e = Embedder::load(&dir, &settings.embed_options())
         .with_context(|| format!("loading model {}", dir.display()))?;
     if e.card().is_untrained() {
@@ -61,15 +62,17 @@ pub fn model_ref(e: &Embedder) -> ModelRef {
     }
 }
 
-/// Expands directories into the WAV files below them (sorted, so runs are repeatable).
+/// Expands directories into the WAV files below them (sorted, so runs are repeatable). A file
+/// reached twice (named twice, or through a symlink) is kept once, and symlink loops are not
+/// followed round.
 pub fn collect_wavs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for p in inputs {
         if p.is_dir() {
-            let mut found = Vec::new();
-            walk(p, &mut found).with_context(|| format!("reading directory {}", p.display()))?;
-            found.sort();
-            if found.is_empty() {
+            let (found, repeated) = earshot::files::walk_wavs(p, &mut seen)
+                .with_context(|| format!("reading directory {}", p.display()))?;
+            if found.is_empty() && repeated == 0 {
                 anyhow::bail!(
                     "{}: no .wav files in this directory (searched recursively); point it at the folder holding the recordings or name the WAV files",
                     p.display()
@@ -77,7 +80,9 @@ pub fn collect_wavs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
             }
             out.extend(found);
         } else if p.exists() {
-            out.push(p.clone());
+            if seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())) {
+                out.push(p.clone());
+            }
         } else {
             anyhow::bail!("{}: no such file or directory; check the path", p.display());
         }
@@ -85,38 +90,44 @@ pub fn collect_wavs(inputs: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let p = entry?.path();
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("wav")) {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
-/// Embeds normal recordings window by window, warning about odd but usable input.
+/// Embeds normal recordings window by window, warning about odd but usable input. Any file
+/// that cannot be embedded is an error.
 pub fn embed_normals(
     e: &mut Embedder,
     files: &[PathBuf],
     window: WindowSpec,
 ) -> anyhow::Result<Vec<ClipWindows>> {
-    let mut clips = Vec::with_capacity(files.len());
-    for f in files {
-        let (wins, report) = embed_file(e, f, window.seconds, window.hop_seconds)?;
-        warn_report(f, &report);
-        let name = f
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| f.display().to_string());
-        clips.push(ClipWindows {
-            name,
-            windows: wins.into_iter().map(|w| (w.start_s, w.embedding)).collect(),
-        });
+    let (clips, mut failed) = embed_normals_skipping(e, files, window);
+    match failed.is_empty() {
+        true => Ok(clips),
+        false => Err(failed.swap_remove(0).1),
     }
-    Ok(clips)
+}
+
+/// Like [`embed_normals`], but a file that cannot be embedded is returned with its error
+/// beside the clips of the others instead of stopping them.
+pub fn embed_normals_skipping(
+    e: &mut Embedder,
+    files: &[PathBuf],
+    window: WindowSpec,
+) -> (Vec<ClipWindows>, Vec<(PathBuf, anyhow::Error)>) {
+    // Names (and so window ids) are unique per path even when folders share file names.
+    let names = earshot::score::learn::clip_names(files);
+    let mut clips = Vec::with_capacity(files.len());
+    let mut failed = Vec::new();
+    for (f, name) in files.iter().zip(names) {
+        match embed_file(e, f, window.seconds, window.hop_seconds) {
+            Ok((wins, report)) => {
+                warn_report(f, &report);
+                clips.push(ClipWindows {
+                    name,
+                    windows: wins.into_iter().map(|w| (w.start_s, w.embedding)).collect(),
+                });
+            }
+            Err(err) => failed.push((f.clone(), err.into())),
+        }
+    }
+    (clips, failed)
 }
 
 pub fn warn_report(f: &Path, r: &earshot::embed::file::FileReport) {

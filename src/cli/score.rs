@@ -72,18 +72,8 @@ pub fn score_file(
 
 /// Refuses a profile learned with another model: its embeddings would be meaningless here.
 pub fn check_profile_model(p: &Profile, e: &earshot::embed::Embedder) -> anyhow::Result<()> {
-    let m = &p.manifest.model;
-    if !m.onnx_sha256.eq_ignore_ascii_case(&e.card().onnx.sha256) {
-        anyhow::bail!(
-            "profile {} was learned with model {:?} ({}), but the loaded model is {:?} ({}): pass the same model (--model or model.dir) or re-run `earshot learn`",
-            p.dir.display(),
-            m.name,
-            &m.onnx_sha256[..12.min(m.onnx_sha256.len())],
-            e.card().name,
-            &e.card().onnx.sha256[..12.min(e.card().onnx.sha256.len())]
-        );
-    }
-    Ok(())
+    let card = e.dir().join(earshot::embed::card::CARD_FILE);
+    Ok(p.check_model(e.card(), &card)?)
 }
 
 pub fn run(a: ScoreArgs) -> anyhow::Result<()> {

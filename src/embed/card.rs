@@ -92,9 +92,12 @@ impl ModelCard {
         if !card_path.exists() {
             return Err(CardError::Missing { path: card_path });
         }
-        let text = std::fs::read_to_string(&card_path).map_err(|source| CardError::Read {
-            path: card_path.clone(),
-            source,
+        let text = crate::files::read_regular_string(&card_path).map_err(|e| match e {
+            crate::files::PathError::Io { path, source } => CardError::Read { path, source },
+            e => CardError::Invalid {
+                path: card_path.clone(),
+                detail: e.to_string(),
+            },
         })?;
         let card: ModelCard = serde_json::from_str(&text).map_err(|e| CardError::Invalid {
             path: card_path.clone(),

@@ -107,9 +107,14 @@ impl Embedder {
             .map(Path::to_owned)
             .unwrap_or_else(|| PathBuf::from("."));
         let onnx_path = dir.join(&card.onnx.file);
-        if !onnx_path.is_file() {
+        if !onnx_path.exists() {
             return Err(EmbedError::ModelMissing { path: onnx_path });
         }
+        // A FIFO or device in its place would block the checksum read forever.
+        crate::files::ensure_regular(&onnx_path).map_err(|e| EmbedError::Load {
+            path: onnx_path.clone(),
+            detail: e.to_string(),
+        })?;
         if !opts.skip_checksum {
             let actual = sha256_file(&onnx_path).map_err(|e| EmbedError::Load {
                 path: onnx_path.clone(),

@@ -52,6 +52,10 @@ pub enum LearnError {
     },
     #[error(transparent)]
     Centroid(#[from] centroid::CentroidError),
+    #[error(
+        "two normal clips are both named {0:?}: window ids would collide; name clips after their paths (see `clip_names`)"
+    )]
+    DuplicateClip(String),
 }
 
 /// One normal clip's windows: its name and its normalised embeddings in time order.
@@ -69,6 +73,10 @@ pub fn learn(
     let total: usize = clips.iter().map(|c| c.windows.len()).sum();
     if total == 0 {
         return Err(LearnError::Empty);
+    }
+    let mut names = std::collections::BTreeSet::new();
+    if let Some(c) = clips.iter().find(|c| !names.insert(c.name.as_str())) {
+        return Err(LearnError::DuplicateClip(c.name.clone()));
     }
     let (fit, holdout, holdout_clips) = split(clips, opts.holdout_fraction, window);
     if fit.len() < 2 || holdout.is_empty() {
@@ -138,6 +146,7 @@ pub fn learn(
         knn_k,
         thresholds,
         sources: clips.iter().map(|c| c.name.clone()).collect(),
+        files: BTreeMap::new(),
     };
     let profile = Profile {
         dir: Default::default(),
@@ -198,4 +207,102 @@ fn split(clips: &[ClipWindows], fraction: f64, window: WindowSpec) -> (Windows, 
         }
     }
     (fit, hold, 1)
+}
+
+/// Clip names for normal recordings, unique per path and deterministic: the file stem where
+/// that is unique, else as many parent folders as needed to tell the paths apart
+/// (`line1/pump` and `line2/pump`), else the whole path. Window ids are `<name>@<start>`, and
+/// an id shared by two windows would make `earshot index` upload fewer vectors than the
+/// profile holds.
+pub fn clip_names(paths: &[std::path::PathBuf]) -> Vec<String> {
+    use std::path::Component;
+    let parts: Vec<Vec<String>> = paths
+        .iter()
+        .map(|p| {
+            let mut v: Vec<String> = p
+                .components()
+                .filter_map(|c| match c {
+                    Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+                    Component::ParentDir => Some("..".into()),
+                    _ => None,
+                })
+                .collect();
+            if let (Some(last), Some(stem)) = (v.last_mut(), p.file_stem()) {
+                *last = stem.to_string_lossy().into_owned();
+            }
+            v
+        })
+        .collect();
+    let name = |i: usize, depth: usize| {
+        let v = &parts[i];
+        v[v.len().saturating_sub(depth)..].join("/")
+    };
+    let mut depth = vec![1usize; paths.len()];
+    let mut names: Vec<String> = (0..paths.len()).map(|i| name(i, 1)).collect();
+    loop {
+        let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, n) in names.iter().enumerate() {
+            groups.entry(n.as_str()).or_default().push(i);
+        }
+        let clashing: Vec<usize> = groups
+            .into_values()
+            .filter(|g| g.len() > 1)
+            .flatten()
+            .collect();
+        if clashing.is_empty() {
+            return names;
+        }
+        let mut deeper = false;
+        for &i in &clashing {
+            if depth[i] < parts[i].len() {
+                depth[i] += 1;
+                names[i] = name(i, depth[i]);
+                deeper = true;
+            }
+        }
+        if !deeper {
+            // Paths that differ only in the extension's case or in `.`/root components:
+            // the full path as given, then (same path twice) a number.
+            let mut used = std::collections::BTreeSet::new();
+            for i in 0..names.len() {
+                if clashing.contains(&i) {
+                    names[i] = paths[i].display().to_string();
+                }
+            }
+            for (i, n) in names.iter_mut().enumerate() {
+                if !used.insert(n.clone()) {
+                    *n = format!("{n}#{i}");
+                    used.insert(n.clone());
+                }
+            }
+            return names;
+        }
+    }
+}
+
+#[cfg(test)]
+mod clip_name_tests {
+    use super::clip_names;
+    use std::path::PathBuf;
+
+    fn names(paths: &[&str]) -> Vec<String> {
+        clip_names(&paths.iter().map(PathBuf::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn unique_stems_stay_stems_and_shared_names_get_their_folders() {
+        assert_eq!(names(&["a/x.wav", "a/y.wav"]), ["x", "y"]);
+        assert_eq!(
+            names(&["/d/line1/pump.wav", "/d/line2/pump.wav", "/d/line2/fan.wav"]),
+            ["line1/pump", "line2/pump", "fan"]
+        );
+        // Different depths: the shorter path runs out of folders first.
+        assert_eq!(
+            names(&["a/b.wav", "x/a/b.wav", "c/b.wav"]),
+            ["a/b", "x/a/b", "c/b"]
+        );
+        // Only the extension's case differs: the whole path; the same path twice: numbered.
+        assert_eq!(names(&["a/x.wav", "a/x.WAV"]), ["a/x.wav", "a/x.WAV"]);
+        assert_eq!(names(&["x.wav", "x.wav"]), ["x.wav", "x.wav#1"]);
+    }
 }

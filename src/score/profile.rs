@@ -5,6 +5,11 @@
 //! `manifest.json` (what, from which model, thresholds), `embeddings.f32` and
 //! `centroids.f32` (little-endian f32 rows, L2-normalised embeddings), `ids.txt` (one id
 //! per embedding row: `<clip>@<start seconds>`), `calibration.json` (held-out scores).
+//!
+//! The manifest carries the sha256 of every other file, so a profile whose files do not all
+//! come from one `learn` is refused instead of giving wrong verdicts. `learn` over an existing
+//! profile writes a complete new directory beside it (files and directory fsynced) and swaps
+//! it in with one atomic rename: a crash leaves either the old profile or the new one.
 
 use super::threshold::Threshold;
 use ndarray::Array2;
@@ -13,7 +18,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub const FORMAT: &str = "earshot-profile";
-pub const VERSION: u32 = 1;
+/// 2: the manifest carries checksums of the other files (`files`).
+pub const VERSION: u32 = 2;
+/// The files a profile must have, besides manifest.json.
+pub const DATA_FILES: [&str; 4] = [
+    "embeddings.f32",
+    "centroids.f32",
+    "ids.txt",
+    "calibration.json",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,6 +44,9 @@ pub struct Manifest {
     /// Per scorer ("centroid", "knn").
     pub thresholds: BTreeMap<String, Threshold>,
     pub sources: Vec<String>,
+    /// sha256 (hex) of every other file of the profile, by file name; written by `save`.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -82,6 +98,12 @@ pub enum ProfileError {
     },
     #[error("{path}: invalid profile: {detail}")]
     Invalid { path: PathBuf, detail: String },
+    #[error(
+        "{path}: no profile here, but an interrupted `earshot learn` left the previous one in {backup}: rename it back to {path}, or re-run `earshot learn`"
+    )]
+    Interrupted { path: PathBuf, backup: PathBuf },
+    #[error("{0}")]
+    File(#[from] crate::files::PathError),
 }
 
 /// A loaded profile. `embeddings` rows and `ids` line up.
@@ -101,51 +123,127 @@ impl Profile {
         self.embeddings.ncols()
     }
 
+    /// Loads and checks a profile: every file must match the checksum in manifest.json and
+    /// every value must be usable (thresholds present and finite, k >= 1, finite vectors, a
+    /// sane window and hop, unique ids); errors name the file and the key.
     pub fn load(dir: &Path) -> Result<Profile, ProfileError> {
         let mpath = dir.join("manifest.json");
-        if !mpath.is_file() {
+        if !mpath.exists() {
+            if let Some(backup) = backup_of(dir) {
+                return Err(ProfileError::Interrupted {
+                    path: dir.to_owned(),
+                    backup,
+                });
+            }
             return Err(ProfileError::Missing {
                 path: dir.to_owned(),
             });
         }
-        let invalid = |detail: String| ProfileError::Invalid {
-            path: dir.to_owned(),
+        let invalid = |file: &str, detail: String| ProfileError::Invalid {
+            path: dir.join(file),
             detail,
         };
-        let text = read_string(&mpath)?;
+        let text = crate::files::read_regular_string(&mpath)?;
         let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|e| invalid(format!("manifest.json: {e}")))?;
+            serde_json::from_str(&text).map_err(|e| invalid("manifest.json", e.to_string()))?;
         if manifest.format != FORMAT || manifest.version != VERSION {
-            return Err(invalid(format!(
-                "format {:?} version {} is not one this earshot reads ({FORMAT:?} version {VERSION}); re-run `earshot learn`",
-                manifest.format, manifest.version
-            )));
+            return Err(invalid(
+                "manifest.json",
+                format!(
+                    "format {:?} version {} is not one this earshot reads ({FORMAT:?} version {VERSION}); re-run `earshot learn`",
+                    manifest.format, manifest.version
+                ),
+            ));
         }
+        let mut data = BTreeMap::new();
+        for name in DATA_FILES {
+            let Some(expected) = manifest.files.get(name) else {
+                return Err(invalid(
+                    "manifest.json",
+                    format!("`files` has no checksum for {name}; re-run `earshot learn`"),
+                ));
+            };
+            let bytes = crate::files::read_regular(&dir.join(name))?;
+            let actual = sha256_hex(&bytes);
+            if !actual.eq_ignore_ascii_case(expected) {
+                return Err(invalid(
+                    name,
+                    format!(
+                        "its sha256 {} is not the {} that manifest.json records: the profile's files do not come from one `earshot learn` (an interrupted write, or a file copied in); re-run `earshot learn`",
+                        &actual[..12],
+                        &expected[..12.min(expected.len())]
+                    ),
+                ));
+            }
+            data.insert(name, bytes);
+        }
+        check_manifest(&manifest)
+            .map_err(|(k, d)| invalid("manifest.json", format!("`{k}`: {d}")))?;
         let d = manifest.model.embedding_dim;
-        let embeddings = read_matrix(&dir.join("embeddings.f32"), d)?;
-        let centroids = read_matrix(&dir.join("centroids.f32"), d)?;
-        let ids: Vec<String> = read_string(&dir.join("ids.txt"))?
+        let matrix =
+            |name: &str| read_matrix(&data[name], d).map_err(|detail| invalid(name, detail));
+        let embeddings = matrix("embeddings.f32")?;
+        let centroids = matrix("centroids.f32")?;
+        let ids: Vec<String> = std::str::from_utf8(&data["ids.txt"])
+            .map_err(|_| invalid("ids.txt", "is not UTF-8 text".into()))?
             .lines()
             .map(str::to_owned)
             .collect();
         if ids.len() != embeddings.nrows() {
-            return Err(invalid(format!(
-                "ids.txt has {} lines but embeddings.f32 has {} rows",
-                ids.len(),
-                embeddings.nrows()
-            )));
-        }
-        if embeddings.nrows() != manifest.counts.fit_windows
-            || centroids.nrows() != manifest.kmeans_k
-        {
             return Err(invalid(
-                "embeddings or centroids do not match the counts in manifest.json".into(),
+                "ids.txt",
+                format!(
+                    "{} lines but embeddings.f32 has {} rows",
+                    ids.len(),
+                    embeddings.nrows()
+                ),
             ));
         }
-        if embeddings.iter().any(|v| !v.is_finite()) {
+        let mut first = BTreeMap::new();
+        for (line, id) in ids.iter().enumerate() {
+            if let Some(prev) = first.insert(id.as_str(), line + 1) {
+                return Err(invalid(
+                    "ids.txt",
+                    format!(
+                        "id {id:?} on lines {prev} and {}: window ids must be unique; re-run `earshot learn`",
+                        line + 1
+                    ),
+                ));
+            }
+        }
+        if embeddings.nrows() != manifest.counts.fit_windows {
             return Err(invalid(
-                "embeddings.f32 holds NaN or infinite values".into(),
+                "embeddings.f32",
+                format!(
+                    "{} rows but manifest.json `counts.fit_windows` = {}",
+                    embeddings.nrows(),
+                    manifest.counts.fit_windows
+                ),
             ));
+        }
+        if centroids.nrows() != manifest.kmeans_k {
+            return Err(invalid(
+                "centroids.f32",
+                format!(
+                    "{} rows but manifest.json `kmeans_k` = {}",
+                    centroids.nrows(),
+                    manifest.kmeans_k
+                ),
+            ));
+        }
+        for (name, m) in [
+            ("embeddings.f32", &embeddings),
+            ("centroids.f32", &centroids),
+        ] {
+            if let Some(row) = m
+                .outer_iter()
+                .position(|r| r.iter().any(|v| !v.is_finite()))
+            {
+                return Err(invalid(
+                    name,
+                    format!("row {row} holds NaN or infinite values; re-run `earshot learn`"),
+                ));
+            }
         }
         Ok(Profile {
             dir: dir.to_owned(),
@@ -158,73 +256,306 @@ impl Profile {
         })
     }
 
-    /// Writes the profile into `dir` (created if needed). Files are written beside and then
-    /// renamed, so a crash never leaves a half-written profile that loads.
+    /// Refuses a model other than the one the profile was learned with: another network
+    /// (checksum), another front end (sample rate) or another embedding size would make the
+    /// stored embeddings meaningless. `card_path` is named in the error.
+    pub fn check_model(
+        &self,
+        card: &crate::embed::card::ModelCard,
+        card_path: &Path,
+    ) -> Result<(), ProfileError> {
+        let m = &self.manifest.model;
+        let mismatch = |key: &str, ours: String, theirs: String| ProfileError::Invalid {
+            path: self.dir.join("manifest.json"),
+            detail: format!(
+                "`model.{key}` = {ours}, but the model card {} says {theirs}: the profile was learned with another model; pass the same model (--model or model.dir) or re-run `earshot learn`",
+                card_path.display()
+            ),
+        };
+        if !m.onnx_sha256.eq_ignore_ascii_case(&card.onnx.sha256) {
+            return Err(mismatch(
+                "onnx_sha256",
+                format!(
+                    "{} ({:?})",
+                    &m.onnx_sha256[..12.min(m.onnx_sha256.len())],
+                    m.name
+                ),
+                format!(
+                    "`onnx.sha256` = {} ({:?})",
+                    &card.onnx.sha256[..12.min(card.onnx.sha256.len())],
+                    card.name
+                ),
+            ));
+        }
+        if m.sample_rate != card.sample_rate {
+            return Err(mismatch(
+                "sample_rate",
+                m.sample_rate.to_string(),
+                format!("`sample_rate` = {}", card.sample_rate),
+            ));
+        }
+        if m.embedding_dim != card.embedding_dim {
+            return Err(mismatch(
+                "embedding_dim",
+                m.embedding_dim.to_string(),
+                format!("`embedding_dim` = {}", card.embedding_dim),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes the profile to `dir`, replacing any profile there atomically: the files go into
+    /// a new directory beside it (each fsynced, then the directory), which is swapped in with
+    /// one rename and the old one removed. A crash at any point leaves the old profile or the
+    /// new one, never a mix (and a stale temporary directory that the next save removes).
+    /// An existing directory that is not a profile is refused, never replaced.
     pub fn save(&self, dir: &Path, calibration: &Calibration) -> Result<(), ProfileError> {
-        std::fs::create_dir_all(dir).map_err(|source| ProfileError::Io {
+        let invalid = |detail: String| ProfileError::Invalid {
             path: dir.to_owned(),
-            source,
-        })?;
-        write_atomic(&dir.join("embeddings.f32"), &matrix_bytes(&self.embeddings))?;
-        write_atomic(&dir.join("centroids.f32"), &matrix_bytes(&self.centroids))?;
+            detail,
+        };
+        // A symlinked profile directory keeps its link: the directory it points to is replaced.
+        let dir = match std::fs::symlink_metadata(dir) {
+            Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(dir).map_err(io(dir))?,
+            _ => dir.to_owned(),
+        };
+        let dir = dir.as_path();
+        let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+            return Err(invalid(
+                "not a directory name a profile can be written to".into(),
+            ));
+        };
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        let name = name.to_string_lossy().into_owned();
+        let exists = dir.exists();
+        if exists {
+            if !dir.is_dir() {
+                return Err(invalid("exists and is not a directory".into()));
+            }
+            let empty = std::fs::read_dir(dir).map_err(io(dir))?.next().is_none();
+            if !empty && !dir.join("manifest.json").exists() {
+                return Err(invalid(
+                    "exists and is not an earshot profile (no manifest.json): choose a new directory or empty this one".into(),
+                ));
+            }
+        }
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+        remove_stale(parent, &name, exists);
+
+        let mut files: Vec<(&str, Vec<u8>)> = Vec::new();
+        files.push(("embeddings.f32", matrix_bytes(&self.embeddings)));
+        files.push(("centroids.f32", matrix_bytes(&self.centroids)));
         let mut ids = self.ids.join("\n");
         ids.push('\n');
-        write_atomic(&dir.join("ids.txt"), ids.as_bytes())?;
-        let cal = serde_json::to_vec_pretty(calibration).map_err(|e| ProfileError::Invalid {
-            path: dir.to_owned(),
-            detail: e.to_string(),
-        })?;
-        write_atomic(&dir.join("calibration.json"), &cal)?;
-        // The manifest goes last: its presence marks a complete profile.
-        let man = serde_json::to_vec_pretty(&self.manifest).map_err(|e| ProfileError::Invalid {
-            path: dir.to_owned(),
-            detail: e.to_string(),
-        })?;
-        write_atomic(&dir.join("manifest.json"), &man)
+        files.push(("ids.txt", ids.into_bytes()));
+        files.push((
+            "calibration.json",
+            serde_json::to_vec_pretty(calibration).map_err(|e| invalid(e.to_string()))?,
+        ));
+        let mut manifest = self.manifest.clone();
+        manifest.files = files
+            .iter()
+            .map(|(n, b)| ((*n).to_owned(), sha256_hex(b)))
+            .collect();
+        let man = serde_json::to_vec_pretty(&manifest).map_err(|e| invalid(e.to_string()))?;
+        files.push(("manifest.json", man));
+
+        let tmp = parent.join(format!(".{name}.new-{}", unique_suffix()));
+        std::fs::create_dir(&tmp).map_err(io(&tmp))?;
+        let written = (|| {
+            for (n, b) in &files {
+                crate::files::write_synced(&tmp.join(n), b)?;
+            }
+            crate::files::sync_dir(&tmp)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e.into());
+        }
+        if !exists {
+            std::fs::rename(&tmp, dir).map_err(io(dir))?;
+            crate::files::sync_dir(parent)?;
+            return Ok(());
+        }
+        match exchange(&tmp, dir) {
+            Ok(()) => {
+                // `tmp` now holds the old profile.
+                crate::files::sync_dir(parent)?;
+                remove_old(&tmp);
+                Ok(())
+            }
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+                // No atomic exchange on this filesystem: move the old profile aside first. A
+                // crash between the two renames leaves it at `.<name>.old-*`, which `load`
+                // points to.
+                let old = parent.join(format!(".{name}.old-{}", unique_suffix()));
+                std::fs::rename(dir, &old).map_err(io(dir))?;
+                std::fs::rename(&tmp, dir).map_err(io(dir))?;
+                crate::files::sync_dir(parent)?;
+                remove_old(&old);
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                Err(io(dir)(e))
+            }
+        }
     }
 }
 
-fn read_string(path: &Path) -> Result<String, ProfileError> {
-    std::fs::read_to_string(path).map_err(|source| ProfileError::Io {
+fn io(path: &Path) -> impl Fn(std::io::Error) -> ProfileError + '_ {
+    move |source| ProfileError::Io {
         path: path.to_owned(),
         source,
-    })
+    }
 }
 
-fn read_matrix(path: &Path, d: usize) -> Result<Array2<f32>, ProfileError> {
-    let bytes = std::fs::read(path).map_err(|source| ProfileError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    if d == 0 || bytes.len() % (4 * d) != 0 {
-        return Err(ProfileError::Invalid {
-            path: path.to_owned(),
-            detail: format!(
-                "{} bytes is not a whole number of {d}-dimensional rows",
-                bytes.len()
-            ),
-        });
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{}-{nanos}", std::process::id())
+}
+
+/// Swaps two paths atomically (Linux `renameat2(RENAME_EXCHANGE)`).
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (ca, cb) = (c(a)?, c(b)?);
+    // SAFETY: both are valid NUL-terminated paths that outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            ca.as_ptr(),
+            libc::AT_FDCWD,
+            cb.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Siblings `.<name>.new-*` (a `learn` interrupted while writing) and, once the profile itself
+/// is in place, `.<name>.old-*` (one interrupted after moving the old profile aside).
+fn stale_siblings(parent: &Path, name: &str, kind: &str) -> Vec<PathBuf> {
+    let prefix = format!(".{name}.{kind}-");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(parent)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    v.sort();
+    v
+}
+
+fn remove_stale(parent: &Path, name: &str, profile_in_place: bool) {
+    let mut stale = stale_siblings(parent, name, "new");
+    if profile_in_place {
+        stale.extend(stale_siblings(parent, name, "old"));
+    }
+    for p in stale {
+        tracing::info!(path = %p.display(), "removing what an interrupted `earshot learn` left");
+        remove_old(&p);
+    }
+}
+
+fn remove_old(p: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(p) {
+        tracing::warn!(path = %p.display(), error = %e, "cannot remove the previous profile's files; remove them by hand");
+    }
+}
+
+/// The newest `.<name>.old-*` beside `dir`: the previous profile, when a `learn` was
+/// interrupted between moving it aside and moving the new one in.
+fn backup_of(dir: &Path) -> Option<PathBuf> {
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = dir.file_name()?.to_string_lossy().into_owned();
+    stale_siblings(parent, &name, "old")
+        .into_iter()
+        .filter(|p| p.join("manifest.json").is_file())
+        .max()
+}
+
+/// Checks the manifest's values; errors are (key, detail).
+fn check_manifest(m: &Manifest) -> Result<(), (String, String)> {
+    let err = |k: &str, d: String| Err((k.to_owned(), d));
+    let model = &m.model;
+    if model.embedding_dim == 0 {
+        return err("model.embedding_dim", "must be > 0".into());
+    }
+    if !(crate::audio::MIN_SAMPLE_RATE..=crate::audio::MAX_SAMPLE_RATE).contains(&model.sample_rate)
+    {
+        return err(
+            "model.sample_rate",
+            format!("{} Hz is not a model's sample rate", model.sample_rate),
+        );
+    }
+    let w = crate::config::WindowSettings {
+        seconds: m.window.seconds,
+        hop_seconds: m.window.hop_seconds,
+        level_dbfs: m.window.level_dbfs,
+    };
+    w.check("window.", None)?;
+    if !(1..=100).contains(&m.knn_k) {
+        return err("knn_k", format!("{} must be in 1..=100", m.knn_k));
+    }
+    if m.kmeans_k == 0 {
+        return err("kmeans_k", "must be >= 1".into());
+    }
+    for scorer in [super::CENTROID, super::KNN] {
+        let key = format!("thresholds.{scorer}");
+        let Some(t) = m.thresholds.get(scorer) else {
+            return err(
+                &key,
+                "is missing: without it this score could never report a fault; re-run `earshot learn`".into(),
+            );
+        };
+        if !(t.value.is_finite() && t.value >= 0.0) {
+            return err(
+                &format!("{key}.value"),
+                format!("{} must be a finite distance >= 0", t.value),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Little-endian f32 rows of `d` columns.
+fn read_matrix(bytes: &[u8], d: usize) -> Result<Array2<f32>, String> {
+    if d == 0 || !bytes.len().is_multiple_of(4 * d) {
+        return Err(format!(
+            "{} bytes is not a whole number of {d}-dimensional rows",
+            bytes.len()
+        ));
     }
     let v: Vec<f32> = bytes
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
-    Array2::from_shape_vec((v.len() / d, d), v).map_err(|e| ProfileError::Invalid {
-        path: path.to_owned(),
-        detail: e.to_string(),
-    })
+    Array2::from_shape_vec((v.len() / d, d), v).map_err(|e| e.to_string())
 }
 
 fn matrix_bytes(m: &Array2<f32>) -> Vec<u8> {
     m.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ProfileError> {
-    let tmp = path.with_extension("part");
-    let io = |source| ProfileError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
 }
