@@ -46,7 +46,11 @@ fn read_f32(name: &str) -> Vec<f32> {
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
     let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb)
@@ -75,7 +79,11 @@ fn ours() -> Vec<(String, Value, Vec<f32>, usize)> {
 fn logmel_matches_the_package_librosa_path() {
     for (name, c, out, frames) in ours() {
         let reference = read_f32(c["logmel_librosa"].as_str().unwrap());
-        assert_eq!(frames as u64, c["frames"].as_u64().unwrap(), "{name}: frames");
+        assert_eq!(
+            frames as u64,
+            c["frames"].as_u64().unwrap(),
+            "{name}: frames"
+        );
         assert_eq!(out.len(), reference.len(), "{name}: size");
         let max = out
             .iter()
@@ -106,13 +114,17 @@ fn logmel_is_close_to_the_package_essentia_path() {
         let max = diffs.iter().copied().fold(0.0f32, f32::max);
         let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
         println!("{name}: |ours - essentia| max {max:.4}, mean {mean:.5}");
-        assert!(max <= 0.03 && mean <= 0.003, "{name}: max {max}, mean {mean}");
+        assert!(
+            max <= 0.03 && mean <= 0.003,
+            "{name}: max {max}, mean {mean}"
+        );
     }
 }
 
 #[test]
 fn bundled_model_matches_the_package_network() {
-    let mut e = Embedder::load(&model_dir(), &EmbedOptions::default()).expect("bundled aisfx model");
+    let mut e =
+        Embedder::load(&model_dir(), &EmbedOptions::default()).expect("bundled aisfx model");
     assert_eq!(e.dim(), 512);
     assert!(!e.card().is_untrained());
     let credit = e.card().provenance.attribution.clone().unwrap_or_default();

@@ -253,7 +253,8 @@ impl LogMel {
             self.padded.push(at(i));
         }
         for i in 1..=half {
-            self.padded.push(if reflect { at(len - 1 - i) } else { 0.0 });
+            self.padded
+                .push(if reflect { at(len - 1 - i) } else { 0.0 });
         }
         let log1p = self.fe.log == "log10_1p";
         let frames = len / hop + 1;
@@ -459,7 +460,9 @@ mod tests {
         // the tone's band is clearly weaker there than mid-signal; reflect padding continues an
         // even signal exactly and keeps the first frame like the others.
         let x: Vec<f32> = (0..44100)
-            .map(|i| (0.5 * (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / 44100.0).cos()) as f32)
+            .map(|i| {
+                (0.5 * (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / 44100.0).cos()) as f32
+            })
             .collect();
         let drop_at_start = |fe: &FrontEnd| {
             let mut out = Vec::new();
@@ -473,7 +476,13 @@ mod tests {
             pad_mode: "reflect".into(),
             ..fe.clone()
         });
-        assert!(zero > 0.25, "zero padding: first frame only {zero} below the middle");
-        assert!(reflect.abs() < 0.05, "reflect padding: first frame {reflect} off");
+        assert!(
+            zero > 0.25,
+            "zero padding: first frame only {zero} below the middle"
+        );
+        assert!(
+            reflect.abs() < 0.05,
+            "reflect padding: first frame {reflect} off"
+        );
     }
 }
