@@ -138,3 +138,24 @@ fn bundled_model_matches_the_package_network() {
         assert!(cos >= 0.9999, "{name}: cosine {cos} < 0.9999");
     }
 }
+
+/// The licence of the bundled pretrained weights (CC BY 4.0) requires the credit where the
+/// program names its models.
+#[test]
+fn version_credits_the_aisfx_authors_and_licence() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_earshot"))
+        .arg("--version")
+        .output()
+        .expect("run earshot --version");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for needle in [
+        "Alison B. Ma",
+        "Alexander Lerch",
+        "ISMIR 2022",
+        "CC BY 4.0",
+        "aisfx-cnn9",
+    ] {
+        assert!(text.contains(needle), "--version lacks {needle:?}: {text}");
+    }
+}
