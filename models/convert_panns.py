@@ -13,7 +13,12 @@ Usage:
 
 It refuses checkpoints whose keys or shapes do not match the architecture, and checkpoints whose
 mel filterbank does not match the front end the card will announce (e.g. a 16 kHz checkpoint
-converted as a 32 kHz model), naming what is wrong.
+converted as a 32 kHz model), naming what is wrong. A file named like an official checkpoint
+(OFFICIAL_SHA256) must have the official SHA-256 unless --no-verify is given.
+
+It also converts Cnn_9layers as trained by Ma and Lerch (ISMIR 2022, the `aisfx` package's
+checkpoint.pth; see models/aisfx_cnn9.py and models/fetch_aisfx.sh): that graph takes
+log10(1 + 1e4 mel power) and returns only `embedding` (512-d), optionally block feature maps.
 
 ONNX contract (the Rust loader relies on it):
     input  logmel          float32 [batch, 1, frames, mel_bins]  log-mel in dB (torchlibrosa)
@@ -35,6 +40,8 @@ import sys
 import zipfile
 
 import numpy as np
+
+import aisfx_cnn9
 
 NUM_CLASSES = 527
 BN_EPS = 1e-5
@@ -141,6 +148,28 @@ ARCHS = {
     "MobileNetV2": dict(frontend=FRONTEND_32K, layers=_mobilenet_v2, feat_dim=1280, emb_dim=1024,
                         checkpoint="MobileNetV2_mAP=0.383.pth"),
 }
+
+
+# SHA-256 of the official PANNs files on Zenodo record 3987831 that earshot has verified. A file
+# with one of these names but another hash is refused (a truncated download, a re-trained file
+# under the official name): the card would otherwise claim an official model it is not.
+OFFICIAL_SHA256 = {
+    "Cnn14_mAP=0.431.pth": "0dc499e40e9761ef5ea061ffc77697697f277f6a960894903df3ada000e34b31",
+    "Cnn14_16k_mAP=0.438.pth": "e2ee543a27919542c2ea03eabaa70b24dcd4e6c8e05621de6b67a94e4c5058e6",
+}
+
+ALL_ARCHS = sorted(ARCHS) + [aisfx_cnn9.ARCH]
+
+
+def verify_official(path, sha):
+    """Refuses a file that carries an official checkpoint's name but not its content."""
+    want = OFFICIAL_SHA256.get(os.path.basename(path))
+    if want is not None and sha != want:
+        raise ConvertError(
+            f"{path} has the name of an official PANNs checkpoint but its SHA-256 is {sha}, not the "
+            f"official {want}: the download is incomplete or the file is not the published one. "
+            f"Download it again from https://zenodo.org/record/3987831 (see models/README.md); if it "
+            f"is your own checkpoint, rename it or pass --no-verify")
 
 
 def arch_layers(arch):
@@ -452,6 +481,9 @@ def read_checkpoint(path):
 def state_dict_of(ckpt):
     if isinstance(ckpt, dict) and "model" in ckpt and isinstance(ckpt["model"], dict):
         sd = ckpt["model"]
+    elif isinstance(ckpt, tuple) and ckpt and isinstance(ckpt[0], dict) and \
+            all(isinstance(v, np.ndarray) for v in ckpt[0].values()):
+        sd = ckpt[0]  # aisfx: (state_dict, {dataset: (index, classes)})
     elif isinstance(ckpt, dict) and all(isinstance(v, np.ndarray) for v in ckpt.values()):
         sd = ckpt  # a bare state_dict
     else:
@@ -474,6 +506,8 @@ def infer_arch(path, sd):
         if base.startswith(name.lower() + "_") or base.startswith(name.lower() + ".") or \
                 base.startswith(name.lower() + "-"):
             return name
+    if aisfx_cnn9.looks_like(sd):
+        return aisfx_cnn9.ARCH
     keys = set(sd)
     nfreq = sd.get("logmel_extractor.melW", np.zeros((0, 0))).shape[0]
     if "conv_block6.conv1.weight" in keys:
@@ -667,12 +701,59 @@ def _seed_from_checkpoint(ckpt):
     return None
 
 
-def convert(ckpt_path, outdir, arch=None, name=None):
+def validate_sfx(sd):
+    """Checks an aisfx CrossNet state_dict: the embedding network exactly, the heads only by prefix."""
+    exp = aisfx_cnn9.expected_keys()
+    names = {k for k, _, _ in exp}
+    missing = [k for k, _, _ in exp if k not in sd]
+    unexpected = [k for k in sd if k not in names and not aisfx_cnn9.is_head_key(k)]
+    problems = []
+    if missing:
+        problems.append(f"missing keys for {aisfx_cnn9.ARCH}: {', '.join(missing[:12])}")
+    if unexpected:
+        problems.append(f"unexpected keys for {aisfx_cnn9.ARCH}: {', '.join(unexpected[:12])}")
+    for k, shape, _ in exp:
+        if k in sd and tuple(sd[k].shape) != shape:
+            problems.append(f"{k} has shape {tuple(sd[k].shape)} but {aisfx_cnn9.ARCH} expects {shape}")
+    if problems:
+        raise ConvertError("checkpoint does not match the architecture:\n  " + "\n  ".join(problems))
+    for k, _, _ in exp:
+        if not np.all(np.isfinite(sd[k])):
+            raise ConvertError(f"{k} contains NaN or infinite values")
+
+
+def _save(model, outdir, card_fn):
+    import onnx
+    os.makedirs(outdir, exist_ok=True)
+    onnx_path = os.path.join(outdir, "model.onnx")
+    tmp = onnx_path + ".tmp"
+    onnx.save_model(model, tmp)
+    os.replace(tmp, onnx_path)
+    card = card_fn(sha256_file(onnx_path))
+    with open(os.path.join(outdir, "card.json"), "w") as f:
+        json.dump(card, f, indent=2)
+        f.write("\n")
+    return card
+
+
+def convert(ckpt_path, outdir, arch=None, name=None, verify=True, intermediate=()):
     ckpt, fmt = read_checkpoint(ckpt_path)
     sd = state_dict_of(ckpt)
+    ckpt_sha = sha256_file(ckpt_path)
+    if verify:
+        verify_official(ckpt_path, ckpt_sha)
     arch = arch or infer_arch(ckpt_path, sd)
+    if arch == aisfx_cnn9.ARCH:
+        validate_sfx(sd)
+        name = name or "aisfx-cnn9"
+        model = aisfx_cnn9.build_onnx(sd, name, OPSET, intermediate)
+        card = _save(model, outdir, lambda sha: aisfx_cnn9.make_card(
+            name, sha, os.path.basename(ckpt_path), ckpt_sha, OPSET, intermediate))
+        return card, fmt
     if arch not in ARCHS:
-        raise ConvertError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCHS)}")
+        raise ConvertError(f"unknown --arch {arch!r}; choose one of {', '.join(ALL_ARCHS)}")
+    if intermediate:
+        raise ConvertError(f"intermediate outputs are only available for {aisfx_cnn9.ARCH}")
     validate(arch, sd)
     seed = _seed_from_checkpoint(ckpt)
     if seed is not None:
@@ -688,16 +769,7 @@ def convert(ckpt_path, outdir, arch=None, name=None):
                 f"AudioSet); graph starts at the log-mel in dB before bn0.")
         name = name or f"panns-{arch.lower()}"
     model = build_onnx(arch, sd, name)
-    import onnx
-    os.makedirs(outdir, exist_ok=True)
-    onnx_path = os.path.join(outdir, "model.onnx")
-    tmp = onnx_path + ".tmp"
-    onnx.save_model(model, tmp)
-    os.replace(tmp, onnx_path)
-    card = make_card(arch, name, sha256_file(onnx_path), ckpt_path, sha256_file(ckpt_path), seed, weights, note)
-    with open(os.path.join(outdir, "card.json"), "w") as f:
-        json.dump(card, f, indent=2)
-        f.write("\n")
+    card = _save(model, outdir, lambda sha: make_card(arch, name, sha, ckpt_path, ckpt_sha, seed, weights, note))
     return card, fmt
 
 
@@ -705,11 +777,16 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint", help="PANNs .pth checkpoint (official or from make_checkpoint.py)")
     ap.add_argument("outdir", help="directory that receives model.onnx and card.json")
-    ap.add_argument("--arch", choices=sorted(ARCHS), help="architecture (default: inferred from file name/keys)")
+    ap.add_argument("--arch", choices=ALL_ARCHS, help="architecture (default: inferred from file name/keys)")
     ap.add_argument("--name", help="model name written to the card")
+    ap.add_argument("--no-verify", action="store_true",
+                    help="convert a file named like an official checkpoint even if its SHA-256 is not the official one")
+    ap.add_argument("--intermediate", action="append", default=[], metavar="BLOCK",
+                    help=f"also output this block's feature map ({aisfx_cnn9.ARCH} only: conv_block1..conv_block4)")
     args = ap.parse_args(argv)
     try:
-        card, fmt = convert(args.checkpoint, args.outdir, args.arch, args.name)
+        card, fmt = convert(args.checkpoint, args.outdir, args.arch, args.name, verify=not args.no_verify,
+                            intermediate=tuple(args.intermediate))
     except ConvertError as e:
         print(f"convert_panns: error: {e}", file=sys.stderr)
         return 2

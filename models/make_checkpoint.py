@@ -107,7 +107,9 @@ def _checkpoint_obj(state_dict, extra):
     return obj
 
 
-def save_zip(path, state_dict, extra):
+def save_zip(path, state_dict, extra, tuple_layout=False):
+    """Writes a torch zip checkpoint: {'model': state_dict, ...extra} or, with `tuple_layout`,
+    the aisfx package's (state_dict, extra) tuple."""
     tensors = []
 
     def pid(marker):
@@ -116,7 +118,8 @@ def save_zip(path, state_dict, extra):
         return ("storage", _Global("torch", _STORAGE_NAMES[t.array.dtype]), t.key, "cpu", int(t.array.size))
 
     buf = io.BytesIO()
-    _TorchPickler(buf, pid).dump(_checkpoint_obj(state_dict, extra))
+    obj = (_tensorize(state_dict), extra) if tuple_layout else _checkpoint_obj(state_dict, extra)
+    _TorchPickler(buf, pid).dump(obj)
     name = "archive"
     with open(path, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as zf:
         def put(member, data):

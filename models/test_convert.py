@@ -15,6 +15,7 @@ import traceback
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import aisfx_cnn9 as ax  # noqa: E402
 import convert_panns as cp  # noqa: E402
 import make_checkpoint as mc  # noqa: E402
 
@@ -201,6 +202,81 @@ def bundled_model_is_well_conditioned():
                  for b in ("noise_a", "tone_a", "silence", "hum_a") if a < b]
     assert max(similar) < 0.5 * min(different), (similar, different)
     assert min(different) > 0.1, different
+
+
+@case
+def converts_aisfx_cnn9_and_graph_matches_numpy_forward():
+    """The aisfx checkpoint layout (a (state_dict, datasets) tuple with classifier heads) converts
+    to a graph whose embedding and block-3 feature map equal an independent numpy forward."""
+    sd = ax.seeded_state_dict(11)
+    path = os.path.join(TMP, "checkpoint.pth")
+    mc.save_zip(path, sd, {"prosfx": (0, 5), "soundly": (1, 7)}, tuple_layout=True)
+    out = os.path.join(TMP, "cnn9")
+    card, fmt = cp.convert(path, out, intermediate=("conv_block3",))  # architecture from the keys
+    assert fmt == "zip" and card["architecture"] == "Cnn_9layers" and card["embedding_dim"] == 512
+    assert card["sample_rate"] == 44100 and card["min_frames"] == 8
+    fe = card["frontend"]
+    assert (fe["mel_scale"], fe["mel_norm"], fe["log"], fe["pad_mode"]) == ("htk", "l1", "log10_1p", "constant")
+    assert card["outputs"] == {"embedding": "embedding", "intermediate": ["conv_block3"]}
+    # not the published file, so the card must not claim the published training
+    assert card["provenance"]["weights"] == "unverified", card["provenance"]
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+    model = onnx.load(os.path.join(out, "model.onnx"))
+    assert [o.name for o in model.graph.output] == ["embedding", "conv_block3"]
+    assert not any(i.name.startswith("fc.") for i in model.graph.initializer), "classifier heads exported"
+    rng = np.random.default_rng(4)
+    wave = rng.standard_normal(44100) * 0.1
+    lm = ax.logmel_numpy(wave)  # (44, 96)
+    assert lm.shape == (44, 96)
+    emb, feat = ReferenceEvaluator(model).run(None, {"logmel": lm[None, None].astype(np.float32)})
+    ref_emb, taps = ax.forward(sd, lm[None], taps=("conv_block3",))
+    cos = float(emb[0] @ ref_emb[0] / (np.linalg.norm(emb[0]) * np.linalg.norm(ref_emb[0])))
+    assert cos > 0.9999, cos
+    assert feat.shape == taps["conv_block3"].shape == (1, 256, 5, 12), feat.shape
+    assert np.max(np.abs(feat - taps["conv_block3"])) < 1e-3 * np.max(np.abs(feat))
+
+
+@case
+def aisfx_mel_filterbank_is_htk_with_unit_sum():
+    """Independent checks of the numpy HTK/L1 filterbank: known HTK points, unit sums, and the
+    triangle peaks at the mel-spaced centres."""
+    assert abs(ax.hz_to_mel_htk(700.0) - 2595.0 * np.log10(2.0)) < 1e-9
+    w = ax.htk_l1_melW(44100, 2048, 96, 0.0, 22050.0)
+    assert w.shape == (1025, 96)
+    assert np.allclose(w.sum(axis=0), 1.0)
+    centres = ax.mel_to_hz_htk(np.linspace(0.0, ax.hz_to_mel_htk(22050.0), 98))[1:-1]
+    peak_hz = np.argmax(w, axis=0) * 44100 / 2048
+    assert np.all(np.abs(peak_hz - centres) <= 44100 / 2048), np.max(np.abs(peak_hz - centres))
+
+
+@case
+def bundled_aisfx_model_matches_its_card_and_carries_the_licence():
+    d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "aisfx-cnn9")
+    card = json.load(open(os.path.join(d, "card.json")))
+    assert card["onnx"]["sha256"] == cp.sha256_file(os.path.join(d, "model.onnx")), "card sha256 is stale"
+    prov = card["provenance"]
+    assert prov["checkpoint_sha256"] == ax.KNOWN_CHECKPOINT_SHA256 and prov["weights"] == "sfx-pretrained"
+    assert prov["license"] == "CC-BY-4.0" and "Ma" in prov["attribution"] and "Lerch" in prov["attribution"]
+    lic = open(os.path.join(d, "LICENSE")).read()
+    assert "Attribution 4.0 International" in lic and "A.B. Ma and A. Lerch" in lic
+
+
+@case
+def official_name_with_wrong_sha256_is_refused():
+    """A file named like an official PANNs checkpoint must be the official file: a seeded stand-in
+    under that name is refused with the fix spelled out, and converts with --no-verify."""
+    sd = mc.make_state_dict("Cnn14_16k", seed=5, calibrate=False)
+    for official in ("Cnn14_mAP=0.431.pth", "Cnn14_16k_mAP=0.438.pth"):
+        assert official in cp.OFFICIAL_SHA256
+    path = os.path.join(TMP, "Cnn14_16k_mAP=0.438.pth")
+    mc.save_zip(path, sd, {})
+    msg = expect_refusal(path, None, "e2ee543a27919542c2ea03eabaa70b24dcd4e6c8e05621de6b67a94e4c5058e6",
+                         "zenodo.org/record/3987831", "--no-verify")
+    assert cp.sha256_file(path) in msg
+    card, _ = cp.convert(path, os.path.join(TMP, "noverify"), verify=False)
+    assert card["architecture"] == "Cnn14_16k"
+    assert cp.main([path, os.path.join(TMP, "cli-refused")]) == 2
 
 
 if __name__ == "__main__":

@@ -5,10 +5,22 @@ mod cli;
 
 use clap::{Parser, Subcommand};
 
+/// `earshot --version`: the bundled pretrained model's licence (CC BY 4.0) requires its credit.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\nBundled models:",
+    "\n  aisfx-cnn9: pretrained weights by Alison B. Ma and Alexander Lerch, \"Representation Learning",
+    "\n    for the Automatic Indexing of Sound Effects Libraries\", ISMIR 2022 (PyPI aisfx 0.1.2),",
+    "\n    licensed CC BY 4.0 (https://creativecommons.org/licenses/by/4.0/); converted to ONNX.",
+    "\n  panns-mobilenetv1-seeded: PANNs MobileNetV1 architecture (Kong et al. 2020) with seeded",
+    "\n    random weights (not trained)."
+);
+
 #[derive(Parser)]
 #[command(
     name = "earshot",
     version,
+    long_version = LONG_VERSION,
     about = "Listens to machines and says when one starts to sound wrong"
 )]
 struct Cli {

@@ -44,8 +44,11 @@ pub fn embedder(settings: &Settings, model: Option<&Path>) -> anyhow::Result<Emb
     if e.card().is_untrained() {
         tracing::warn!(
             model = %e.card().name,
-            "this model has untrained (seeded random) weights: fine for trying earshot out, but convert the AudioSet-pretrained PANNs checkpoint for real machines (models/README.md)"
+            "this model has untrained (seeded random) weights: fine for trying earshot out, but use the pretrained models/aisfx-cnn9 or a converted PANNs checkpoint for real machines (models/README.md)"
         );
+    }
+    if let Some(credit) = &e.card().provenance.attribution {
+        tracing::info!(model = %e.card().name, "{credit}");
     }
     Ok(e)
 }

@@ -1,10 +1,13 @@
-//! The PANNs log-mel front end, computed in Rust so that it can stream and so that the ONNX
-//! model only has to hold the network.
+//! The log-mel front ends of earshot's models, computed in Rust so that they can stream and so
+//! that the ONNX model only has to hold the network.
 //!
-//! It reproduces torchlibrosa's `Spectrogram` + `LogmelFilterBank` as PANNs configures them:
-//! periodic Hann window, centred frames with reflect padding, power spectrum, Slaney-style
-//! mel filterbank (librosa's default: Slaney mel scale and area normalisation), then
+//! By default it reproduces torchlibrosa's `Spectrogram` + `LogmelFilterBank` as PANNs
+//! configures them: periodic Hann window, centred frames with reflect padding, power spectrum,
+//! Slaney-style mel filterbank (librosa's default: Slaney mel scale and area normalisation), then
 //! `10 * log10(max(x, amin)) - 10 * log10(max(amin, ref))` with no top-dB clipping.
+//! The card can instead ask for what the aisfx model (Ma and Lerch 2022) was fed through
+//! librosa 0.9.2: zero padding (`pad_mode = "constant"`), the HTK mel scale, filters scaled to
+//! unit sum (`mel_norm = "l1"`, librosa's `norm=1.0`) and `log10(1 + log_scale * x)`.
 //! Arithmetic is done in f64 and rounded once, which keeps us within ~1e-5 dB of the float32
 //! reference (tests/parity.rs holds the proof against the original code's output).
 
@@ -29,8 +32,18 @@ pub struct FrontEnd {
     pub pad_mode: String,
     #[serde(default = "default_power")]
     pub power: f64,
+    /// "slaney" (area normalisation, 2 / bandwidth) or "l1" (each filter's weights sum to 1).
     #[serde(default = "default_norm")]
     pub mel_norm: String,
+    /// "slaney" (Auditory Toolbox, librosa's default) or "htk" (2595 log10(1 + f / 700)).
+    #[serde(default = "default_scale")]
+    pub mel_scale: String,
+    /// "db": `10 log10(max(x, amin)) - 10 log10(max(amin, ref))`; "log10_1p":
+    /// `log10(1 + log_scale * x)`.
+    #[serde(default = "default_log")]
+    pub log: String,
+    #[serde(default = "default_log_scale")]
+    pub log_scale: f64,
     #[serde(default = "default_amin")]
     pub amin: f64,
     #[serde(rename = "ref", default = "default_ref")]
@@ -51,6 +64,15 @@ fn default_power() -> f64 {
 }
 fn default_norm() -> String {
     "slaney".into()
+}
+fn default_scale() -> String {
+    "slaney".into()
+}
+fn default_log() -> String {
+    "db".into()
+}
+fn default_log_scale() -> f64 {
+    1.0
 }
 fn default_amin() -> f64 {
     1e-10
@@ -80,22 +102,64 @@ impl FrontEnd {
             pad_mode: default_pad(),
             power: 2.0,
             mel_norm: default_norm(),
+            mel_scale: default_scale(),
+            log: default_log(),
+            log_scale: default_log_scale(),
             amin: 1e-10,
             reference: 1.0,
+        }
+    }
+
+    /// The front end of the aisfx Cnn_9layers model (Ma and Lerch 2022) as its package computes
+    /// it with librosa 0.9.2: 44.1 kHz, n_fft 2048, hop 1024, 96 HTK bands 0-22050 Hz with unit
+    /// sum, zero-padded centred frames, log10(1 + 1e4 x).
+    pub fn aisfx() -> Self {
+        Self {
+            pad_mode: "constant".into(),
+            mel_scale: "htk".into(),
+            mel_norm: "l1".into(),
+            log: "log10_1p".into(),
+            log_scale: 1e4,
+            ..Self::new(2048, 1024, 96, 0.0, 22050.0)
         }
     }
 
     /// Checks that this is a front end this implementation computes exactly.
     pub fn validate(&self, sample_rate: u32) -> Result<(), String> {
         let nyquist = f64::from(sample_rate) / 2.0;
-        if self.window != "hann" || !self.center || self.pad_mode != "reflect" {
+        if self.window != "hann"
+            || !self.center
+            || !matches!(self.pad_mode.as_str(), "reflect" | "constant")
+        {
             return Err(format!(
-                "front end {{window: {}, center: {}, pad_mode: {}}} is not supported (only hann, centred, reflect)",
+                "front end {{window: {}, center: {}, pad_mode: {}}} is not supported (only hann, centred, reflect or constant padding)",
                 self.window, self.center, self.pad_mode
             ));
         }
-        if self.power != 2.0 || self.mel_norm != "slaney" {
-            return Err("only power = 2 and mel_norm = \"slaney\" are supported".into());
+        if self.power != 2.0 {
+            return Err("only power = 2 is supported".into());
+        }
+        if !matches!(self.mel_norm.as_str(), "slaney" | "l1") {
+            return Err(format!(
+                "mel_norm {:?} is not supported (\"slaney\" or \"l1\")",
+                self.mel_norm
+            ));
+        }
+        if !matches!(self.mel_scale.as_str(), "slaney" | "htk") {
+            return Err(format!(
+                "mel_scale {:?} is not supported (\"slaney\" or \"htk\")",
+                self.mel_scale
+            ));
+        }
+        match self.log.as_str() {
+            "db" => {}
+            "log10_1p" if self.log_scale > 0.0 && self.log_scale.is_finite() => {}
+            "log10_1p" => return Err("log_scale must be a finite number > 0".into()),
+            other => {
+                return Err(format!(
+                    "log {other:?} is not supported (\"db\" or \"log10_1p\")"
+                ));
+            }
         }
         if self.window_size < 16 || self.hop_size == 0 || self.mel_bins == 0 {
             return Err("window_size >= 16, hop_size > 0 and mel_bins > 0 are required".into());
@@ -117,7 +181,8 @@ impl FrontEnd {
         samples / self.hop_size + 1
     }
 
-    /// Shortest input (samples) that reflect padding accepts.
+    /// Shortest input (samples) that reflect padding accepts (zero padding takes any, but
+    /// the same floor keeps every frame at least half real signal).
     pub fn min_samples(&self) -> usize {
         self.window_size / 2 + 1
     }
@@ -149,7 +214,7 @@ impl LogMel {
         let fft = RealFftPlanner::<f64>::new().plan_fft_forward(n);
         let spectrum = fft.make_output_vec();
         let scratch = fft.make_scratch_vec();
-        let filters = slaney_filterbank(sample_rate, n, fe.mel_bins, fe.fmin, fe.fmax);
+        let filters = filterbank(sample_rate, fe);
         Self {
             db_offset: 10.0 * fe.amin.max(fe.reference).log10(),
             fe: fe.clone(),
@@ -176,19 +241,22 @@ impl LogMel {
         let half = n / 2;
         let hop = self.fe.hop_size;
         let len = samples.len().max(self.fe.min_samples());
-        // Centre with reflect padding: x[-i] = x[i], x[len-1+i] = x[len-1-i].
+        // Centre with reflect padding (x[-i] = x[i], x[len-1+i] = x[len-1-i]) or zeros.
         self.padded.clear();
         self.padded.reserve(len + 2 * half);
         let at = |i: usize| -> f64 { samples.get(i).copied().map_or(0.0, f64::from) };
+        let reflect = self.fe.pad_mode == "reflect";
         for i in (1..=half).rev() {
-            self.padded.push(at(i));
+            self.padded.push(if reflect { at(i) } else { 0.0 });
         }
         for i in 0..len {
             self.padded.push(at(i));
         }
         for i in 1..=half {
-            self.padded.push(at(len - 1 - i));
+            self.padded
+                .push(if reflect { at(len - 1 - i) } else { 0.0 });
         }
+        let log1p = self.fe.log == "log10_1p";
         let frames = len / hop + 1;
         out.clear();
         out.reserve(frames * self.fe.mel_bins);
@@ -212,10 +280,37 @@ impl LogMel {
                     .zip(&self.power[*first..])
                     .map(|(a, b)| a * b)
                     .sum();
-                out.push((10.0 * e.max(self.fe.amin).log10() - self.db_offset) as f32);
+                let v = if log1p {
+                    (1.0 + self.fe.log_scale * e).log10()
+                } else {
+                    10.0 * e.max(self.fe.amin).log10() - self.db_offset
+                };
+                out.push(v as f32);
             }
         }
         frames
+    }
+}
+
+/// A mel scale: Hz to mel and back.
+#[derive(Clone, Copy)]
+enum MelScale {
+    Slaney,
+    Htk,
+}
+
+impl MelScale {
+    fn to_mel(self, f: f64) -> f64 {
+        match self {
+            MelScale::Slaney => hz_to_mel(f),
+            MelScale::Htk => 2595.0 * (1.0 + f / 700.0).log10(),
+        }
+    }
+    fn to_hz(self, m: f64) -> f64 {
+        match self {
+            MelScale::Slaney => mel_to_hz(m),
+            MelScale::Htk => 700.0 * (10f64.powf(m / 2595.0) - 1.0),
+        }
     }
 }
 
@@ -243,29 +338,32 @@ fn mel_to_hz(m: f64) -> f64 {
     }
 }
 
-/// Triangular filters between mel-spaced edges, each scaled to unit area (2 / bandwidth), as
-/// librosa's `filters.mel(norm="slaney", htk=False)`. The weights are rounded to f32 as
-/// librosa stores them, so the reference and we multiply by the same numbers.
-fn slaney_filterbank(
-    sample_rate: u32,
-    n_fft: usize,
-    n_mels: usize,
-    fmin: f64,
-    fmax: f64,
-) -> Vec<(usize, Vec<f64>)> {
+/// Triangular filters between mel-spaced edges, as librosa's `filters.mel`: with
+/// `mel_norm = "slaney"` each is scaled to unit area (2 / bandwidth), with `"l1"` its weights
+/// are divided by their sum (librosa `norm=1.0`, Essentia's `unit_sum`). The weights are
+/// rounded to f32 where librosa stores them, so the reference and we multiply by the same
+/// numbers.
+fn filterbank(sample_rate: u32, fe: &FrontEnd) -> Vec<(usize, Vec<f64>)> {
+    let (n_fft, n_mels) = (fe.window_size, fe.mel_bins);
+    let scale = if fe.mel_scale == "htk" {
+        MelScale::Htk
+    } else {
+        MelScale::Slaney
+    };
+    let l1 = fe.mel_norm == "l1";
     let n_bins = n_fft / 2 + 1;
     let fft_freqs: Vec<f64> = (0..n_bins)
         .map(|i| i as f64 * f64::from(sample_rate) / n_fft as f64)
         .collect();
-    let (mmin, mmax) = (hz_to_mel(fmin), hz_to_mel(fmax));
+    let (mmin, mmax) = (scale.to_mel(fe.fmin), scale.to_mel(fe.fmax));
     let edges: Vec<f64> = (0..n_mels + 2)
-        .map(|i| mel_to_hz(mmin + (mmax - mmin) * i as f64 / (n_mels + 1) as f64))
+        .map(|i| scale.to_hz(mmin + (mmax - mmin) * i as f64 / (n_mels + 1) as f64))
         .collect();
     (0..n_mels)
         .map(|m| {
             let (lo, mid, hi) = (edges[m], edges[m + 1], edges[m + 2]);
-            let enorm = 2.0 / (hi - lo);
-            let weights: Vec<f64> = fft_freqs
+            let enorm = if l1 { 1.0 } else { 2.0 / (hi - lo) };
+            let mut weights: Vec<f64> = fft_freqs
                 .iter()
                 .map(|&f| {
                     let lower = (f - lo) / (mid - lo);
@@ -273,6 +371,15 @@ fn slaney_filterbank(
                     (lower.min(upper).max(0.0) * enorm) as f32 as f64
                 })
                 .collect();
+            if l1 {
+                // librosa sums and divides in f32; an empty filter stays empty.
+                let sum = weights.iter().sum::<f64>() as f32;
+                if sum > 0.0 {
+                    for w in &mut weights {
+                        *w = (*w as f32 / sum) as f64;
+                    }
+                }
+            }
             let first = weights.iter().position(|&w| w > 0.0).unwrap_or(0);
             let last = weights.iter().rposition(|&w| w > 0.0).unwrap_or(first);
             (first, weights[first..=last].to_vec())
@@ -321,5 +428,61 @@ mod tests {
         let silence = vec![0.0f32; 16000];
         lm.compute(&silence, &mut out);
         assert!(out.iter().all(|&v| v == -100.0));
+    }
+
+    #[test]
+    fn htk_scale_matches_known_points() {
+        // HTK: 2595 log10(1 + f / 700); 700 Hz is 2595 log10(2) mel, 1 kHz about 1000 mel.
+        let htk = MelScale::Htk;
+        assert!((htk.to_mel(700.0) - 2595.0 * 2f64.log10()).abs() < 1e-9);
+        assert!((htk.to_mel(1000.0) - 999.9855).abs() < 1e-3);
+        for f in [0.0, 20.0, 1000.0, 22050.0] {
+            assert!((htk.to_hz(htk.to_mel(f)) - f).abs() < 1e-8);
+        }
+    }
+
+    #[test]
+    fn aisfx_front_end_has_unit_sum_filters_zero_padding_and_log1p() {
+        let fe = FrontEnd::aisfx();
+        fe.validate(44100).expect("aisfx front end is supported");
+        let bank = filterbank(44100, &fe);
+        assert_eq!(bank.len(), 96);
+        for (m, (_, w)) in bank.iter().enumerate() {
+            let s: f64 = w.iter().sum();
+            assert!((s - 1.0).abs() < 1e-6, "filter {m} sums to {s}");
+        }
+        let mut lm = LogMel::new(&fe, 44100);
+        let mut out = Vec::new();
+        // Silence: log10(1 + 0) = 0 exactly.
+        assert_eq!(lm.compute(&vec![0.0; 44100], &mut out), 44);
+        assert!(out.iter().all(|&v| v == 0.0));
+        // A steady 1 kHz cosine: zero padding leaves half of the first frame's window empty, so
+        // the tone's band is clearly weaker there than mid-signal; reflect padding continues an
+        // even signal exactly and keeps the first frame like the others.
+        let x: Vec<f32> = (0..44100)
+            .map(|i| {
+                (0.5 * (2.0 * std::f64::consts::PI * 1000.0 * i as f64 / 44100.0).cos()) as f32
+            })
+            .collect();
+        let drop_at_start = |fe: &FrontEnd| {
+            let mut out = Vec::new();
+            LogMel::new(fe, 44100).compute(&x, &mut out);
+            let mid = &out[20 * 96..21 * 96];
+            let band = (0..96).max_by(|&a, &b| mid[a].total_cmp(&mid[b])).unwrap();
+            mid[band] - out[band]
+        };
+        let zero = drop_at_start(&fe);
+        let reflect = drop_at_start(&FrontEnd {
+            pad_mode: "reflect".into(),
+            ..fe.clone()
+        });
+        assert!(
+            zero > 0.25,
+            "zero padding: first frame only {zero} below the middle"
+        );
+        assert!(
+            reflect.abs() < 0.05,
+            "reflect padding: first frame {reflect} off"
+        );
     }
 }

@@ -37,6 +37,10 @@ pub struct CardOutputs {
     pub embedding: String,
     #[serde(default)]
     pub clipwise: Option<String>,
+    /// Feature maps of inner blocks the graph also returns (for scorers that look at
+    /// time-frequency patches before the global pooling), e.g. `["conv_block3"]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intermediate: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,7 +53,7 @@ pub struct CardOnnx {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Provenance {
-    /// "seeded-random" or "audioset-pretrained".
+    /// "seeded-random", "audioset-pretrained" (PANNs) or "sfx-pretrained" (aisfx).
     pub weights: String,
     #[serde(default)]
     pub checkpoint: Option<String>,
@@ -61,6 +65,15 @@ pub struct Provenance {
     pub converted_by: Option<String>,
     #[serde(default)]
     pub note: Option<String>,
+    /// Where the weights were obtained.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// SPDX id of the weights' licence (e.g. "CC-BY-4.0").
+    #[serde(default)]
+    pub license: Option<String>,
+    /// The credit the licence requires; earshot prints it wherever it names the model.
+    #[serde(default)]
+    pub attribution: Option<String>,
 }
 
 pub const CARD_FILE: &str = "card.json";
@@ -139,6 +152,6 @@ impl ModelCard {
 
     /// True when the weights are not a trained checkpoint (say so wherever scores are shown).
     pub fn is_untrained(&self) -> bool {
-        self.provenance.weights != "audioset-pretrained"
+        !self.provenance.weights.ends_with("-pretrained")
     }
 }

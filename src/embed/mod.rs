@@ -355,6 +355,16 @@ fn check_io(session: &Session, card: &ModelCard) -> Result<(), String> {
             }
         }
     }
+    if let Some(missing) = card
+        .outputs
+        .intermediate
+        .iter()
+        .find(|n| !outputs.iter().any(|o| o.name() == n.as_str()))
+    {
+        return Err(format!(
+            "the card's intermediate output {missing:?} is not an output of the network"
+        ));
+    }
     if let Some(c) = &card.outputs.clipwise {
         if !outputs.iter().any(|o| o.name() == c) {
             return Err(format!(
