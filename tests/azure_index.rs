@@ -675,6 +675,7 @@ fn save_profile(dir: &std::path::Path, machine: &str, e: Array2<f32>, ids: Vec<S
         knn_k: 3,
         thresholds: Default::default(),
         sources: vec![],
+        level: None,
     };
     let centroids = e.slice(ndarray::s![..1, ..]).to_owned();
     let p = Profile {

@@ -113,6 +113,7 @@ pub fn embed_normals(
             .unwrap_or_else(|| f.display().to_string());
         clips.push(ClipWindows {
             name,
+            levels_dbfs: wins.iter().map(|w| w.level_dbfs).collect(),
             windows: wins.into_iter().map(|w| (w.start_s, w.embedding)).collect(),
         });
     }

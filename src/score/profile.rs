@@ -31,6 +31,22 @@ pub struct Manifest {
     /// Per scorer ("centroid", "knn").
     pub thresholds: BTreeMap<String, Threshold>,
     pub sources: Vec<String>,
+    /// Signal level of the normal audio (absent in profiles learned before it existed: then
+    /// only digital silence counts as "no signal").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<LevelStats>,
+}
+
+/// How loud the normal audio was, for telling "no signal" (device or machine off) from sound.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LevelStats {
+    /// 1st percentile over normal windows of the quietest quarter's RMS (dBFS).
+    pub quietest_dbfs: f64,
+    /// Below this (dBFS, quietest quarter of a window) a window has no signal.
+    pub floor_dbfs: f64,
+    /// `quietest_dbfs - floor_dbfs` as chosen at learn time.
+    pub margin_db: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
