@@ -148,3 +148,123 @@ impl DecisionStage {
 fn severity(expected: bool) -> &'static str {
     if expected { "info" } else { "warning" }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{Health, Metrics};
+    use crate::score::decide::DecideConfig;
+    use std::time::{Duration, Instant};
+
+    fn job(i: usize) -> Job {
+        let start_s = i as f64 * 0.5;
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        Job {
+            start_s,
+            end_s: start_s + 1.0,
+            wall_start: t0 + Duration::from_secs_f64(start_s),
+            wall_end: t0 + Duration::from_secs_f64(start_s + 1.0),
+            samples: Vec::new(),
+            cut_at: Instant::now(),
+        }
+    }
+
+    /// One event with ongoing updates, one no-signal spell: each counted once. (The old
+    /// monitor counted a started event twice and every ongoing update once more.)
+    #[test]
+    fn one_event_and_its_updates_count_once() {
+        let m = Metrics::new().unwrap();
+        let health = Health::new();
+        let status = m.status("press-1", &health);
+        status.device(crate::metrics::DevicePart::Running);
+        let cfg = DecideConfig {
+            trigger_n: 1,
+            trigger_m: 1,
+            release_after: 2.0,
+            ongoing_every: Some(1.0),
+            ..DecideConfig::default()
+        };
+        let labels = BTreeMap::from([("monitor".to_string(), "press-1".to_string())]);
+        let dir = tempfile::tempdir().unwrap();
+        let sinks = Sinks::standard(dir.path(), Default::default(), Some(&m)).unwrap();
+        let mut stage = DecisionStage::new(
+            "press-1".into(),
+            labels.clone(),
+            Decider::new(cfg, labels).unwrap(),
+            SignalGate::new(None, 1.0),
+            TimeBase::Wall,
+            m.score("press-1"),
+            status,
+            Arc::new(Mutex::new(sinks)),
+        );
+        let loud = [ScoreSample {
+            scorer: "centroid",
+            score: 2.0,
+            threshold: 1.0,
+            release: 0.8,
+            transient: None,
+        }];
+        let quiet = [ScoreSample {
+            score: 0.1,
+            ..loud[0]
+        }];
+        let mut i = 0;
+        for _ in 0..10 {
+            assert!(stage.gate(&job(i), -20.0));
+            stage.decide(&job(i), &loud);
+            i += 1;
+        }
+        for _ in 0..10 {
+            assert!(stage.gate(&job(i), -20.0));
+            stage.decide(&job(i), &quiet);
+            i += 1;
+        }
+        // Silence: not scored, no anomaly, one no-signal state.
+        for _ in 0..10 {
+            assert!(!stage.gate(&job(i), -200.0));
+            stage.decide(&job(i), &[]);
+            i += 1;
+        }
+        assert!(stage.gate(&job(i), -20.0));
+        stage.finish();
+        let sm = m.score("press-1");
+        assert_eq!(sm.events.get(), 1, "one event counted once");
+        assert_eq!(sm.active.get(), 0);
+        assert_eq!(sm.no_signal.get(), 0);
+        let text = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+        let kinds: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].as_str().unwrap().to_string())
+            .collect();
+        assert!(kinds.iter().filter(|k| *k == "anomaly_ongoing").count() >= 3, "{kinds:?}");
+        assert_eq!(kinds.iter().filter(|k| *k == "anomaly_started").count(), 1);
+        assert_eq!(kinds.iter().filter(|k| *k == "no_signal").count(), 1);
+        assert_eq!(kinds.iter().filter(|k| *k == "signal_back").count(), 1);
+    }
+
+    /// Reconnects come from the source's own count, once per recovery.
+    #[test]
+    fn one_reconnect_counts_once() {
+        let m = Metrics::new().unwrap();
+        let cap = m.capture("press-1", "alsa:pulse");
+        let mut prev = crate::capture::CaptureStats {
+            state: crate::capture::SourceState::Running,
+            device: "alsa:pulse".into(),
+            frames_received: 0,
+            frames_dropped: 0,
+            callbacks: 0,
+            stream_errors: 0,
+            reconnects: 0,
+            last_callback_age: None,
+            lost_reason: None,
+        };
+        let mut now = prev.clone();
+        now.reconnects = 1;
+        cap.add_stats(&prev, &now);
+        cap.device_lost("5000 stream errors within a second");
+        cap.device_recovered(1);
+        prev = now.clone();
+        cap.add_stats(&prev, &now);
+        assert_eq!(cap.reconnects.get(), 1);
+    }
+}
