@@ -144,3 +144,26 @@ fn faults_start_and_end_on_time_and_silence_is_no_signal() {
         assert!(!(SILENCE.0 - 1.0..SILENCE.1).contains(&s), "an anomaly in the silence: {e}");
     }
 }
+
+/// A `channel` the source does not have is refused, naming the monitor and the channel count
+/// (it used to be clamped to the last channel: a monitor could listen to the wrong machine).
+#[test]
+fn a_channel_beyond_the_source_is_refused() {
+    let fx = fixture();
+    let dir = test_dir();
+    let cfg = format!(
+        "{}[[monitor]]\nname = \"wrong-ch\"\nprofile = \"{}\"\n\
+         source = {{ file = \"{}\", realtime = false, loop = false, channel = 3 }}\n",
+        daemon_header(dir.path()),
+        fx.profile.display(),
+        fx.short_normal.display()
+    );
+    let mut d = Daemon::start(&write_config(dir.path(), &cfg), &["--exit-when-done"], &[]);
+    d.expect_exit(Duration::from_secs(60));
+    let log = d.log();
+    assert!(
+        log.contains("monitor wrong-ch: `channel` = 3, but the device delivers 1 channel(s)"),
+        "{log}"
+    );
+    assert!(!log.contains("window scored"), "nothing may be scored: {log}");
+}

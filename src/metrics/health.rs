@@ -163,6 +163,10 @@ impl StatusHandle {
 
     pub fn device(&self, d: DevicePart) {
         let mut p = self.parts.lock();
+        if matches!(p.device, DevicePart::Failed { .. }) && d == DevicePart::Stopped {
+            // A monitor that failed stays failed (with its reason) when its threads end.
+            return;
+        }
         p.device = d;
         self.publish(&p);
     }

@@ -111,6 +111,21 @@ impl CaptureLoop {
             };
             if let Some(b) = block {
                 let arrival = SystemTime::now();
+                if let ChannelMap::Select(c) = self.map
+                    && c >= b.channels
+                {
+                    // Clamping to the last channel would listen to another machine.
+                    let reason = format!(
+                        "monitor {}: `channel` = {c}, but the device delivers {} channel(s) (0 to {}); fix `source.channel`",
+                        self.name,
+                        b.channels,
+                        b.channels.saturating_sub(1)
+                    );
+                    tracing::error!(monitor = %self.name, "{reason}");
+                    self.status.device(DevicePart::Failed { reason });
+                    cap.set_state(CaptureState::Stopped);
+                    return;
+                }
                 if first_block {
                     // Audio flows: the device part of the state is known before the first
                     // once-a-second look (a short fast replay may end before it).
