@@ -11,7 +11,9 @@
 #[path = "common/daemon.rs"]
 mod daemon;
 
-use daemon::{Daemon, WINDOW, daemon_header, earshot_ok, fixture, replay_monitor, test_dir, write_config};
+use daemon::{
+    Daemon, WINDOW, daemon_header, earshot_ok, fixture, replay_monitor, test_dir, write_config,
+};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -27,9 +29,24 @@ fn synth(dir: &Path, name: &str, level_db: &str, onset: f64) -> Vec<i16> {
     let path = dir.join(name);
     earshot_ok(
         &[
-            "synth", "stream", "--out", path.to_str().unwrap(), "--machine", "motor", "--id", "1",
-            "--fault", "bearing", "--level-db", level_db, "--seconds", &SECONDS.to_string(),
-            "--onset", &onset.to_string(), "--sample-rate", &RATE.to_string(),
+            "synth",
+            "stream",
+            "--out",
+            path.to_str().unwrap(),
+            "--machine",
+            "motor",
+            "--id",
+            "1",
+            "--fault",
+            "bearing",
+            "--level-db",
+            level_db,
+            "--seconds",
+            &SECONDS.to_string(),
+            "--onset",
+            &onset.to_string(),
+            "--sample-rate",
+            &RATE.to_string(),
         ],
         dir,
     );
@@ -50,7 +67,9 @@ fn recording(dir: &Path) -> std::path::PathBuf {
     for (a, b) in FAULTS {
         out[at(a)..at(b)].copy_from_slice(&faulty[at(a)..at(b)]);
     }
-    out[at(SILENCE.0)..at(SILENCE.1)].iter_mut().for_each(|v| *v = 0);
+    out[at(SILENCE.0)..at(SILENCE.1)]
+        .iter_mut()
+        .for_each(|v| *v = 0);
     let path = dir.join("spliced.wav");
     let spec = hound::WavSpec {
         channels: 1,
@@ -136,12 +155,21 @@ fn faults_start_and_end_on_time_and_silence_is_no_signal() {
     let since = ns[0]["event"]["detail"].as_str().unwrap();
     assert!(since.contains("dBFS"), "{since}");
     let back_at = humantime::parse_rfc3339(back[0]["startsAt"].as_str().unwrap()).unwrap();
-    let back_s = back_at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-    assert!((back_s - SILENCE.1).abs() <= HOP + 1e-6, "signal back at {back_s} s");
+    let back_s = back_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (back_s - SILENCE.1).abs() <= HOP + 1e-6,
+        "signal back at {back_s} s"
+    );
     assert_eq!(ns[0]["labels"]["severity"], "warning");
     for e in &started {
         let s = e["event"]["start"]["stream_s"].as_f64().unwrap();
-        assert!(!(SILENCE.0 - 1.0..SILENCE.1).contains(&s), "an anomaly in the silence: {e}");
+        assert!(
+            !(SILENCE.0 - 1.0..SILENCE.1).contains(&s),
+            "an anomaly in the silence: {e}"
+        );
     }
 }
 
@@ -165,5 +193,8 @@ fn a_channel_beyond_the_source_is_refused() {
         log.contains("monitor wrong-ch: `channel` = 3, but the device delivers 1 channel(s)"),
         "{log}"
     );
-    assert!(!log.contains("window scored"), "nothing may be scored: {log}");
+    assert!(
+        !log.contains("window scored"),
+        "nothing may be scored: {log}"
+    );
 }

@@ -30,9 +30,24 @@ fn synth(dir: &Path, name: &str, level_db: &str, onset: f64) -> Vec<i16> {
     let path = dir.join(name);
     earshot_ok(
         &[
-            "synth", "stream", "--out", path.to_str().unwrap(), "--machine", "motor", "--id", "1",
-            "--fault", "bearing", "--level-db", level_db, "--seconds", &SECONDS.to_string(),
-            "--onset", &onset.to_string(), "--sample-rate", &RATE.to_string(),
+            "synth",
+            "stream",
+            "--out",
+            path.to_str().unwrap(),
+            "--machine",
+            "motor",
+            "--id",
+            "1",
+            "--fault",
+            "bearing",
+            "--level-db",
+            level_db,
+            "--seconds",
+            &SECONDS.to_string(),
+            "--onset",
+            &onset.to_string(),
+            "--sample-rate",
+            &RATE.to_string(),
         ],
         dir,
     );
@@ -49,7 +64,9 @@ fn recording(dir: &Path) -> std::path::PathBuf {
     let at = |t: f64| (t * f64::from(RATE)) as usize;
     let mut out = normal;
     out[at(FAULT.0)..at(FAULT.1)].copy_from_slice(&faulty[at(FAULT.0)..at(FAULT.1)]);
-    out[at(SILENCE.0)..at(SILENCE.1)].iter_mut().for_each(|v| *v = 0);
+    out[at(SILENCE.0)..at(SILENCE.1)]
+        .iter_mut()
+        .for_each(|v| *v = 0);
     let path = dir.join("live.wav");
     let spec = hound::WavSpec {
         channels: 1,
@@ -100,7 +117,10 @@ fn a_fault_ends_and_a_silence_is_no_signal_live() {
     let log = d.log();
     let started = at("anomaly_started").unwrap_or_else(|| panic!("no anomaly: {seen:?}\n{log}"));
     let ended = at("anomaly_ended").unwrap_or_else(|| panic!("never ended: {seen:?}\n{log}"));
-    assert!(started > FAULT.0 && started < FAULT.0 + 4.0, "started at {started} s: {seen:?}");
+    assert!(
+        started > FAULT.0 && started < FAULT.0 + 4.0,
+        "started at {started} s: {seen:?}"
+    );
     // Polling and the first block's delay add up to a second on top of the rule's bound.
     assert!(
         ended > FAULT.1 && ended <= FAULT.1 + RELEASE_AFTER + 3.0 + 1.0,
@@ -108,9 +128,15 @@ fn a_fault_ends_and_a_silence_is_no_signal_live() {
         FAULT.1
     );
     let ns = at("no_signal").unwrap_or_else(|| panic!("no no_signal: {seen:?}"));
-    assert!(ns > SILENCE.0 && ns < SILENCE.1 + 1.0, "no_signal at {ns} s");
+    assert!(
+        ns > SILENCE.0 && ns < SILENCE.1 + 1.0,
+        "no_signal at {ns} s"
+    );
     let events = d.events();
-    let n_started = events.iter().filter(|e| e["kind"] == "anomaly_started").count();
+    let n_started = events
+        .iter()
+        .filter(|e| e["kind"] == "anomaly_started")
+        .count();
     assert_eq!(n_started, 1, "the silence raised no anomaly: {events:#?}");
     let now = SystemTime::now();
     for e in &events {
@@ -118,11 +144,17 @@ fn a_fault_ends_and_a_silence_is_no_signal_live() {
             if let Some(t) = e[key].as_str() {
                 let t = humantime::parse_rfc3339(t).unwrap();
                 assert!(t <= now, "{key} in the future: {e}");
-                assert!(now.duration_since(t).unwrap() < Duration::from_secs(120), "{key}: {e}");
+                assert!(
+                    now.duration_since(t).unwrap() < Duration::from_secs(120),
+                    "{key}: {e}"
+                );
             }
         }
     }
-    let s: &Value = events.iter().find(|e| e["kind"] == "anomaly_started").unwrap();
+    let s: &Value = events
+        .iter()
+        .find(|e| e["kind"] == "anomaly_started")
+        .unwrap();
     let starts = humantime::parse_rfc3339(s["startsAt"].as_str().unwrap()).unwrap();
     let detected = humantime::parse_rfc3339(s["detectedAt"].as_str().unwrap()).unwrap();
     assert!(starts < detected, "{s}");

@@ -74,9 +74,8 @@ impl OperationalEvent {
 
     /// Restamps the event with times from the monitor's clock (stream time for fast replays).
     pub fn at_time(mut self, at: SystemTime, since: Option<SystemTime>) -> Self {
-        let fmt = |t| humantime::format_rfc3339_millis(t).to_string();
-        self.at = fmt(at);
-        self.since = since.map(fmt);
+        self.at = humantime::format_rfc3339_millis(at).to_string();
+        self.since = since.map(|t| humantime::format_rfc3339_millis(t).to_string());
         self
     }
 
@@ -118,7 +117,11 @@ pub struct EventRecord {
     pub ends_at: Option<String>,
     /// When earshot detected the anomaly (anomaly records only; `startsAt` is the estimated
     /// onset, earlier than this by the time the decision rule needed).
-    #[serde(rename = "detectedAt", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "detectedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub detected_at: Option<String>,
     /// Same for every message of one event.
     pub fingerprint: String,
@@ -211,9 +214,7 @@ fn operational_record(ev: &Event, o: &OperationalEvent) -> EventRecord {
         OperationalKind::DeviceLost | OperationalKind::DeviceRecovered => {
             ("EarshotDeviceLost", "device")
         }
-        OperationalKind::NoSignal | OperationalKind::SignalBack => {
-            ("EarshotNoSignal", "no_signal")
-        }
+        OperationalKind::NoSignal | OperationalKind::SignalBack => ("EarshotNoSignal", "no_signal"),
     };
     labels.insert("alertname".into(), alertname.into());
     if let Some(sev) = &o.severity {

@@ -185,7 +185,7 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
 /// transient level, release) would raise on these windows: the verdict of a file is that,
 /// not the mean score (a file with half its windows anomalous has a normal mean).
 fn decided_events(scorer: &Scorer, scores: &[(f64, f64, f32, Option<f32>)]) -> usize {
-    use earshot::score::decide::{DecideConfig, DecisionKind, Decider, ScoreSample, ScoredWindow};
+    use earshot::score::decide::{DecideConfig, Decider, DecisionKind, ScoreSample, ScoredWindow};
     let cfg = DecideConfig::default();
     let Ok(mut d) = Decider::new(cfg.clone(), Default::default()) else {
         return 0;

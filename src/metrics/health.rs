@@ -123,9 +123,13 @@ pub enum DevicePart {
 pub enum IndexPart {
     Ok,
     /// Unavailable for now: scoring by centroid alone.
-    Degraded { reason: String },
+    Degraded {
+        reason: String,
+    },
     /// The index refuses the key: an error state until an answer comes back.
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
 }
 
 #[derive(Debug)]

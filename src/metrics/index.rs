@@ -1,6 +1,8 @@
 //! Vector index metrics, per monitor and backend (monitors with their own index each have one).
 
-use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
+use prometheus::{
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
+};
 
 use super::names::*;
 use super::{counter, histogram, igauge};

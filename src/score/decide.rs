@@ -189,8 +189,7 @@ impl DecideConfig {
                 "must be a positive number of seconds (or left out)",
             );
         }
-        if !(self.no_signal_after.is_finite() && (0.0..=86_400.0).contains(&self.no_signal_after))
-        {
+        if !(self.no_signal_after.is_finite() && (0.0..=86_400.0).contains(&self.no_signal_after)) {
             return bad(
                 "no_signal_after",
                 self.no_signal_after.to_string(),
@@ -621,7 +620,12 @@ impl Decider {
         Some(self.close(EndReason::Shutdown))
     }
 
-    fn start_event(&mut self, rule: Rule, fired: Vec<String>, w: &ScoredWindow<'_>) -> DecisionEvent {
+    fn start_event(
+        &mut self,
+        rule: Rule,
+        fired: Vec<String>,
+        w: &ScoredWindow<'_>,
+    ) -> DecisionEvent {
         // Onset: the first window of the triggering run of a firing scorer (for a transient,
         // the window itself).
         let onset: Option<Entry> = match rule {
@@ -963,7 +967,11 @@ mod tests {
                 }
             }
             let at = ended_at.unwrap_or_else(|| panic!("trial {trial}: never ended"));
-            assert!(at - fault_end <= 5.0 + 2.0, "trial {trial}: ended {} s after the fault", at - fault_end);
+            assert!(
+                at - fault_end <= 5.0 + 2.0,
+                "trial {trial}: ended {} s after the fault",
+                at - fault_end
+            );
         }
     }
 
@@ -997,7 +1005,9 @@ mod tests {
         // Above threshold but below the transient level: N of M still needed.
         assert!(f.push(&[("centroid", 2.5)]).is_none());
         assert!(f.run(4, &[("centroid", 0.1)]).is_empty());
-        let ev = f.push(&[("centroid", 4.0)]).expect("transient fires at once");
+        let ev = f
+            .push(&[("centroid", 4.0)])
+            .expect("transient fires at once");
         assert_eq!(ev.rule, Some(Rule::Transient));
         assert_eq!(ev.fired, vec!["centroid".to_string()]);
         assert_eq!(ev.start.stream_s, 15.0 * HOP + WIN / 2.0);
@@ -1024,7 +1034,10 @@ mod tests {
         assert_eq!(s.transient, None);
         assert_eq!(s.release, 0.75);
         c.transient = true;
-        assert_eq!(ScoreSample::from_threshold("centroid", 4.0, &t, &c).transient, Some(3.0));
+        assert_eq!(
+            ScoreSample::from_threshold("centroid", 4.0, &t, &c).transient,
+            Some(3.0)
+        );
     }
 
     #[test]
@@ -1050,7 +1063,11 @@ mod tests {
             evs2.insert(0, evs[0].clone());
             assert_eq!(evs2[0].event_id, evs2[1].event_id);
             assert!(evs2[0].event_id.starts_with("press-1/"));
-            assert!(ids.insert(evs2[0].event_id.clone()), "id reused: {}", evs2[0].event_id);
+            assert!(
+                ids.insert(evs2[0].event_id.clone()),
+                "id reused: {}",
+                evs2[0].event_id
+            );
             // A second event of the same decider gets a new id.
             let again = f.run(1, &[("centroid", 2.0)]);
             assert!(ids.insert(again[0].event_id.clone()));

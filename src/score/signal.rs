@@ -114,6 +114,9 @@ mod tests {
         // Without level statistics only (near-)digital silence counts.
         let mut g = SignalGate::new(None, 0.0);
         assert_eq!(g.push(0.0, 1.0, -90.0), (true, None));
-        assert!(matches!(g.push(0.5, 1.5, -200.0), (false, Some(SignalChange::Lost { .. }))));
+        assert!(matches!(
+            g.push(0.5, 1.5, -200.0),
+            (false, Some(SignalChange::Lost { .. }))
+        ));
     }
 }

@@ -172,7 +172,10 @@ mod tests {
         // P(S > x) = far  <=>  x = ln(1 / far) for lambda = 1.
         let transient = f64::from(t.transient.unwrap());
         let exact = (1.0 / TRANSIENT_FAR).ln();
-        assert!((transient - exact).abs() < 0.1 * exact, "{transient} vs {exact}");
+        assert!(
+            (transient - exact).abs() < 0.1 * exact,
+            "{transient} vs {exact}"
+        );
         assert_eq!(t.release_level(0.8), f64::from(release));
         assert!(t.transient_level().unwrap() > f64::from(t.value));
     }

@@ -157,8 +157,7 @@ impl CaptureLoop {
                         }
                     }
                     // Windows must not straddle the hole (and none spans a rate change).
-                    let gap =
-                        (gap_frames as f64 * rate / f64::from(b.sample_rate)).round() as u64;
+                    let gap = (gap_frames as f64 * rate / f64::from(b.sample_rate)).round() as u64;
                     windower.gap(gap);
                     self.clock.gap();
                 }

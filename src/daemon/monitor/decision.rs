@@ -234,9 +234,17 @@ mod tests {
         let text = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
         let kinds: Vec<String> = text
             .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].as_str().unwrap().to_string())
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
-        assert!(kinds.iter().filter(|k| *k == "anomaly_ongoing").count() >= 3, "{kinds:?}");
+        assert!(
+            kinds.iter().filter(|k| *k == "anomaly_ongoing").count() >= 3,
+            "{kinds:?}"
+        );
         assert_eq!(kinds.iter().filter(|k| *k == "anomaly_started").count(), 1);
         assert_eq!(kinds.iter().filter(|k| *k == "no_signal").count(), 1);
         assert_eq!(kinds.iter().filter(|k| *k == "signal_back").count(), 1);

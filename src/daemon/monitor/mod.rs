@@ -178,10 +178,7 @@ impl Monitor {
         };
         let mut decider = decider;
         decider.set_time_base(clock.time_base());
-        let gate = SignalGate::new(
-            profile.manifest.level.as_ref(),
-            ms.decide.no_signal_after,
-        );
+        let gate = SignalGate::new(profile.manifest.level.as_ref(), ms.decide.no_signal_after);
         shared.metrics.set_monitor_info(&name, &labels);
         let status = shared.metrics.status(&name, &shared.health);
         tracing::info!(
@@ -383,4 +380,3 @@ pub fn device_settings(ms: &MonitorSettings) -> cap::DeviceSettings {
         .filter(|d| !d.eq_ignore_ascii_case("default"));
     d
 }
-

@@ -50,7 +50,8 @@ impl EmbedLoop {
         let t = Instant::now();
         let result = self.rt.block_on(self.index.knn(emb, k));
         if let Some(b) = self.index.breaker_state() {
-            self.index_metrics.set_breaker(b.into(), "see the index log lines");
+            self.index_metrics
+                .set_breaker(b.into(), "see the index log lines");
         }
         match result {
             Ok(n) => {
@@ -72,7 +73,9 @@ impl EmbedLoop {
                     self.index_metrics.set_degraded(true);
                     self.index_metrics.set_refused(true);
                     self.status.index(IndexPart::Refused {
-                        reason: format!("k-NN index refuses the key ({e}); scoring by centroid alone"),
+                        reason: format!(
+                            "k-NN index refuses the key ({e}); scoring by centroid alone"
+                        ),
                     });
                     tracing::error!(monitor = %self.name, error = %e, "k-NN index refuses the key: fix the key; scoring by centroid alone");
                 } else if *mode == IndexMode::Ok {
