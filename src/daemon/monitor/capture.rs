@@ -328,3 +328,130 @@ impl CaptureLoop {
         self.shared.sinks.lock().emit(&Event::Operational(ev));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::events::Sinks;
+    use crate::capture::{Block, CaptureStats};
+    use crate::metrics::{Health, Metrics};
+    use parking_lot::Mutex;
+
+    const RATE: u32 = 16_000;
+
+    /// 50 ms blocks in real time; after `gap_after` blocks it goes silent for `pause` and then
+    /// resumes with `first_frame` jumped by an *estimated* outage of `estimate` (as a device
+    /// source does after a reconnect).
+    struct Gappy {
+        n: usize,
+        frame: u64,
+        gap_after: usize,
+        pause: Duration,
+        estimate: Duration,
+        total: usize,
+    }
+
+    impl Source for Gappy {
+        fn describe(&self) -> String {
+            "test source".into()
+        }
+        fn next_block(&mut self, _: Duration) -> Result<Option<Block>, CaptureError> {
+            if self.n == self.total {
+                return Err(CaptureError::Ended);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            if self.n == self.gap_after {
+                std::thread::sleep(self.pause);
+                self.frame += (self.estimate.as_secs_f64() * f64::from(RATE)) as u64;
+            }
+            self.n += 1;
+            let frames = RATE as usize / 20;
+            let b = Block {
+                samples: vec![0.1; frames],
+                channels: 1,
+                sample_rate: RATE,
+                first_frame: self.frame,
+            };
+            self.frame += frames as u64;
+            Ok(Some(b))
+        }
+        fn stats(&self) -> CaptureStats {
+            CaptureStats {
+                state: SourceState::Running,
+                device: "test".into(),
+                frames_received: 0,
+                frames_dropped: 0,
+                callbacks: 0,
+                stream_errors: 0,
+                reconnects: 0,
+                last_callback_age: None,
+                lost_reason: None,
+            }
+        }
+    }
+
+    /// After a simulated reconnect whose outage the source overestimates by 1.5 s, windows are
+    /// stamped from the real arrival of their audio: never in the future, never late.
+    #[test]
+    fn windows_after_a_reconnect_are_stamped_from_the_arrival_of_audio() {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let health = Health::new();
+        let shared = Shared {
+            metrics: metrics.clone(),
+            health: health.clone(),
+            sinks: Arc::new(Mutex::new(Sinks::new())),
+        };
+        let (tx, rx) = crossbeam_channel::bounded::<Job>(64);
+        let lp = CaptureLoop {
+            name: "m".into(),
+            labels: BTreeMap::new(),
+            source: Box::new(Gappy {
+                n: 0,
+                frame: 0,
+                gap_after: 30,
+                pause: Duration::from_millis(500),
+                estimate: Duration::from_secs(2),
+                total: 70,
+            }),
+            map: ChannelMap::Downmix,
+            rate: RATE,
+            window_samples: RATE as usize,
+            hop_samples: RATE as usize / 2,
+            live: true,
+            clock: Clock::live(),
+            tx,
+            drop_rx: rx.clone(),
+            stop: Arc::new(AtomicBool::new(false)),
+            shared,
+            status: metrics.status("m", &health),
+            progress: Progress::default(),
+        };
+        let t = std::thread::spawn(move || lp.run());
+        let mut after_gap = 0;
+        while let Ok(job) = rx.recv() {
+            let now = SystemTime::now();
+            assert!(job.wall_end <= now, "window end stamped in the future");
+            let late = now.duration_since(job.wall_end).unwrap();
+            // The window is cut the moment its last block arrives.
+            assert!(
+                late < Duration::from_millis(250),
+                "stamped {late:?} early (window at stream {} s)",
+                job.end_s
+            );
+            let d = job
+                .wall_end
+                .duration_since(job.wall_start)
+                .unwrap()
+                .as_secs_f64();
+            assert!((d - 1.0).abs() < 0.01, "{d}");
+            if job.start_s > 2.0 {
+                after_gap += 1;
+            }
+        }
+        t.join().unwrap();
+        assert!(
+            after_gap >= 2,
+            "windows after the gap were scored: {after_gap}"
+        );
+    }
+}
