@@ -448,6 +448,7 @@ fn bench_learn_score(
             let (wins, _) = embed_file(e, f, WINDOW.seconds, WINDOW.hop_seconds)?;
             clips.push(ClipWindows {
                 name: model_name(f),
+                levels_dbfs: wins.iter().map(|w| w.level_dbfs).collect(),
                 windows: wins.into_iter().map(|w| (w.start_s, w.embedding)).collect(),
             });
         }

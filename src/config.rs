@@ -496,13 +496,6 @@ impl Settings {
         ))
     }
 
-    /// [`Settings::find_model_dir`], or where the default model would be installed when it is
-    /// nowhere (loading it then fails naming that path).
-    pub fn model_dir(&self) -> PathBuf {
-        self.find_model_dir()
-            .unwrap_or_else(|_| PathBuf::from("/usr/share/earshot/models").join(DEFAULT_MODEL))
-    }
-
     pub fn embed_options(&self) -> crate::embed::EmbedOptions {
         crate::embed::EmbedOptions {
             threads: self.model.threads,

@@ -682,12 +682,17 @@ fn save_profile(dir: &std::path::Path, machine: &str, e: Array2<f32>, ids: Vec<S
                     n: 100,
                     method: "quantile".into(),
                     calibration_far: 0.01,
+                    release: None,
+                    release_quantile: None,
+                    transient: None,
+                    transient_far: None,
                 };
                 (s.to_string(), t)
             })
             .collect(),
         sources: vec![],
         files: Default::default(),
+        level: None,
     };
     let centroids = e.slice(ndarray::s![..1, ..]).to_owned();
     let p = Profile {

@@ -23,7 +23,9 @@ fn exported_names() -> BTreeSet<String> {
     c.set_state(CaptureState::Running);
     c.device_lost("test");
     c.device_recovered(1);
+    c.reconnects.inc();
     c.last_callback_age.set(0.01);
+    c.input_level(-20.0, -6.0, 3);
     let p = m.pipeline("mon");
     p.window_done(0.05, 0.2);
     p.windows_shed(1, 6.0);
@@ -31,10 +33,13 @@ fn exported_names() -> BTreeSet<String> {
     let s = m.score("mon");
     s.observe("centroid", 1.0, 2.0);
     s.set_anomaly(true);
-    let i = m.index("azure");
+    s.set_no_signal(true);
+    let i = m.index("mon", "azure");
     i.query_ok(0.01);
     i.query_failed(0.5);
     i.set_breaker(BreakerState::Open, "test");
+    i.set_degraded(true);
+    i.set_refused(false);
     let k = m.sink("jsonl");
     k.written.inc();
     k.failures.inc();

@@ -77,7 +77,9 @@ async fn scrape_metrics_over_http() {
     let s = m.score("press-1");
     s.observe("centroid", 1.25, 1.0);
     s.set_anomaly(true);
-    m.index("azure").set_breaker(BreakerState::Open, "timeout");
+    let idx = m.index("press-1", "azure");
+    idx.set_breaker(BreakerState::Open, "timeout");
+    idx.set_degraded(true);
 
     let url = format!("http://{}/metrics", srv.local_addr());
     let resp = reqwest::get(&url).await.unwrap();
@@ -106,8 +108,20 @@ async fn scrape_metrics_over_http() {
     assert_eq!(value(&s, names::ANOMALY_ACTIVE, &mon), Some(1.0));
     assert_eq!(value(&s, names::ANOMALY_EVENTS, &mon), Some(1.0));
     assert_eq!(
-        value(&s, names::INDEX_DEGRADED, &[("backend", "azure")]),
+        value(
+            &s,
+            names::INDEX_DEGRADED,
+            &[("monitor", "press-1"), ("backend", "azure")]
+        ),
         Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &s,
+            names::INDEX_BREAKER,
+            &[("monitor", "press-1"), ("backend", "azure")]
+        ),
+        Some(2.0)
     );
     let ver = [("version", env!("CARGO_PKG_VERSION"))];
     assert_eq!(value(&s, names::BUILD_INFO, &ver), Some(1.0));

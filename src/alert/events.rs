@@ -21,7 +21,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::SinkHandle;
-use crate::score::decide::{DecisionEvent, DecisionKind, EndReason};
+use crate::score::decide::{DecisionEvent, DecisionKind, EndReason, Rule, TimeBase};
 
 /// Something that happened to a monitor, other than an anomaly decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,9 +29,13 @@ use crate::score::decide::{DecisionEvent, DecisionKind, EndReason};
 pub enum OperationalKind {
     DeviceLost,
     DeviceRecovered,
+    /// Input below the profile's level floor: device or machine off (never an anomaly).
+    NoSignal,
+    /// A signal again after `no_signal`.
+    SignalBack,
 }
 
-/// An operational event (device lost/recovered) of one monitor.
+/// An operational event (device lost/recovered, no signal/signal back) of one monitor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OperationalEvent {
     pub kind: OperationalKind,
@@ -43,6 +47,10 @@ pub struct OperationalEvent {
     pub since: Option<String>,
     /// Human-readable detail (error text, attempts).
     pub detail: String,
+    /// `info` when the state is normal for the monitor (a stopped machine that may stop),
+    /// `warning` otherwise; copied into the record's labels. Absent: not classified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
 }
 
 impl OperationalEvent {
@@ -60,7 +68,20 @@ impl OperationalEvent {
             at: fmt(SystemTime::now()),
             since: since.map(fmt),
             detail: detail.into(),
+            severity: None,
         }
+    }
+
+    /// Restamps the event with times from the monitor's clock (stream time for fast replays).
+    pub fn at_time(mut self, at: SystemTime, since: Option<SystemTime>) -> Self {
+        self.at = humantime::format_rfc3339_millis(at).to_string();
+        self.since = since.map(|t| humantime::format_rfc3339_millis(t).to_string());
+        self
+    }
+
+    pub fn with_severity(mut self, severity: &str) -> Self {
+        self.severity = Some(severity.to_string());
+        self
     }
 }
 
@@ -94,6 +115,14 @@ pub struct EventRecord {
     pub starts_at: String,
     #[serde(rename = "endsAt", default, skip_serializing_if = "Option::is_none")]
     pub ends_at: Option<String>,
+    /// When earshot detected the anomaly (anomaly records only; `startsAt` is the estimated
+    /// onset, earlier than this by the time the decision rule needed).
+    #[serde(
+        rename = "detectedAt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub detected_at: Option<String>,
     /// Same for every message of one event.
     pub fingerprint: String,
     pub event: Event,
@@ -124,6 +153,17 @@ fn anomaly_record(ev: &Event, d: &DecisionEvent) -> EventRecord {
         annotations.insert(format!("threshold_{scorer}"), format!("{:.4}", s.threshold));
     }
     annotations.insert("fired".into(), d.fired.join(","));
+    if let Some(rule) = d.rule {
+        let rule = match rule {
+            Rule::NOfM => "n_of_m",
+            Rule::Transient => "transient",
+        };
+        annotations.insert("rule".into(), rule.into());
+    }
+    if d.time_base == TimeBase::Stream {
+        // A fast replay: the times are seconds into the file, not wall-clock times.
+        annotations.insert("time_base".into(), "stream".into());
+    }
     if let Some(r) = d.reason {
         let r = match r {
             EndReason::Released => "released",
@@ -161,6 +201,7 @@ fn anomaly_record(ev: &Event, d: &DecisionEvent) -> EventRecord {
         annotations,
         starts_at: d.start.wall.clone(),
         ends_at: d.end.as_ref().map(|e| e.wall.clone()),
+        detected_at: d.detected.as_ref().map(|e| e.wall.clone()),
         fingerprint: d.event_id.clone(),
         event: ev.clone(),
     }
@@ -168,26 +209,40 @@ fn anomaly_record(ev: &Event, d: &DecisionEvent) -> EventRecord {
 
 fn operational_record(ev: &Event, o: &OperationalEvent) -> EventRecord {
     let mut labels = o.labels.clone();
-    labels.insert("alertname".into(), "EarshotDeviceLost".into());
     let monitor = labels.get("monitor").cloned().unwrap_or_default();
-    let (kind, status, starts_at, ends_at, summary) = match o.kind {
-        OperationalKind::DeviceLost => (
-            "device_lost",
-            AlertStatus::Firing,
-            o.at.clone(),
-            None,
-            format!("capture device of monitor {monitor} lost: {}", o.detail),
-        ),
-        OperationalKind::DeviceRecovered => (
-            "device_recovered",
+    let (alertname, tag) = match o.kind {
+        OperationalKind::DeviceLost | OperationalKind::DeviceRecovered => {
+            ("EarshotDeviceLost", "device")
+        }
+        OperationalKind::NoSignal | OperationalKind::SignalBack => ("EarshotNoSignal", "no_signal"),
+    };
+    labels.insert("alertname".into(), alertname.into());
+    if let Some(sev) = &o.severity {
+        labels.insert("severity".into(), sev.clone());
+    }
+    let resolved = |what: &str| {
+        (
             AlertStatus::Resolved,
             o.since.clone().unwrap_or_else(|| o.at.clone()),
             Some(o.at.clone()),
-            format!(
-                "capture device of monitor {monitor} recovered: {}",
-                o.detail
-            ),
-        ),
+            format!("{what} on monitor {monitor}: {}", o.detail),
+        )
+    };
+    let firing = |what: &str| {
+        (
+            AlertStatus::Firing,
+            o.at.clone(),
+            None,
+            format!("{what} on monitor {monitor}: {}", o.detail),
+        )
+    };
+    let (kind, (status, starts_at, ends_at, summary)) = match o.kind {
+        OperationalKind::DeviceLost => ("device_lost", firing("capture device lost")),
+        OperationalKind::DeviceRecovered => {
+            ("device_recovered", resolved("capture device recovered"))
+        }
+        OperationalKind::NoSignal => ("no_signal", firing("no signal")),
+        OperationalKind::SignalBack => ("signal_back", resolved("signal back")),
     };
     EventRecord {
         kind: kind.into(),
@@ -196,7 +251,8 @@ fn operational_record(ev: &Event, o: &OperationalEvent) -> EventRecord {
         annotations: BTreeMap::from([("summary".to_string(), summary)]),
         starts_at,
         ends_at,
-        fingerprint: format!("{monitor}/device"),
+        detected_at: None,
+        fingerprint: format!("{monitor}/{tag}"),
         event: ev.clone(),
     }
 }
@@ -538,12 +594,17 @@ mod tests {
                 scorer: "centroid",
                 score,
                 threshold: 1.0,
+                release: 0.8,
+                transient: None,
             }];
             let start = i as f64 * 0.5;
+            let wall_end = t0 + Duration::from_secs_f64(start + 1.0);
             let w = ScoredWindow {
                 start,
                 end: start + 1.0,
-                wall_end: t0 + Duration::from_secs_f64(start + 1.0),
+                wall_start: t0 + Duration::from_secs_f64(start),
+                wall_end,
+                decided_at: wall_end,
                 scores: &s,
             };
             out.extend(d.push(&w).map(Event::Anomaly));
@@ -559,7 +620,9 @@ mod tests {
         assert_eq!(started["status"], "firing");
         assert_eq!(started["labels"]["alertname"], "EarshotAnomaly");
         assert_eq!(started["labels"]["machine"], "press");
-        assert_eq!(started["startsAt"], "2023-11-14T22:13:20.500Z");
+        assert_eq!(started["startsAt"], "2023-11-14T22:13:21.000Z");
+        assert_eq!(started["detectedAt"], "2023-11-14T22:13:21.500Z");
+        assert_eq!(started["annotations"]["rule"], "n_of_m");
         assert!(started.get("endsAt").is_none());
         assert_eq!(started["annotations"]["peak_centroid"], "2.0000");
         assert!(

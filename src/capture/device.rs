@@ -33,6 +33,8 @@ struct Shared {
     stream_errors: AtomicU64,
     reconnects: AtomicU64,
     state: Mutex<SourceState>,
+    /// Why the stream was last declared lost.
+    lost_reason: Mutex<Option<String>>,
     device: Mutex<String>,
     describe: Mutex<String>,
     shutdown: AtomicBool,
@@ -112,6 +114,7 @@ impl DeviceSource {
             stream_errors: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             state: Mutex::new(SourceState::Starting),
+            lost_reason: Mutex::new(None),
             device: Mutex::new(wanted.clone()),
             describe: Mutex::new(format!("{wanted} (not opened yet)")),
             shutdown: AtomicBool::new(false),
@@ -220,6 +223,7 @@ impl Source for DeviceSource {
             stream_errors: self.shared.stream_errors.load(Ordering::Relaxed),
             reconnects: self.shared.reconnects.load(Ordering::Relaxed),
             last_callback_age: c.last_callback().map(|t| t.elapsed()),
+            lost_reason: self.shared.lost_reason.lock().clone(),
         }
     }
 }
@@ -327,6 +331,7 @@ fn supervise(settings: &DeviceSettings, shared: &Arc<Shared>, feeds: &Sender<Fee
                 break;
             }
             Some(reason) => {
+                *shared.lost_reason.lock() = Some(reason.clone());
                 shared.set_state(SourceState::Lost);
                 let first = errors.first.lock().take();
                 tracing::warn!(

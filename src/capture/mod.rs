@@ -126,6 +126,10 @@ pub struct CaptureStats {
     pub reconnects: u64,
     /// Time since the last data callback (None before the first one).
     pub last_callback_age: Option<Duration>,
+    /// Why the device was last considered lost (error storm, no audio, device gone), for the
+    /// device-lost event and log; None if it never was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost_reason: Option<String>,
 }
 
 /// Errors a consumer of a [`Source`] can see. Device trouble is not among them: sources recover

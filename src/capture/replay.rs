@@ -161,6 +161,7 @@ impl Source for ReplaySource {
             stream_errors: 0,
             reconnects: 0,
             last_callback_age: None,
+            lost_reason: None,
         }
     }
 }

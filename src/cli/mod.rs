@@ -124,6 +124,7 @@ pub fn embed_normals_skipping(
                 warn_report(f, &report);
                 clips.push(ClipWindows {
                     name,
+                    levels_dbfs: wins.iter().map(|w| w.level_dbfs).collect(),
                     windows: wins.into_iter().map(|w| (w.start_s, w.embedding)).collect(),
                 });
             }

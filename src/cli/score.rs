@@ -145,7 +145,8 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
             anomalous_windows: n_anom,
         });
         if text {
-            print_text(&mut out, &rows)?;
+            let events = decided_events(&scorer, &scores);
+            print_text(&mut out, &rows, events)?;
             continue;
         }
         for r in &rows {
@@ -170,8 +171,54 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints a file's verdict and its anomalous windows merged into time ranges.
-fn print_text(out: &mut impl Write, rows: &[Row]) -> anyhow::Result<()> {
+/// How many anomaly events the daemon's decision rule (default `[monitor.decide]`: N of M,
+/// transient level, release) would raise on these windows: the verdict of a file is that,
+/// not the mean score (a file with half its windows anomalous has a normal mean).
+fn decided_events(scorer: &Scorer, scores: &[(f64, f64, f32, Option<f32>)]) -> usize {
+    use earshot::score::decide::{DecideConfig, Decider, DecisionKind, ScoreSample, ScoredWindow};
+    let cfg = DecideConfig::default();
+    let Ok(mut d) = Decider::new(cfg.clone(), Default::default()) else {
+        return 0;
+    };
+    let th = &scorer.profile.manifest.thresholds;
+    let at = |s: f64| std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(s.max(0.0));
+    let mut n = 0;
+    for &(t0, t1, c, k) in scores {
+        let mut samples = Vec::with_capacity(2);
+        if let Some(t) = th.get(earshot::score::CENTROID) {
+            samples.push(ScoreSample::from_threshold(
+                earshot::score::CENTROID,
+                f64::from(c),
+                t,
+                &cfg,
+            ));
+        }
+        if let (Some(k), Some(t)) = (k, th.get(earshot::score::KNN)) {
+            samples.push(ScoreSample::from_threshold(
+                earshot::score::KNN,
+                f64::from(k),
+                t,
+                &cfg,
+            ));
+        }
+        let w = ScoredWindow {
+            start: t0,
+            end: t1,
+            wall_start: at(t0),
+            wall_end: at(t1),
+            decided_at: at(t1),
+            scores: &samples,
+        };
+        if d.push(&w).is_some_and(|e| e.kind == DecisionKind::Started) {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Prints a file's verdict (from the decision rule) and its anomalous windows merged into
+/// time ranges.
+fn print_text(out: &mut impl Write, rows: &[Row], events: usize) -> anyhow::Result<()> {
     let Some(clip) = rows.last() else {
         return Ok(());
     };
@@ -189,9 +236,10 @@ fn print_text(out: &mut impl Write, rows: &[Row]) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "{}: {} ({} of {} windows anomalous; mean centroid {:.3} / threshold {:.3}, mean knn {:.3} / threshold {:.3})",
+        "{}: {} ({} anomaly event(s) by the decision rule; {} of {} windows above threshold; mean centroid {:.3} / threshold {:.3}, mean knn {:.3} / threshold {:.3})",
         clip.file,
-        if clip.anomaly { "ANOMALOUS" } else { "normal" },
+        if events > 0 { "ANOMALOUS" } else { "normal" },
+        events,
         clip.anomalous_windows,
         clip.windows,
         clip.centroid,

@@ -4,6 +4,7 @@
 //! `notify` speaks sd_notify (READY/STATUS/WATCHDOG) without libsystemd; the watchdog pings
 //! only while the pipeline makes progress, so a hung pipeline gets restarted by systemd.
 
+pub mod clock;
 pub mod monitor;
 pub mod notify;
 pub mod service;

@@ -226,8 +226,8 @@ fn start_all(
             continue;
         }
         match Monitor::start(m, settings, shared, view, p) {
+            // `earshot_monitor_up` then follows the device (the monitor's status handle).
             Ok(mon) => {
-                shared.metrics.set_monitor_up(&m.name, true);
                 out.insert(m.name.clone(), mon);
             }
             Err(e) => report_failed(shared, &m.name, &e),

@@ -33,6 +33,11 @@ impl Windower {
         self.hop
     }
 
+    /// Stream index just after the last sample pushed (gaps included): where the stream is.
+    pub fn position(&self) -> u64 {
+        self.buf_start + self.buf.len() as u64
+    }
+
     /// Pushes samples and calls `emit(start_sample, window)` for every window completed.
     pub fn push(&mut self, samples: &[f32], mut emit: impl FnMut(u64, &[f32])) {
         self.buf.extend_from_slice(samples);

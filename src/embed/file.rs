@@ -34,6 +34,9 @@ pub struct WindowEmbedding {
     pub end_s: f64,
     /// L2-normalised.
     pub embedding: Vec<f32>,
+    /// [`crate::dsp::level::quietest_quarter_dbfs`] of the window's samples (before any level
+    /// normalisation): what `learn` sets the "no signal" floor from.
+    pub level_dbfs: f64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -124,6 +127,7 @@ pub fn embed_clip(
                 start_s: 0.0,
                 end_s: x.len() as f64 / f64::from(rate),
                 embedding: out.embedding,
+                level_dbfs: dsp::level::quietest_quarter_dbfs(&x),
             }],
             report,
         ));
@@ -141,6 +145,7 @@ pub fn embed_clip(
                 start_s: s as f64 / f64::from(rate),
                 end_s: (s + win) as f64 / f64::from(rate),
                 embedding: o.embedding,
+                level_dbfs: dsp::level::quietest_quarter_dbfs(&x[s..s + win]),
             });
         }
     }

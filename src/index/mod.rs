@@ -49,6 +49,11 @@ pub trait VectorIndex: Send + Sync {
     fn describe(&self) -> String;
     /// The k nearest normal embeddings, nearest first, as cosine distances.
     async fn knn(&self, query: &[f32], k: usize) -> Result<Vec<Neighbor>, IndexError>;
+    /// The client's circuit breaker state, for backends that have one (metrics publish the
+    /// breaker's own state, not a guess from query outcomes).
+    fn breaker_state(&self) -> Option<BreakerState> {
+        None
+    }
 }
 
 /// The k-NN score: the mean of the neighbours' distances, `None` when there are none (an empty

@@ -195,6 +195,10 @@ impl VectorIndex for ResilientIndex {
         )
     }
 
+    fn breaker_state(&self) -> Option<BreakerState> {
+        Some(self.breaker.lock().state)
+    }
+
     async fn knn(&self, query: &[f32], k: usize) -> Result<Vec<Neighbor>, IndexError> {
         let admit = self.admit()?;
         let probe = matches!(admit, Admit::Probe);

@@ -5,7 +5,7 @@
 //! clip are near-copies, and calibrating on them would set thresholds far too low.
 
 use super::profile::{
-    Calibration, Counts, FORMAT, Manifest, ModelRef, Profile, VERSION, WindowSpec,
+    Calibration, Counts, FORMAT, LevelStats, Manifest, ModelRef, Profile, VERSION, WindowSpec,
 };
 use super::{CENTROID, KNN, centroid, knn_distance, threshold};
 use crate::index::{EmbeddedConfig, EmbeddedIndex};
@@ -62,6 +62,35 @@ pub enum LearnError {
 pub struct ClipWindows {
     pub name: String,
     pub windows: Vec<(f64, Vec<f32>)>,
+    /// Per window, [`crate::dsp::level::quietest_quarter_dbfs`] of its samples (same order as
+    /// `windows`; may be empty when unknown, then the profile gets no level floor).
+    pub levels_dbfs: Vec<f64>,
+}
+
+/// How far below the normal audio's quietest windows "no signal" begins (dB).
+pub const NO_SIGNAL_MARGIN_DB: f64 = 20.0;
+/// The lowest floor ever used: quieter than any real microphone's self-noise.
+pub const NO_SIGNAL_MIN_FLOOR_DBFS: f64 = -100.0;
+
+/// The normal audio's level statistics, or `None` without levels. The floor is
+/// [`NO_SIGNAL_MARGIN_DB`] below the 1st percentile of the windows' quietest quarters (one
+/// odd window does not set it), and never below [`NO_SIGNAL_MIN_FLOOR_DBFS`].
+pub fn level_stats(clips: &[ClipWindows]) -> Option<LevelStats> {
+    let mut l: Vec<f64> = clips
+        .iter()
+        .flat_map(|c| c.levels_dbfs.iter().copied())
+        .filter(|v| !v.is_nan())
+        .collect();
+    if l.is_empty() {
+        return None;
+    }
+    l.sort_by(f64::total_cmp);
+    let quietest = l[((l.len() - 1) as f64 * 0.01).floor() as usize];
+    Some(LevelStats {
+        quietest_dbfs: quietest,
+        floor_dbfs: (quietest - NO_SIGNAL_MARGIN_DB).max(NO_SIGNAL_MIN_FLOOR_DBFS),
+        margin_db: NO_SIGNAL_MARGIN_DB,
+    })
 }
 
 pub fn learn(
@@ -147,6 +176,7 @@ pub fn learn(
         thresholds,
         sources: clips.iter().map(|c| c.name.clone()).collect(),
         files: BTreeMap::new(),
+        level: level_stats(clips),
     };
     let profile = Profile {
         dir: Default::default(),

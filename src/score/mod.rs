@@ -11,6 +11,7 @@ pub mod centroid;
 pub mod decide;
 pub mod learn;
 pub mod profile;
+pub mod signal;
 pub mod threshold;
 
 pub use learn::{LearnError, LearnOptions, learn};

@@ -47,6 +47,22 @@ pub struct Manifest {
     /// sha256 (hex) of every other file of the profile, by file name; written by `save`.
     #[serde(default)]
     pub files: BTreeMap<String, String>,
+    /// Signal level of the normal audio (absent in profiles learned before it existed: then
+    /// only digital silence counts as "no signal").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<LevelStats>,
+}
+
+/// How loud the normal audio was, for telling "no signal" (device or machine off) from sound.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LevelStats {
+    /// 1st percentile over normal windows of the quietest quarter's RMS (dBFS).
+    pub quietest_dbfs: f64,
+    /// Below this (dBFS, quietest quarter of a window) a window has no signal.
+    pub floor_dbfs: f64,
+    /// `quietest_dbfs - floor_dbfs` as chosen at learn time.
+    pub margin_db: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -536,6 +552,19 @@ fn check_manifest(m: &Manifest) -> Result<(), (String, String)> {
                 &format!("{key}.value"),
                 format!("{} must be a finite distance >= 0", t.value),
             );
+        }
+        for (field, v) in [("release", t.release), ("transient", t.transient)] {
+            if let Some(v) = v.filter(|v| !(v.is_finite() && *v >= 0.0)) {
+                return err(
+                    &format!("{key}.{field}"),
+                    format!("{v} must be a finite distance >= 0"),
+                );
+            }
+        }
+    }
+    if let Some(l) = &m.level {
+        if !(l.floor_dbfs.is_finite() && l.quietest_dbfs.is_finite() && l.margin_db.is_finite()) {
+            return err("level", "floor_dbfs, quietest_dbfs and margin_db must be finite".into());
         }
     }
     Ok(())

@@ -1,0 +1,278 @@
+//! The decision stage of a monitor: the no-signal state and the anomaly decider, and the one
+//! place their results become events, metrics and health.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use parking_lot::Mutex;
+
+use super::Job;
+use crate::alert::events::{Event, OperationalEvent, OperationalKind, Sinks};
+use crate::metrics::{ScoreHandle, StatusHandle};
+use crate::score::decide::{DecideConfig, Decider, ScoreSample, ScoredWindow, TimeBase};
+use crate::score::signal::{SignalChange, SignalGate};
+
+pub(super) struct DecisionStage {
+    name: String,
+    labels: BTreeMap<String, String>,
+    decider: Decider,
+    gate: SignalGate,
+    time_base: TimeBase,
+    metrics: ScoreHandle,
+    status: StatusHandle,
+    sinks: Arc<Mutex<Sinks>>,
+}
+
+impl DecisionStage {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        name: String,
+        labels: BTreeMap<String, String>,
+        decider: Decider,
+        gate: SignalGate,
+        time_base: TimeBase,
+        metrics: ScoreHandle,
+        status: StatusHandle,
+        sinks: Arc<Mutex<Sinks>>,
+    ) -> Self {
+        metrics.set_no_signal(false);
+        metrics.active.set(0);
+        Self {
+            name,
+            labels,
+            decider,
+            gate,
+            time_base,
+            metrics,
+            status,
+            sinks,
+        }
+    }
+
+    pub(super) fn config(&self) -> &DecideConfig {
+        self.decider.config()
+    }
+
+    fn decided_at(&self, job: &Job) -> SystemTime {
+        match self.time_base {
+            TimeBase::Stream => job.wall_end,
+            TimeBase::Wall => SystemTime::now(),
+        }
+    }
+
+    /// Judges the window's level; false when it has no signal (and must not be scored).
+    /// Entering or leaving the no-signal state is published here (metric, health, event).
+    pub(super) fn gate(&mut self, job: &Job, level_dbfs: f64) -> bool {
+        let (signal, change) = self.gate.push(job.start_s, job.end_s, level_dbfs);
+        let expected = self.decider.config().no_signal_is_normal;
+        match change {
+            Some(SignalChange::Lost { since_s }) => {
+                let floor = self.gate.floor_dbfs();
+                let detail = format!(
+                    "input below {floor:.1} dBFS (quieter than the normal audio it learned from) since stream {since_s:.2} s: device or machine off{}",
+                    if expected {
+                        " (a stopped machine is normal for this monitor)"
+                    } else {
+                        ""
+                    }
+                );
+                if expected {
+                    tracing::info!(monitor = %self.name, "no signal: {detail}");
+                } else {
+                    tracing::warn!(monitor = %self.name, "no signal: {detail}");
+                }
+                self.metrics.set_no_signal(true);
+                self.status.no_signal(Some((detail.clone(), expected)));
+                self.emit(Event::Operational(
+                    OperationalEvent::now(
+                        OperationalKind::NoSignal,
+                        self.labels.clone(),
+                        None,
+                        detail,
+                    )
+                    .at_time(job.wall_start, None)
+                    .with_severity(severity(expected)),
+                ));
+            }
+            Some(SignalChange::Back { at_s }) => {
+                tracing::info!(monitor = %self.name, at_s, "signal back");
+                self.metrics.set_no_signal(false);
+                self.status.no_signal(None);
+                self.emit(Event::Operational(
+                    OperationalEvent::now(
+                        OperationalKind::SignalBack,
+                        self.labels.clone(),
+                        None,
+                        format!("signal back at stream {at_s:.2} s"),
+                    )
+                    .at_time(job.wall_start, None)
+                    .with_severity(severity(expected)),
+                ));
+            }
+            None => {}
+        }
+        signal
+    }
+
+    /// Feeds one window (no scores while there is no signal) to the decider; its decisions
+    /// go to the sinks and the anomaly metrics (each event counted once, on `started`).
+    pub(super) fn decide(&mut self, job: &Job, scores: &[ScoreSample<'_>]) {
+        let w = ScoredWindow {
+            start: job.start_s,
+            end: job.end_s,
+            wall_start: job.wall_start,
+            wall_end: job.wall_end,
+            decided_at: self.decided_at(job),
+            scores,
+        };
+        if let Some(ev) = self.decider.push(&w) {
+            self.metrics.decision(&ev);
+            self.emit(Event::Anomaly(ev));
+        }
+    }
+
+    /// Closes an open event (reason "shutdown").
+    pub(super) fn finish(&mut self) {
+        if let Some(ev) = self.decider.finish() {
+            self.metrics.decision(&ev);
+            self.emit(Event::Anomaly(ev));
+        }
+    }
+
+    fn emit(&self, ev: Event) {
+        self.sinks.lock().emit(&ev);
+    }
+}
+
+fn severity(expected: bool) -> &'static str {
+    if expected { "info" } else { "warning" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{Health, Metrics};
+    use crate::score::decide::DecideConfig;
+    use std::time::{Duration, Instant};
+
+    fn job(i: usize) -> Job {
+        let start_s = i as f64 * 0.5;
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        Job {
+            start_s,
+            end_s: start_s + 1.0,
+            wall_start: t0 + Duration::from_secs_f64(start_s),
+            wall_end: t0 + Duration::from_secs_f64(start_s + 1.0),
+            samples: Vec::new(),
+            cut_at: Instant::now(),
+        }
+    }
+
+    /// One event with ongoing updates, one no-signal spell: each counted once. (The old
+    /// monitor counted a started event twice and every ongoing update once more.)
+    #[test]
+    fn one_event_and_its_updates_count_once() {
+        let m = Metrics::new().unwrap();
+        let health = Health::new();
+        let status = m.status("press-1", &health);
+        status.device(crate::metrics::DevicePart::Running);
+        let cfg = DecideConfig {
+            trigger_n: 1,
+            trigger_m: 1,
+            release_after: 2.0,
+            ongoing_every: Some(1.0),
+            ..DecideConfig::default()
+        };
+        let labels = BTreeMap::from([("monitor".to_string(), "press-1".to_string())]);
+        let dir = tempfile::tempdir().unwrap();
+        let sinks = Sinks::standard(dir.path(), Default::default(), Some(&m)).unwrap();
+        let mut stage = DecisionStage::new(
+            "press-1".into(),
+            labels.clone(),
+            Decider::new(cfg, labels).unwrap(),
+            SignalGate::new(None, 1.0),
+            TimeBase::Wall,
+            m.score("press-1"),
+            status,
+            Arc::new(Mutex::new(sinks)),
+        );
+        let loud = [ScoreSample {
+            scorer: "centroid",
+            score: 2.0,
+            threshold: 1.0,
+            release: 0.8,
+            transient: None,
+        }];
+        let quiet = [ScoreSample {
+            score: 0.1,
+            ..loud[0]
+        }];
+        let mut i = 0;
+        for _ in 0..10 {
+            assert!(stage.gate(&job(i), -20.0));
+            stage.decide(&job(i), &loud);
+            i += 1;
+        }
+        for _ in 0..10 {
+            assert!(stage.gate(&job(i), -20.0));
+            stage.decide(&job(i), &quiet);
+            i += 1;
+        }
+        // Silence: not scored, no anomaly, one no-signal state.
+        for _ in 0..10 {
+            assert!(!stage.gate(&job(i), -200.0));
+            stage.decide(&job(i), &[]);
+            i += 1;
+        }
+        assert!(stage.gate(&job(i), -20.0));
+        stage.finish();
+        let sm = m.score("press-1");
+        assert_eq!(sm.events.get(), 1, "one event counted once");
+        assert_eq!(sm.active.get(), 0);
+        assert_eq!(sm.no_signal.get(), 0);
+        let text = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+        let kinds: Vec<String> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert!(
+            kinds.iter().filter(|k| *k == "anomaly_ongoing").count() >= 3,
+            "{kinds:?}"
+        );
+        assert_eq!(kinds.iter().filter(|k| *k == "anomaly_started").count(), 1);
+        assert_eq!(kinds.iter().filter(|k| *k == "no_signal").count(), 1);
+        assert_eq!(kinds.iter().filter(|k| *k == "signal_back").count(), 1);
+    }
+
+    /// Reconnects come from the source's own count, once per recovery.
+    #[test]
+    fn one_reconnect_counts_once() {
+        let m = Metrics::new().unwrap();
+        let cap = m.capture("press-1", "alsa:pulse");
+        let mut prev = crate::capture::CaptureStats {
+            state: crate::capture::SourceState::Running,
+            device: "alsa:pulse".into(),
+            frames_received: 0,
+            frames_dropped: 0,
+            callbacks: 0,
+            stream_errors: 0,
+            reconnects: 0,
+            last_callback_age: None,
+            lost_reason: None,
+        };
+        let mut now = prev.clone();
+        now.reconnects = 1;
+        cap.add_stats(&prev, &now);
+        cap.device_lost("5000 stream errors within a second");
+        cap.device_recovered(1);
+        prev = now.clone();
+        cap.add_stats(&prev, &now);
+        assert_eq!(cap.reconnects.get(), 1);
+    }
+}

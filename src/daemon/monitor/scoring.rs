@@ -1,0 +1,151 @@
+//! The embed/score stage of a monitor: for each window with a signal, log-mel + network ->
+//! centroid distance and k-NN distance, each with the levels its profile calibrated; the
+//! decision stage gets the rest.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crossbeam_channel::Receiver;
+
+use super::decision::DecisionStage;
+use super::{Job, Shared};
+use crate::daemon::notify::Progress;
+use crate::dsp::level::quietest_quarter_dbfs;
+use crate::embed::Embedder;
+use crate::index::{IndexError, VectorIndex};
+use crate::metrics::{DevicePart, IndexHandle, IndexPart, StatusHandle};
+use crate::score::decide::ScoreSample;
+use crate::score::{self, CENTROID, KNN, Profile};
+
+pub(super) struct EmbedLoop {
+    pub name: String,
+    pub index: Arc<dyn VectorIndex>,
+    pub index_metrics: IndexHandle,
+    pub rt: tokio::runtime::Handle,
+    pub embedder: Embedder,
+    pub profile: Profile,
+    pub decision: DecisionStage,
+    pub rx: Receiver<Job>,
+    pub shared: Shared,
+    pub status: StatusHandle,
+    pub progress: Progress,
+    pub ended: Arc<AtomicBool>,
+}
+
+/// What the k-NN index is doing, as far as this monitor can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IndexMode {
+    Ok,
+    Degraded,
+    Refused,
+}
+
+impl EmbedLoop {
+    /// The k-NN score, or `None` when the index cannot answer: the window is then scored by
+    /// its centroid distance alone. The index part of the monitor's state follows: degraded
+    /// (a passing outage) or refused (the key is wrong: an error to fix), back to ok on the
+    /// first answer. The breaker gauge shows the client's own breaker.
+    fn knn(&self, emb: &[f32], k: usize, mode: &mut IndexMode) -> Option<f64> {
+        let t = Instant::now();
+        let result = self.rt.block_on(self.index.knn(emb, k));
+        if let Some(b) = self.index.breaker_state() {
+            self.index_metrics
+                .set_breaker(b.into(), "see the index log lines");
+        }
+        match result {
+            Ok(n) => {
+                self.index_metrics.query_ok(t.elapsed().as_secs_f64());
+                if *mode != IndexMode::Ok {
+                    *mode = IndexMode::Ok;
+                    self.index_metrics.set_degraded(false);
+                    self.index_metrics.set_refused(false);
+                    self.status.index(IndexPart::Ok);
+                    tracing::info!(monitor = %self.name, "k-NN index answers again: scoring by centroid and k-NN");
+                }
+                crate::index::knn_score(&n).map(f64::from)
+            }
+            Err(e) => {
+                self.index_metrics.query_failed(t.elapsed().as_secs_f64());
+                let refused = matches!(e, IndexError::Auth { .. });
+                if refused && *mode != IndexMode::Refused {
+                    *mode = IndexMode::Refused;
+                    self.index_metrics.set_degraded(true);
+                    self.index_metrics.set_refused(true);
+                    self.status.index(IndexPart::Refused {
+                        reason: format!(
+                            "k-NN index refuses the key ({e}); scoring by centroid alone"
+                        ),
+                    });
+                    tracing::error!(monitor = %self.name, error = %e, "k-NN index refuses the key: fix the key; scoring by centroid alone");
+                } else if *mode == IndexMode::Ok {
+                    // While refused, later failures (the breaker short-circuiting) keep the
+                    // error state: only an answer clears it.
+                    *mode = IndexMode::Degraded;
+                    self.index_metrics.set_degraded(true);
+                    self.status.index(IndexPart::Degraded {
+                        reason: format!("k-NN index unavailable ({e}); scoring by centroid alone"),
+                    });
+                    tracing::warn!(monitor = %self.name, error = %e, "k-NN index unavailable: scoring by centroid alone until it answers");
+                }
+                None
+            }
+        }
+    }
+
+    pub(super) fn run(mut self) {
+        let pipe = self.shared.metrics.pipeline(&self.name);
+        let sm = self.shared.metrics.score(&self.name);
+        let thresholds = self.profile.manifest.thresholds.clone();
+        let t_c = thresholds.get(CENTROID);
+        let t_k = thresholds.get(KNN);
+        let knn_k = self.profile.manifest.knn_k;
+        let cfg = self.decision.config().clone();
+        let mut mode = IndexMode::Ok;
+        while let Ok(job) = self.rx.recv() {
+            let level = quietest_quarter_dbfs(&job.samples);
+            if !self.decision.gate(&job, level) {
+                // No signal: nothing to score (silence is not an anomaly), but the decider
+                // still sees the window pass (an open event can end).
+                self.decision.decide(&job, &[]);
+                self.progress.tick();
+                continue;
+            }
+            let t0 = Instant::now();
+            let out = match self.embedder.embed(&job.samples) {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::error!(monitor = %self.name, error = %e, "window could not be embedded; skipped");
+                    continue;
+                }
+            };
+            let embed_s = t0.elapsed().as_secs_f64();
+            let mut emb = out.embedding;
+            score::normalize(&mut emb);
+            let c = f64::from(score::centroid::nearest_distance(
+                &self.profile.centroids,
+                &emb,
+            ));
+            let k = self.knn(&emb, knn_k, &mut mode);
+            let mut samples = Vec::with_capacity(2);
+            if let Some(t) = t_c {
+                let s = ScoreSample::from_threshold(CENTROID, c, t, &cfg);
+                sm.observe(CENTROID, c, s.threshold);
+                samples.push(s);
+            }
+            if let (Some(k), Some(t)) = (k, t_k) {
+                let s = ScoreSample::from_threshold(KNN, k, t, &cfg);
+                sm.observe(KNN, k, s.threshold);
+                samples.push(s);
+            }
+            tracing::debug!(monitor = %self.name, start_s = job.start_s, level_dbfs = level, centroid = c, knn = ?k, "window scored");
+            self.decision.decide(&job, &samples);
+            pipe.window_done(embed_s, job.cut_at.elapsed().as_secs_f64());
+            pipe.queue_depth.set(self.rx.len() as i64);
+            self.progress.tick();
+        }
+        self.decision.finish();
+        self.status.device(DevicePart::Stopped);
+        self.ended.store(true, Ordering::Release);
+    }
+}

@@ -1,0 +1,200 @@
+//! Decisions on a replayed recording with known onsets: the real binary, a profile learned by
+//! `earshot learn`, ONNX Runtime, the events file.
+//!
+//! The recording is the fixture's motor, spliced from generated streams of the same machine
+//! (same seed, so the machine sound is continuous): normal, a bearing fault from 12 s to 20 s,
+//! normal, digital silence from 32 s to 37 s (machine off), normal, the fault again from
+//! 41.3 s to 48 s, normal to 60 s. Expected: two anomaly events, each starting within
+//! hop + window/2 of its onset and ending within `release_after` + 3 s of its fault's end;
+//! no anomaly for the silence but one no-signal state; fast-replay times in stream time.
+
+#[path = "common/daemon.rs"]
+mod daemon;
+
+use daemon::{
+    Daemon, WINDOW, daemon_header, earshot_ok, fixture, replay_monitor, test_dir, write_config,
+};
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+const RATE: u32 = 48_000;
+const FAULTS: [(f64, f64); 2] = [(12.0, 20.0), (41.3, 48.0)];
+const SILENCE: (f64, f64) = (32.0, 37.0);
+const SECONDS: f64 = 60.0;
+const HOP: f64 = 0.5;
+const RELEASE_AFTER: f64 = 5.0;
+
+fn synth(dir: &Path, name: &str, level_db: &str, onset: f64) -> Vec<i16> {
+    let path = dir.join(name);
+    earshot_ok(
+        &[
+            "synth",
+            "stream",
+            "--out",
+            path.to_str().unwrap(),
+            "--machine",
+            "motor",
+            "--id",
+            "1",
+            "--fault",
+            "bearing",
+            "--level-db",
+            level_db,
+            "--seconds",
+            &SECONDS.to_string(),
+            "--onset",
+            &onset.to_string(),
+            "--sample-rate",
+            &RATE.to_string(),
+        ],
+        dir,
+    );
+    hound::WavReader::open(&path)
+        .unwrap()
+        .samples::<i16>()
+        .map(|s| s.unwrap())
+        .collect()
+}
+
+/// Writes the spliced recording described in the module docs.
+fn recording(dir: &Path) -> std::path::PathBuf {
+    // "Normal": the fault 60 dB down and only in the last second.
+    let normal = synth(dir, "normal.wav", "-60", SECONDS - 1.0);
+    let faulty = synth(dir, "faulty.wav", "0", 1.0);
+    let at = |t: f64| (t * f64::from(RATE)) as usize;
+    let mut out = normal.clone();
+    for (a, b) in FAULTS {
+        out[at(a)..at(b)].copy_from_slice(&faulty[at(a)..at(b)]);
+    }
+    out[at(SILENCE.0)..at(SILENCE.1)]
+        .iter_mut()
+        .for_each(|v| *v = 0);
+    let path = dir.join("spliced.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: RATE,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&path, spec).unwrap();
+    for v in out {
+        w.write_sample(v).unwrap();
+    }
+    w.finalize().unwrap();
+    path
+}
+
+/// Stream end (s) of the last window scored before the log line of the event `fingerprint`
+/// of this `kind`: when the decision was taken.
+fn decided_at(log: &str, kind: &str, fingerprint: &str) -> f64 {
+    let mut last = None;
+    for line in log.lines() {
+        if line.contains("window scored") {
+            last = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("start_s="))
+                .and_then(|v| v.parse::<f64>().ok());
+        } else if line.contains(&format!("kind={kind}")) && line.contains(fingerprint) {
+            return last.expect("a window before the event") + WINDOW;
+        }
+    }
+    panic!("no {kind} of {fingerprint} in the log:\n{log}");
+}
+
+#[test]
+fn faults_start_and_end_on_time_and_silence_is_no_signal() {
+    let fx = fixture();
+    let dir = test_dir();
+    let wav = recording(dir.path());
+    let cfg = format!(
+        "{}{}",
+        daemon_header(dir.path()),
+        replay_monitor("motor-1", &fx.profile, &wav, false, false)
+    );
+    let mut d = Daemon::start(&write_config(dir.path(), &cfg), &["--exit-when-done"], &[]);
+    let st = d.expect_exit(Duration::from_secs(240));
+    let log = d.log();
+    assert!(st.success(), "earshot run failed ({st}); log:\n{log}");
+    let events = d.events();
+    let of = |kind: &str| -> Vec<&Value> { events.iter().filter(|e| e["kind"] == kind).collect() };
+    let started = of("anomaly_started");
+    let ended = of("anomaly_ended");
+    assert_eq!(started.len(), 2, "one event per fault: {events:#?}");
+    assert_eq!(ended.len(), 2, "{events:#?}");
+    for (i, (onset, fault_end)) in FAULTS.into_iter().enumerate() {
+        let s = started[i];
+        let e = ended[i];
+        assert_eq!(s["fingerprint"], e["fingerprint"], "one id per event");
+        let start = s["event"]["start"]["stream_s"].as_f64().unwrap();
+        assert!(
+            (start - onset).abs() <= HOP + WINDOW / 2.0 + 1e-9,
+            "event {i}: starts at {start} s, the fault at {onset} s"
+        );
+        assert_eq!(e["event"]["reason"], "released", "{e}");
+        let fp = s["fingerprint"].as_str().unwrap();
+        let ended_at = decided_at(&log, "anomaly_ended", fp);
+        assert!(
+            ended_at > fault_end && ended_at <= fault_end + RELEASE_AFTER + 3.0,
+            "event {i}: ended at stream {ended_at} s; its fault ended at {fault_end} s"
+        );
+        let detected = s["event"]["detected"]["stream_s"].as_f64().unwrap();
+        assert!(detected > onset && detected >= start, "{s}");
+        // A fast replay has no wall time: stream time, said so, never in the future.
+        assert_eq!(s["annotations"]["time_base"], "stream", "{s}");
+        let starts_at = humantime::parse_rfc3339(s["startsAt"].as_str().unwrap()).unwrap();
+        let expect = std::time::UNIX_EPOCH + Duration::from_secs_f64(start);
+        assert!(starts_at.duration_since(expect).unwrap_or_default() < Duration::from_millis(2));
+        assert!(starts_at <= std::time::SystemTime::now());
+    }
+    assert_ne!(started[0]["fingerprint"], started[1]["fingerprint"]);
+    // The silence: a no-signal state, not an anomaly.
+    let ns = of("no_signal");
+    let back = of("signal_back");
+    assert_eq!((ns.len(), back.len()), (1, 1), "{events:#?}");
+    let since = ns[0]["event"]["detail"].as_str().unwrap();
+    assert!(since.contains("dBFS"), "{since}");
+    let back_at = humantime::parse_rfc3339(back[0]["startsAt"].as_str().unwrap()).unwrap();
+    let back_s = back_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (back_s - SILENCE.1).abs() <= HOP + 1e-6,
+        "signal back at {back_s} s"
+    );
+    assert_eq!(ns[0]["labels"]["severity"], "warning");
+    for e in &started {
+        let s = e["event"]["start"]["stream_s"].as_f64().unwrap();
+        assert!(
+            !(SILENCE.0 - 1.0..SILENCE.1).contains(&s),
+            "an anomaly in the silence: {e}"
+        );
+    }
+}
+
+/// A `channel` the source does not have is refused, naming the monitor and the channel count
+/// (it used to be clamped to the last channel: a monitor could listen to the wrong machine).
+#[test]
+fn a_channel_beyond_the_source_is_refused() {
+    let fx = fixture();
+    let dir = test_dir();
+    let cfg = format!(
+        "{}[[monitor]]\nname = \"wrong-ch\"\nprofile = \"{}\"\n\
+         source = {{ file = \"{}\", realtime = false, loop = false, channel = 3 }}\n",
+        daemon_header(dir.path()),
+        fx.profile.display(),
+        fx.short_normal.display()
+    );
+    let mut d = Daemon::start(&write_config(dir.path(), &cfg), &["--exit-when-done"], &[]);
+    d.expect_exit(Duration::from_secs(60));
+    let log = d.log();
+    assert!(
+        log.contains("monitor wrong-ch: `channel` = 3, but the device delivers 1 channel(s)"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("window scored"),
+        "nothing may be scored: {log}"
+    );
+}
