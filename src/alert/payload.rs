@@ -215,9 +215,9 @@ pub fn webhook_payload(a: &Alert, ctx: &WebhookContext) -> Value {
 /// `firing_until` (refreshed by every resend); a resolved one its real end.
 pub fn alertmanager_alert(a: &Alert, firing_until: &str, external_url: &str) -> Value {
     let ends_at = match (a.status, &a.ends_at) {
-        (AlertStatus::Resolved, Some(e)) => e.clone(),
-        // A resolved alert without an end (should not happen): end it now-ish.
-        _ => firing_until.to_string(),
+        (AlertStatus::Resolved, Some(e)) => not_in_future(e),
+        (AlertStatus::Resolved, None) => not_in_future(firing_until),
+        (AlertStatus::Firing, _) => firing_until.to_string(),
     };
     let mut v = json!({
         "labels": a.labels,
@@ -230,6 +230,18 @@ pub fn alertmanager_alert(a: &Alert, firing_until: &str, external_url: &str) -> 
         v["generatorURL"] = Value::String(g);
     }
     v
+}
+
+/// `t`, or now if `t` is later. An event's end comes from stream time and can lie a few ms
+/// ahead of the wall clock; Alertmanager would take such a "resolved" alert as still firing
+/// and keep the longer `endsAt` of the last re-send (measured: the alert then stayed firing
+/// for four resend intervals).
+fn not_in_future(t: &str) -> String {
+    let now = std::time::SystemTime::now();
+    match humantime::parse_rfc3339_weak(t.trim_end_matches('Z')) {
+        Ok(when) if when <= now => t.to_string(),
+        _ => humantime::format_rfc3339_millis(now).to_string(),
+    }
 }
 
 /// HMAC-SHA256 (RFC 2104) of `body` under `key`.
