@@ -1,7 +1,7 @@
 //! Delivery: the sink that puts alerts into the outbox, and one tokio task per target that
 //! takes them out in order and posts them, with retries.
 //!
-//! The scoring thread only appends to the outbox (one write + fdatasync, about a millisecond)
+//! The scoring thread only appends to the outbox (one write + fdatasync, one disk flush)
 //! and wakes the target tasks: it never waits on the network. Each target task delivers its
 //! alerts strictly in outbox order (so the firing and resolved alerts of an event arrive in
 //! order), one at a time; a failed attempt is retried after an exponential backoff with
