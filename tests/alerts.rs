@@ -307,16 +307,19 @@ fn alertmanager_routes_earshot_alerts_and_its_silences_apply() {
     let dir = test_dir();
     let rx = Receiver::start(0);
     let am_port = free_port();
-    let am = Alertmanager::start(
-        dir.path(),
-        &format!(
-            "route:\n  receiver: hook\n  group_by: ['alertname', 'monitor', 'event_id']\n  \
-             group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\n\
-             receivers:\n  - name: hook\n    webhook_configs:\n      - url: {}\n        send_resolved: true\n",
-            rx.url("/from-am")
-        ),
-        am_port,
-    );
+    // The example shipped in dashboards/, with the test receiver and short waits.
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/dashboards/alertmanager.yml"
+    ))
+    .unwrap();
+    assert!(example.contains("http://127.0.0.1:8080/earshot"));
+    let am_cfg = example
+        .replace("http://127.0.0.1:8080/earshot", &rx.url("/from-am"))
+        .replace("group_wait: 10s", "group_wait: 1s")
+        .replace("group_wait: 30s", "group_wait: 1s")
+        .replace("group_interval: 1m", "group_interval: 1s");
+    let am = Alertmanager::start(dir.path(), &am_cfg, am_port);
     let alerts_cfg = format!(
         "[alerts]\n[[alerts.alertmanager]]\nname = \"am\"\nurl = \"{}\"\nresend_interval = \"2s\"\n",
         am.url()
