@@ -336,8 +336,16 @@ impl Settings {
         if let Some(d) = self.daemon.state_dir.as_mut() {
             fix(d);
         }
-        for t in self.alerts.webhook.iter_mut().chain(&mut self.alerts.alertmanager) {
-            for p in [t.url_file.as_mut(), t.hmac_secret_file.as_mut()].into_iter().flatten() {
+        for t in self
+            .alerts
+            .webhook
+            .iter_mut()
+            .chain(&mut self.alerts.alertmanager)
+        {
+            for p in [t.url_file.as_mut(), t.hmac_secret_file.as_mut()]
+                .into_iter()
+                .flatten()
+            {
                 fix(p);
             }
         }

@@ -68,7 +68,13 @@ fn check_webhook_shape(p: &Value) {
     assert_eq!(p["version"], "4");
     assert!(matches!(p["status"].as_str(), Some("firing" | "resolved")));
     for a in p["alerts"].as_array().unwrap() {
-        for k in ["status", "startsAt", "endsAt", "generatorURL", "fingerprint"] {
+        for k in [
+            "status",
+            "startsAt",
+            "endsAt",
+            "generatorURL",
+            "fingerprint",
+        ] {
             assert!(a[k].is_string(), "alert field {k}: {a:#}");
         }
         for k in ["labels", "annotations"] {
@@ -192,7 +198,10 @@ fn webhook_gets_signed_alertmanager_payloads_in_order_after_an_outage() {
             >= 3.0,
         "{text}"
     );
-    assert!(!d.log().contains(SECRET), "the HMAC key must never be logged");
+    assert!(
+        !d.log().contains(SECRET),
+        "the HMAC key must never be logged"
+    );
 
     // The receiver comes back: the waiting alert arrives.
     let rx = Receiver::start(port);
@@ -294,7 +303,10 @@ fn undelivered_alerts_survive_sigkill_and_are_sent_after_restart() {
         if sample(&text, "earshot_alert_outbox_depth", "target=\"hook\"") == Some(0.0) {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "outbox not emptied: {text}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "outbox not emptied: {text}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     d.signal(libc::SIGTERM);
@@ -331,11 +343,7 @@ fn alertmanager_routes_earshot_alerts_and_its_silences_apply() {
         daemon_header(dir.path()),
         replay_monitor("motor-1", &fx.profile, &fx.short_faulty, true, false),
     );
-    let mut d = Daemon::start(
-        &write_config(dir.path(), &cfg),
-        &["--exit-when-done"],
-        &[],
-    );
+    let mut d = Daemon::start(&write_config(dir.path(), &cfg), &["--exit-when-done"], &[]);
     let st = d.expect_exit(RUN_LIMIT);
     assert!(st.success(), "{}", d.log());
     let events = anomaly_events(&d);
@@ -347,8 +355,17 @@ fn alertmanager_routes_earshot_alerts_and_its_silences_apply() {
     );
     // Let any late duplicate arrive before counting.
     std::thread::sleep(Duration::from_secs(3));
-    let got: Vec<Received> = rx.received().into_iter().filter(|r| r.path == "/from-am").collect();
-    assert_eq!(got.len(), 2, "one firing and one resolved notification: {:#?}", got.iter().map(|r| &r.json).collect::<Vec<_>>());
+    let got: Vec<Received> = rx
+        .received()
+        .into_iter()
+        .filter(|r| r.path == "/from-am")
+        .collect();
+    assert_eq!(
+        got.len(),
+        2,
+        "one firing and one resolved notification: {:#?}",
+        got.iter().map(|r| &r.json).collect::<Vec<_>>()
+    );
     assert_eq!(got[0].json["status"], "firing");
     assert_eq!(got[1].json["status"], "resolved");
     for r in &got {
@@ -380,11 +397,7 @@ fn alertmanager_routes_earshot_alerts_and_its_silences_apply() {
         daemon_header(dir.path()),
         replay_monitor("motor-2", &fx.profile, &fx.short_faulty, true, false),
     );
-    let mut d = Daemon::start(
-        &write_config(dir.path(), &cfg),
-        &["--exit-when-done"],
-        &[],
-    );
+    let mut d = Daemon::start(&write_config(dir.path(), &cfg), &["--exit-when-done"], &[]);
     // While the event is open, Alertmanager holds its alert, silenced.
     let mut held = Value::Null;
     d.wait_for("motor-2's alert in Alertmanager", RUN_LIMIT, |_| {
@@ -406,8 +419,9 @@ fn alertmanager_routes_earshot_alerts_and_its_silences_apply() {
     let st = d.expect_exit(RUN_LIMIT);
     assert!(st.success(), "{}", d.log());
     assert!(
-        d.events().iter().any(|e| e["kind"] == "anomaly_ended"
-            && e["labels"]["monitor"] == "motor-2"),
+        d.events()
+            .iter()
+            .any(|e| e["kind"] == "anomaly_ended" && e["labels"]["monitor"] == "motor-2"),
         "the second run raised and ended an event"
     );
     // The receiver never hears of it.
@@ -495,9 +509,18 @@ fn a_full_state_filesystem_keeps_the_daemon_scoring_and_alerts_flowing() {
     assert!(log.contains("No space left on device"), "{log}");
     assert!(log.contains("kept in memory only"), "{log}");
     let text = scrape(&mut d);
-    assert!(sample(&text, "earshot_alert_outbox_write_failures_total", "").unwrap_or(0.0) >= 1.0, "{text}");
     assert!(
-        sample(&text, "earshot_event_write_failures_total", "sink=\"jsonl\"").unwrap_or(0.0) >= 1.0,
+        sample(&text, "earshot_alert_outbox_write_failures_total", "").unwrap_or(0.0) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            "earshot_event_write_failures_total",
+            "sink=\"jsonl\""
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
         "{text}"
     );
     // The end of the event (the file ended) is delivered from memory too.
@@ -511,7 +534,11 @@ fn a_full_state_filesystem_keeps_the_daemon_scoring_and_alerts_flowing() {
     // events start on their own lines and every line is whole JSON (read_events panics
     // otherwise).
     std::fs::remove_file(&filler).unwrap();
-    let mut d = Daemon::start(&config, &["--exit-when-done"], &[("EARSHOT_TEST_HMAC", SECRET)]);
+    let mut d = Daemon::start(
+        &config,
+        &["--exit-when-done"],
+        &[("EARSHOT_TEST_HMAC", SECRET)],
+    );
     let st = d.expect_exit(RUN_LIMIT);
     assert!(st.success(), "{}", d.log());
     let events = d.events();

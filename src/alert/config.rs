@@ -99,7 +99,9 @@ pub const KINDS: &[&str] = &["anomaly", "device", "monitor", "no_signal"];
 
 /// Whether an event kind (e.g. `anomaly_started`) passes a target's `kinds` filter.
 pub fn kind_selected(kinds: &[String], kind: &str) -> bool {
-    kinds.iter().any(|k| kind == k || kind.starts_with(&format!("{k}_")))
+    kinds
+        .iter()
+        .any(|k| kind == k || kind.starts_with(&format!("{k}_")))
 }
 
 /// One alert target (`[[alerts.webhook]]` or `[[alerts.alertmanager]]`): the HTTP side and
@@ -268,7 +270,10 @@ impl AlertsConfig {
                 if reqwest::header::HeaderName::from_bytes(h.as_bytes()).is_err()
                     || reqwest::header::HeaderValue::from_str(v).is_err()
                 {
-                    return Err(bad(k("headers"), format!("{h:?} is not a valid HTTP header")));
+                    return Err(bad(
+                        k("headers"),
+                        format!("{h:?} is not a valid HTTP header"),
+                    ));
                 }
             }
             if is_am {
@@ -288,8 +293,7 @@ impl AlertsConfig {
                         "give either hmac_secret_env or hmac_secret_file, not both",
                     ));
                 }
-                if reqwest::header::HeaderName::from_bytes(c.signature_header.as_bytes()).is_err()
-                {
+                if reqwest::header::HeaderName::from_bytes(c.signature_header.as_bytes()).is_err() {
                     return Err(bad(k("signature_header"), "not a valid HTTP header name"));
                 }
             }
@@ -316,7 +320,9 @@ impl TargetConfig {
     pub fn resolve_url(&self, key: &str) -> Result<Secret, AlertConfigError> {
         let url = match (&self.url, &self.url_file) {
             (Some(u), _) => u.trim().to_string(),
-            (None, Some(p)) => read_secret_file(p).map_err(|d| bad(format!("{key}.url_file"), d))?,
+            (None, Some(p)) => {
+                read_secret_file(p).map_err(|d| bad(format!("{key}.url_file"), d))?
+            }
             (None, None) => return Err(bad(format!("{key}.url"), "missing")),
         };
         check_url(&url).map_err(|d| bad(format!("{key}.url_file"), d))?;
@@ -407,7 +413,10 @@ mod tests {
                 "alertmanager[0] (a).name",
             ),
             ("max_bytes = 10\n", "max_bytes"),
-            ("[[webhook]]\nname = \"a\"\nurl = \"http://x\"\nsecret = \"s\"\n", "secret"),
+            (
+                "[[webhook]]\nname = \"a\"\nurl = \"http://x\"\nsecret = \"s\"\n",
+                "secret",
+            ),
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.contains(key), "{text}: {e}");

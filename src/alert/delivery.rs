@@ -44,10 +44,7 @@ pub enum AlertError {
     #[error("cannot register alert metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("alerts.{key}: cannot build the HTTP client: {source}")]
-    Client {
-        key: String,
-        source: reqwest::Error,
-    },
+    Client { key: String, source: reqwest::Error },
 }
 
 /// Longest `Retry-After` honoured: a bogus header must not stall a target for days.
@@ -370,10 +367,8 @@ impl Worker {
             } => *resend_interval,
             Kind::Webhook { .. } => Duration::from_secs(3600 * 24 * 365),
         };
-        let mut resend = tokio::time::interval_at(
-            tokio::time::Instant::now() + resend_every,
-            resend_every,
-        );
+        let mut resend =
+            tokio::time::interval_at(tokio::time::Instant::now() + resend_every, resend_every);
         resend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failures = 0u32;
         loop {
@@ -427,11 +422,7 @@ impl Worker {
                 }
                 Err(SendError::Retry { why, after }) => {
                     delivered("failed");
-                    inner
-                        .metrics
-                        .retries
-                        .with_label_values(&[&self.name])
-                        .inc();
+                    inner.metrics.retries.with_label_values(&[&self.name]).inc();
                     let delay = backoff(failures, self.retry_initial, self.retry_max, after);
                     failures = failures.saturating_add(1);
                     if failures.is_power_of_two() || failures.is_multiple_of(50) {
@@ -614,8 +605,9 @@ mod tests {
             }
         }
         // Jitter really varies.
-        let ds: std::collections::BTreeSet<u128> =
-            (0..20).map(|_| backoff(5, i, m, None).as_millis()).collect();
+        let ds: std::collections::BTreeSet<u128> = (0..20)
+            .map(|_| backoff(5, i, m, None).as_millis())
+            .collect();
         assert!(ds.len() > 5, "{ds:?}");
         assert_eq!(
             backoff(0, i, m, Some(Duration::from_secs(30))),
@@ -632,7 +624,10 @@ mod tests {
         assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
         let later = SystemTime::now() + Duration::from_secs(90);
         let d = parse_retry_after(&httpdate::fmt_http_date(later)).unwrap();
-        assert!(d > Duration::from_secs(85) && d <= Duration::from_secs(90), "{d:?}");
+        assert!(
+            d > Duration::from_secs(85) && d <= Duration::from_secs(90),
+            "{d:?}"
+        );
         assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
             Some(Duration::ZERO)

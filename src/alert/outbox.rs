@@ -274,9 +274,9 @@ impl Outbox {
             buf.push(b'\n');
         }
         buf.extend_from_slice(bytes);
-        let res = f.write_all(&buf).and_then(|()| {
-            if sync { f.sync_data() } else { Ok(()) }
-        });
+        let res = f
+            .write_all(&buf)
+            .and_then(|()| if sync { f.sync_data() } else { Ok(()) });
         match res {
             Ok(()) => {
                 self.len += buf.len() as u64;
@@ -635,7 +635,10 @@ mod tests {
         let mut keep = Vec::new();
         // Batches of 10 (one fsync each) keep the test fast.
         for b in 0..300 {
-            let (s, _, r) = ob.put((0..10).map(|i| ("a".into(), alert(b * 10 + i))).collect(), 1);
+            let (s, _, r) = ob.put(
+                (0..10).map(|i| ("a".into(), alert(b * 10 + i))).collect(),
+                1,
+            );
             r.unwrap();
             for (i, seq) in s.into_iter().enumerate() {
                 if (b * 10 + i) % 1000 == 0 {

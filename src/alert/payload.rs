@@ -66,7 +66,10 @@ impl Alert {
 
     /// The event this alert belongs to (its [`EVENT_LABEL`]).
     pub fn event_id(&self) -> &str {
-        self.labels.get(EVENT_LABEL).map(String::as_str).unwrap_or("")
+        self.labels
+            .get(EVENT_LABEL)
+            .map(String::as_str)
+            .unwrap_or("")
     }
 }
 
