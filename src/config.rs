@@ -44,6 +44,9 @@ pub struct Settings {
     pub metrics: crate::metrics::MetricsConfig,
     #[serde(default)]
     pub events: crate::alert::events::JsonlOptions,
+    /// `[alerts]`: webhook and Alertmanager targets, fed through a durable outbox.
+    #[serde(default)]
+    pub alerts: crate::alert::config::AlertsConfig,
     /// `[[monitor]]` tables: one per listened machine.
     #[serde(default, rename = "monitor")]
     pub monitors: Vec<MonitorSettings>,
@@ -364,6 +367,19 @@ impl Settings {
         if let Some(d) = self.daemon.state_dir.as_mut() {
             fix(d);
         }
+        for t in self
+            .alerts
+            .webhook
+            .iter_mut()
+            .chain(&mut self.alerts.alertmanager)
+        {
+            for p in [t.url_file.as_mut(), t.hmac_secret_file.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                fix(p);
+            }
+        }
         for m in &mut self.monitors {
             fix(&mut m.profile);
             if let Some(f) = m.source.file.as_mut() {
@@ -429,6 +445,9 @@ impl Settings {
         self.events
             .validate()
             .map_err(|d| self.invalid("events", d))?;
+        self.alerts
+            .validate()
+            .map_err(|e| self.invalid(&format!("alerts.{}", e.key), e.detail))?;
         let mut names = std::collections::BTreeSet::new();
         for (i, m) in self.monitors.iter().enumerate() {
             let key = |k: &str| format!("monitor[{i}] ({}).{k}", m.name);

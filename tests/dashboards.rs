@@ -5,7 +5,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use earshot::alert::metrics::{AlertMetrics, names as alert_names};
 use earshot::metrics::{BreakerState, CaptureState, Metrics, names};
+
+/// Every metric name earshot defines: the core ones and the alert delivery ones.
+fn all_names() -> Vec<&'static str> {
+    names::ALL.iter().chain(alert_names::ALL).copied().collect()
+}
 
 fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
@@ -48,6 +54,12 @@ fn exported_names() -> BTreeSet<String> {
         "mon",
         &BTreeMap::from([("machine".to_string(), "press".to_string())]),
     );
+
+    let a = AlertMetrics::register(m.registry()).unwrap();
+    a.init_target("am");
+    a.retries.with_label_values(&["am"]).inc();
+    a.write_failures.inc();
+    a.bytes.set(10);
 
     let text = m.render();
     let mut out = BTreeSet::new();
@@ -106,7 +118,8 @@ fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
 #[test]
 fn every_named_metric_is_exported() {
     let exported = exported_names();
-    for name in names::ALL {
+    let all = all_names();
+    for name in &all {
         assert!(
             exported.contains(*name),
             "{name} is in names::ALL but not rendered"
@@ -116,10 +129,10 @@ fn every_named_metric_is_exported() {
         let base = ["_bucket", "_sum", "_count"]
             .iter()
             .find_map(|s| name.strip_suffix(s))
-            .filter(|b| names::ALL.contains(b))
+            .filter(|b| all.contains(b))
             .unwrap_or(name);
         assert!(
-            names::ALL.contains(&base),
+            all.contains(&base),
             "{name} is exported but missing from names::ALL"
         );
     }
@@ -191,6 +204,9 @@ fn dashboard_queries_use_exported_metrics() {
         names::CAPTURE_RECONNECTS,
         names::PIPELINE_LAG,
         names::INDEX_DEGRADED,
+        alert_names::DELIVERIES,
+        alert_names::OUTBOX_DEPTH,
+        alert_names::OUTBOX_OLDEST_AGE,
     ] {
         assert!(used.contains(needed), "no panel shows {needed}");
     }

@@ -11,6 +11,12 @@
 //! concurrent reader (`tail -f`, a shipper) never sees half a line from us and sees each event
 //! as soon as it is emitted; the file is fsynced on close and before rotation. Rotation by
 //! size is optional (`events.jsonl` -> `events.jsonl.1` -> ...).
+//!
+//! A full disk can still make a write stop part-way. The sink then cuts the file back to its
+//! last whole line, so the next event is not glued onto a torn one; if even that fails (or the
+//! file already ended in a torn line when opened, after a crash), the next event starts with
+//! a newline. Either way every later line is valid JSON, and the failure is returned (the
+//! fan-out logs it and counts it in `earshot_event_write_failures_total{sink="jsonl"}`).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -359,6 +365,8 @@ pub struct JsonlSink {
     file: Option<File>,
     size: u64,
     opts: JsonlOptions,
+    /// The file may end in a partial line: start the next record with a newline.
+    needs_newline: bool,
 }
 
 impl JsonlSink {
@@ -377,11 +385,13 @@ impl JsonlSink {
         }
         let file = open_append(&path)?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let needs_newline = size > 0 && !ends_with_newline(&path, size);
         Ok(Self {
             path,
             file: Some(file),
             size,
             opts,
+            needs_newline,
         })
     }
 
@@ -412,8 +422,22 @@ impl JsonlSink {
         }
         self.file = Some(open_append(&self.path)?);
         self.size = 0;
+        self.needs_newline = false;
         Ok(())
     }
+}
+
+/// Whether the last byte of the `size`-byte file at `path` is a newline (a file that cannot be
+/// read counts as torn: one spare newline is harmless, a glued line is not).
+fn ends_with_newline(path: &Path, size: u64) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut b = [0u8; 1];
+    File::open(path)
+        .and_then(|mut f| {
+            f.seek(SeekFrom::Start(size - 1))?;
+            f.read_exact(&mut b)
+        })
+        .is_ok_and(|()| b[0] == b'\n')
 }
 
 fn open_append(path: &Path) -> Result<File, SinkError> {
@@ -433,7 +457,11 @@ impl EventSink for JsonlSink {
     }
 
     fn emit(&mut self, event: &Event) -> Result<(), SinkError> {
-        let mut line = serde_json::to_vec(&event.to_record())?;
+        let mut line = Vec::new();
+        if self.needs_newline {
+            line.push(b'\n');
+        }
+        serde_json::to_writer(&mut line, &event.to_record())?;
         line.push(b'\n');
         if let Some(max) = self.opts.rotate_bytes
             && self.size > 0
@@ -450,11 +478,19 @@ impl EventSink for JsonlSink {
             source: std::io::Error::other("event file is closed"),
         })?;
         // One write of the whole line: with O_APPEND, readers never see a partial event.
-        file.write_all(&line).map_err(|source| SinkError::Write {
-            path: self.path.clone(),
-            source,
-        })?;
+        if let Err(source) = file.write_all(&line) {
+            // A full disk can stop the write part-way: remove the torn part, or make sure the
+            // next record starts on its own line.
+            if file.set_len(self.size).is_err() {
+                self.needs_newline = true;
+            }
+            return Err(SinkError::Write {
+                path: self.path.clone(),
+                source,
+            });
+        }
         self.size += line.len() as u64;
+        self.needs_newline = false;
         Ok(())
     }
 
@@ -705,6 +741,28 @@ mod tests {
             assert!(seen.ends_with('\n'));
             let last: EventRecord = serde_json::from_str(seen.lines().last().unwrap()).unwrap();
             assert_eq!(&last.event, e);
+        }
+    }
+
+    #[test]
+    fn a_torn_last_line_does_not_swallow_the_next_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        // What a crash (or a full disk before this fix) left behind: half a record.
+        std::fs::write(&path, "{\"kind\":\"anomaly_star").unwrap();
+        let evs = decision_events();
+        let mut sink = JsonlSink::open(dir.path(), JsonlOptions::default()).unwrap();
+        for e in &evs {
+            sink.emit(e).unwrap();
+        }
+        drop(sink);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(serde_json::from_str::<EventRecord>(lines[0]).is_err());
+        for (l, e) in lines[1..].iter().zip(&evs) {
+            let r: EventRecord = serde_json::from_str(l).unwrap();
+            assert_eq!(&r.event, e);
         }
     }
 

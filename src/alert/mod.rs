@@ -1,8 +1,15 @@
 //! Events leaving earshot: anomaly decisions and operational happenings (device lost and
-//! recovered), delivered to sinks.
+//! recovered), delivered to sinks, and alerts that reach people.
 //!
-//! `events` defines the event records (Alertmanager-shaped, so a webhook or Alertmanager sink
-//! can post them as they are), the [`events::EventSink`] trait, a JSON-lines file sink for the
-//! state directory and a structured log sink.
+//! `events` defines the event records (Alertmanager-shaped), the [`events::EventSink`] trait,
+//! a JSON-lines file sink for the state directory and a structured log sink. The alert path:
+//! `config` (`[alerts]`), `payload` (Alertmanager's webhook and API shapes), `outbox` (the
+//! durable queue every alert passes through), `delivery` (the sink feeding the outbox and the
+//! per-target tasks that deliver with retries) and `metrics` (their counters and gauges).
 
+pub mod config;
+pub mod delivery;
 pub mod events;
+pub mod metrics;
+pub mod outbox;
+pub mod payload;

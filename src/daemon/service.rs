@@ -8,6 +8,7 @@
 
 use super::monitor::{Monitor, MonitorError, Shared, device_settings};
 use super::notify::{Notifier, Progress, Watchdog};
+use crate::alert::delivery::Alerting;
 use crate::alert::events::Sinks;
 use crate::capture::{DeviceSource, SharedSource, Source};
 use crate::config::{MonitorSettings, Settings};
@@ -35,6 +36,8 @@ pub enum DaemonError {
     Metrics(#[from] crate::metrics::MetricsError),
     #[error(transparent)]
     Sink(#[from] crate::alert::events::SinkError),
+    #[error(transparent)]
+    Alerts(#[from] crate::alert::delivery::AlertError),
     #[error("cannot listen for signals: {0}")]
     Signals(std::io::Error),
 }
@@ -64,7 +67,12 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     } else {
         None
     };
-    let sinks = Sinks::standard(&state_dir, settings.events.clone(), Some(&metrics))?;
+    let mut sinks = Sinks::standard(&state_dir, settings.events.clone(), Some(&metrics))?;
+    // Alerts (webhooks, Alertmanager) go through a durable outbox; delivery runs on this runtime.
+    let alerting = Alerting::start(&settings.alerts, &state_dir, metrics.registry())?;
+    if let Some(a) = &alerting {
+        sinks.add(Box::new(a.sink()), Some(metrics.sink("alerts")));
+    }
     tracing::info!(file = %state_dir.join(&settings.events.file_name).display(), "events are written here");
     let shared = Shared {
         metrics,
@@ -129,6 +137,9 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     stop_all(monitors).await;
     for e in shared.sinks.lock().close() {
         tracing::error!(error = %e, "closing an event sink failed");
+    }
+    if let Some(a) = alerting {
+        a.shutdown().await;
     }
     if let Some(s) = server {
         s.shutdown().await;
