@@ -94,11 +94,18 @@ impl Default for AlertsConfig {
 
 /// Event kinds a target can filter on: each matches the event kinds that start with it
 /// (`anomaly` = `anomaly_started`, `anomaly_ongoing`, `anomaly_ended`; `device` =
-/// `device_lost`, `device_recovered`; `monitor` = `monitor_down`, ...).
+/// `device_lost`, `device_recovered`; `monitor` = `monitor_down`, ...; `no_signal` =
+/// `no_signal` and its resolution `signal_back`).
 pub const KINDS: &[&str] = &["anomaly", "device", "monitor", "no_signal"];
 
-/// Whether an event kind (e.g. `anomaly_started`) passes a target's `kinds` filter.
+/// Whether an event kind (e.g. `anomaly_started`) passes a target's `kinds` filter. A
+/// resolving kind goes wherever its firing kind goes, so no receiver is left with an alert
+/// that never resolves.
 pub fn kind_selected(kinds: &[String], kind: &str) -> bool {
+    let kind = match kind {
+        "signal_back" => "no_signal",
+        k => k,
+    };
     kinds
         .iter()
         .any(|k| kind == k || kind.starts_with(&format!("{k}_")))
@@ -456,5 +463,9 @@ mod tests {
         assert!(kind_selected(&k, "device_recovered"));
         assert!(!kind_selected(&k, "monitor_down"));
         assert!(!kind_selected(&k, "anomalyx"));
+        let k = vec!["no_signal".to_string()];
+        assert!(kind_selected(&k, "no_signal"));
+        assert!(kind_selected(&k, "signal_back"), "the resolution follows its alert");
+        assert!(!kind_selected(&k, "anomaly_started"));
     }
 }
