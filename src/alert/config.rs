@@ -465,7 +465,10 @@ mod tests {
         assert!(!kind_selected(&k, "anomalyx"));
         let k = vec!["no_signal".to_string()];
         assert!(kind_selected(&k, "no_signal"));
-        assert!(kind_selected(&k, "signal_back"), "the resolution follows its alert");
+        assert!(
+            kind_selected(&k, "signal_back"),
+            "the resolution follows its alert"
+        );
         assert!(!kind_selected(&k, "anomaly_started"));
     }
 }
