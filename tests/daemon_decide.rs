@@ -12,7 +12,8 @@
 mod daemon;
 
 use daemon::{
-    Daemon, WINDOW, daemon_header, earshot_ok, fixture, replay_monitor, test_dir, write_config,
+    Daemon, WINDOW, daemon_header, fixture, motor_stream, read_i16, replay_monitor, test_dir,
+    write_config, write_i16,
 };
 use serde_json::Value;
 use std::path::Path;
@@ -26,35 +27,7 @@ const HOP: f64 = 0.5;
 const RELEASE_AFTER: f64 = 5.0;
 
 fn synth(dir: &Path, name: &str, level_db: &str, onset: f64) -> Vec<i16> {
-    let path = dir.join(name);
-    earshot_ok(
-        &[
-            "synth",
-            "stream",
-            "--out",
-            path.to_str().unwrap(),
-            "--machine",
-            "motor",
-            "--id",
-            "1",
-            "--fault",
-            "bearing",
-            "--level-db",
-            level_db,
-            "--seconds",
-            &SECONDS.to_string(),
-            "--onset",
-            &onset.to_string(),
-            "--sample-rate",
-            &RATE.to_string(),
-        ],
-        dir,
-    );
-    hound::WavReader::open(&path)
-        .unwrap()
-        .samples::<i16>()
-        .map(|s| s.unwrap())
-        .collect()
+    read_i16(&motor_stream(dir, name, level_db, SECONDS, onset, RATE))
 }
 
 /// Writes the spliced recording described in the module docs.
@@ -71,17 +44,7 @@ fn recording(dir: &Path) -> std::path::PathBuf {
         .iter_mut()
         .for_each(|v| *v = 0);
     let path = dir.join("spliced.wav");
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: RATE,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(&path, spec).unwrap();
-    for v in out {
-        w.write_sample(v).unwrap();
-    }
-    w.finalize().unwrap();
+    write_i16(&path, RATE, &out);
     path
 }
 

@@ -14,7 +14,9 @@ mod daemon;
 #[path = "common/pulse.rs"]
 mod pulse;
 
-use daemon::{Daemon, daemon_header, earshot_ok, fixture, test_dir, write_config};
+use daemon::{
+    Daemon, daemon_header, fixture, motor_stream, read_i16, test_dir, write_config, write_i16,
+};
 use pulse::PulseServer;
 use serde_json::Value;
 use std::path::Path;
@@ -27,35 +29,7 @@ const SILENCE: (f64, f64) = (18.0, 22.0);
 const RELEASE_AFTER: f64 = 3.0;
 
 fn synth(dir: &Path, name: &str, level_db: &str, onset: f64) -> Vec<i16> {
-    let path = dir.join(name);
-    earshot_ok(
-        &[
-            "synth",
-            "stream",
-            "--out",
-            path.to_str().unwrap(),
-            "--machine",
-            "motor",
-            "--id",
-            "1",
-            "--fault",
-            "bearing",
-            "--level-db",
-            level_db,
-            "--seconds",
-            &SECONDS.to_string(),
-            "--onset",
-            &onset.to_string(),
-            "--sample-rate",
-            &RATE.to_string(),
-        ],
-        dir,
-    );
-    hound::WavReader::open(&path)
-        .unwrap()
-        .samples::<i16>()
-        .map(|s| s.unwrap())
-        .collect()
+    read_i16(&motor_stream(dir, name, level_db, SECONDS, onset, RATE))
 }
 
 fn recording(dir: &Path) -> std::path::PathBuf {
@@ -68,15 +42,7 @@ fn recording(dir: &Path) -> std::path::PathBuf {
         .iter_mut()
         .for_each(|v| *v = 0);
     let path = dir.join("live.wav");
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: RATE,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(&path, spec).unwrap();
-    out.into_iter().for_each(|v| w.write_sample(v).unwrap());
-    w.finalize().unwrap();
+    write_i16(&path, RATE, &out);
     path
 }
 

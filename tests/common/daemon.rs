@@ -155,31 +155,7 @@ pub fn fixture() -> &'static Fixture {
             &dir,
         );
         let stream = |name: &str, seconds: f64, onset: f64| {
-            let path = dir.join(name);
-            earshot_ok(
-                &[
-                    "synth",
-                    "stream",
-                    "--out",
-                    path.to_str().expect("utf-8"),
-                    "--machine",
-                    "motor",
-                    "--id",
-                    "1",
-                    "--fault",
-                    "bearing",
-                    "--level-db",
-                    FAULT_DB,
-                    "--seconds",
-                    &seconds.to_string(),
-                    "--onset",
-                    &onset.to_string(),
-                    "--sample-rate",
-                    "48000",
-                ],
-                &dir,
-            );
-            path
+            motor_stream(&dir, name, FAULT_DB, seconds, onset, 48_000)
         };
         Fixture {
             profile: dir.join("profile"),
@@ -189,6 +165,67 @@ pub fn fixture() -> &'static Fixture {
             dir,
         }
     })
+}
+
+/// `earshot synth stream` of the fixture's motor (id 1, same seed, so streams of it splice
+/// seamlessly) with a bearing fault at `level_db` from `onset` s, written to `dir/name`.
+pub fn motor_stream(
+    dir: &Path,
+    name: &str,
+    level_db: &str,
+    seconds: f64,
+    onset: f64,
+    rate: u32,
+) -> PathBuf {
+    let path = dir.join(name);
+    earshot_ok(
+        &[
+            "synth",
+            "stream",
+            "--out",
+            path.to_str().expect("utf-8"),
+            "--machine",
+            "motor",
+            "--id",
+            "1",
+            "--fault",
+            "bearing",
+            "--level-db",
+            level_db,
+            "--seconds",
+            &seconds.to_string(),
+            "--onset",
+            &onset.to_string(),
+            "--sample-rate",
+            &rate.to_string(),
+        ],
+        dir,
+    );
+    path
+}
+
+/// The samples of a 16-bit WAV.
+pub fn read_i16(path: &Path) -> Vec<i16> {
+    hound::WavReader::open(path)
+        .expect("a WAV")
+        .samples::<i16>()
+        .map(|s| s.expect("a sample"))
+        .collect()
+}
+
+/// Writes 16-bit mono samples as a WAV.
+pub fn write_i16(path: &Path, rate: u32, samples: &[i16]) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).expect("create WAV");
+    for &v in samples {
+        w.write_sample(v).expect("write sample");
+    }
+    w.finalize().expect("finish WAV");
 }
 
 /// A fresh directory for one test (config, state), removed when dropped.
