@@ -449,6 +449,7 @@ fn bench_learn_score(
             clips.push(ClipWindows {
                 name: model_name(f),
                 levels_dbfs: wins.iter().map(|w| w.level_dbfs).collect(),
+                impulse_db: wins.iter().map(|w| w.impulse_db).collect(),
                 windows: wins.into_iter().map(|w| (w.start_s, w.embedding)).collect(),
             });
         }

@@ -161,3 +161,97 @@ fn a_channel_beyond_the_source_is_refused() {
         "nothing may be scored: {log}"
     );
 }
+
+/// Scales `faulty` so that its part before `onset` has the RMS of `normal`'s: the generator
+/// lowers a stream's gain when the fault would clip it, and a spliced level step would be a
+/// sound of its own.
+fn match_gain(normal: &[i16], faulty: &[i16], onset: usize) -> Vec<i16> {
+    let ms = |x: &[i16]| x.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / x.len() as f64;
+    let g = (ms(&normal[..onset]) / ms(&faulty[..onset])).sqrt();
+    faulty
+        .iter()
+        .map(|&v| (f64::from(v) * g).round().clamp(-32768.0, 32767.0) as i16)
+        .collect()
+}
+
+/// First sample of `[a, b)` where `faulty` departs from `normal` by a tenth of its largest
+/// departure there: the first knock of an impact fault, found in the audio itself.
+fn first_knock(normal: &[i16], faulty: &[i16], a: usize, b: usize) -> usize {
+    let d: Vec<f64> = (a..b)
+        .map(|i| (f64::from(faulty[i]) - f64::from(normal[i])).abs())
+        .collect();
+    let max = d.iter().copied().fold(0.0, f64::max);
+    assert!(max > 1000.0, "no knock between samples {a} and {b}");
+    a + d.iter().position(|&v| v > 0.1 * max).unwrap()
+}
+
+/// An impact fault (the generator's knocks at -6 dB) is reported from the window that holds
+/// its first knock, within window + hop + 200 ms of stream time, by the impulse scorer's
+/// transient rule; and silence -> machine edges at several positions against the window grid
+/// start no event (those windows hold the onset of sound by construction).
+#[test]
+fn impacts_are_reported_within_a_window_and_silence_edges_start_nothing() {
+    const IMPACTS: [(f64, f64); 2] = [(24.0, 26.0), (31.3, 33.3)];
+    const SILENCES: [(f64, f64); 3] = [(4.0, 6.13), (10.0, 12.37), (16.0, 18.71)];
+    const SECS: f64 = 40.0;
+    let fx = fixture();
+    let dir = test_dir();
+    let at = |t: f64| (t * f64::from(RATE)) as usize;
+    let normal = read_i16(&motor_stream(dir.path(), "n.wav", "-60", SECS, SECS - 1.0, RATE));
+    let mut out = normal.clone();
+    let mut knocks = Vec::new();
+    for (i, (a, b)) in IMPACTS.into_iter().enumerate() {
+        let f = read_i16(&daemon::motor_fault_stream(
+            dir.path(),
+            &format!("impact{i}.wav"),
+            "impact",
+            "-6",
+            SECS,
+            a,
+            RATE,
+        ));
+        let f = match_gain(&normal, &f, at(a));
+        out[at(a)..at(b)].copy_from_slice(&f[at(a)..at(b)]);
+        knocks.push(first_knock(&normal, &f, at(a), at(b)) as f64 / f64::from(RATE));
+    }
+    for (a, b) in SILENCES {
+        out[at(a)..at(b)].iter_mut().for_each(|v| *v = 0);
+    }
+    let wav = dir.path().join("impacts.wav");
+    write_i16(&wav, RATE, &out);
+    let cfg = format!(
+        "{}{}decide = {{ release_after = 2.0, no_signal_after = 1.0 }}\n",
+        daemon_header(dir.path()),
+        replay_monitor("motor-1", &fx.profile, &wav, false, false)
+    );
+    let mut d = Daemon::start(&write_config(dir.path(), &cfg), &["--exit-when-done"], &[]);
+    let st = d.expect_exit(Duration::from_secs(240));
+    let log = d.log();
+    assert!(st.success(), "earshot run failed ({st}); log:\n{log}");
+    let events = d.events();
+    let started: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "anomaly_started")
+        .collect();
+    assert_eq!(
+        started.len(),
+        2,
+        "one event per impact, none for the silences: {events:#?}"
+    );
+    let bound = WINDOW + HOP + 0.2;
+    for (s, (knock, (a, _))) in started.iter().zip(knocks.iter().zip(IMPACTS)) {
+        let detected = s["event"]["detected"]["stream_s"].as_f64().unwrap();
+        eprintln!(
+            "impact at {a} s: first knock at {knock:.3} s, detected at {detected:.3} s ({:.3} s later) by {} ({})",
+            detected - knock,
+            s["annotations"]["fired"],
+            s["annotations"]["rule"]
+        );
+        assert!(
+            detected > *knock && detected - knock <= bound,
+            "knock at {knock:.3} s, detected at {detected:.3} s: {s}"
+        );
+    }
+    let no_signal = events.iter().filter(|e| e["kind"] == "no_signal").count();
+    assert_eq!(no_signal, SILENCES.len(), "{events:#?}");
+}

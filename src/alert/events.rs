@@ -632,6 +632,7 @@ mod tests {
                 threshold: 1.0,
                 release: 0.8,
                 transient: None,
+                sustained: true,
             }];
             let start = i as f64 * 0.5;
             let wall_end = t0 + Duration::from_secs_f64(start + 1.0);

@@ -46,6 +46,11 @@ pub fn run(a: LearnArgs) -> anyhow::Result<()> {
         .thresholds
         .iter()
         .map(|(k, t)| format!("{k} {:.4}", t.value))
+        .chain(
+            m.impulse
+                .iter()
+                .map(|i| format!("impulse {:.1} dB", i.level_db)),
+        )
         .collect();
     println!(
         "learned {} from {} clips ({} windows fit, {} held out, k-means k={}) in {:.1} s; thresholds: {}; profile: {}",

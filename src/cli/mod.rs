@@ -125,6 +125,7 @@ pub fn embed_normals_skipping(
                 clips.push(ClipWindows {
                     name,
                     levels_dbfs: wins.iter().map(|w| w.level_dbfs).collect(),
+                    impulse_db: wins.iter().map(|w| w.impulse_db).collect(),
                     windows: wins.into_iter().map(|w| (w.start_s, w.embedding)).collect(),
                 });
             }

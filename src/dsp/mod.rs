@@ -4,6 +4,7 @@
 //! Every piece is streaming (push samples, get output) so the offline commands and the live
 //! daemon run the very same code: the offline path is just a stream that ends.
 
+pub mod impulse;
 pub mod level;
 pub mod mel;
 pub mod resample;

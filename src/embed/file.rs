@@ -37,6 +37,9 @@ pub struct WindowEmbedding {
     /// [`crate::dsp::level::quietest_quarter_dbfs`] of the window's samples (before any level
     /// normalisation): what `learn` sets the "no signal" floor from.
     pub level_dbfs: f64,
+    /// [`crate::dsp::impulse::impulse_db`] of the window's samples (resampled, before level
+    /// normalisation): what `learn` calibrates the impulse level from.
+    pub impulse_db: f64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -128,6 +131,7 @@ pub fn embed_clip(
                 end_s: x.len() as f64 / f64::from(rate),
                 embedding: out.embedding,
                 level_dbfs: dsp::level::quietest_quarter_dbfs(&x),
+                impulse_db: dsp::impulse::impulse_db(&x, rate),
             }],
             report,
         ));
@@ -146,6 +150,7 @@ pub fn embed_clip(
                 end_s: (s + win) as f64 / f64::from(rate),
                 embedding: o.embedding,
                 level_dbfs: dsp::level::quietest_quarter_dbfs(&x[s..s + win]),
+                impulse_db: dsp::impulse::impulse_db(&x[s..s + win], rate),
             });
         }
     }

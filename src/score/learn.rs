@@ -65,6 +65,9 @@ pub struct ClipWindows {
     /// Per window, [`crate::dsp::level::quietest_quarter_dbfs`] of its samples (same order as
     /// `windows`; may be empty when unknown, then the profile gets no level floor).
     pub levels_dbfs: Vec<f64>,
+    /// Per window, [`crate::dsp::impulse::impulse_db`] of its samples (same order; may be
+    /// empty when unknown, then the profile gets no impulse level and that rule is off).
+    pub impulse_db: Vec<f64>,
 }
 
 /// How far below the normal audio's quietest windows "no signal" begins (dB).
@@ -177,6 +180,8 @@ pub fn learn(
         sources: clips.iter().map(|c| c.name.clone()).collect(),
         files: BTreeMap::new(),
         level: level_stats(clips),
+        impulse: super::impulse::from_clips(clips),
+        coverage_warning: coverage_warning(holdout.len(), opts, window),
     };
     let profile = Profile {
         dir: Default::default(),
@@ -193,6 +198,28 @@ pub fn learn(
             holdout_scores: scores,
         },
     ))
+}
+
+/// The coverage check of [`super::coverage`], logged where `learn` runs.
+fn coverage_warning(
+    held_out: usize,
+    opts: &LearnOptions,
+    window: WindowSpec,
+) -> Option<super::coverage::CoverageWarning> {
+    let w = super::coverage::check(
+        held_out,
+        opts.target_far,
+        window.hop_seconds,
+        opts.holdout_fraction,
+    )?;
+    tracing::warn!(
+        held_out = w.held_out_windows,
+        needed = w.needed_held_out_windows,
+        more_audio_s = w.more_audio_s,
+        "{}",
+        w.message
+    );
+    Some(w)
 }
 
 type Windows = Vec<(String, Vec<f32>)>;

@@ -8,7 +8,9 @@
 //! the model, and loudness alone does not move them.
 
 pub mod centroid;
+pub mod coverage;
 pub mod decide;
+pub mod impulse;
 pub mod learn;
 pub mod profile;
 pub mod signal;

@@ -51,6 +51,13 @@ pub struct Manifest {
     /// only digital silence counts as "no signal").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<LevelStats>,
+    /// Level of the impulse scorer (absent in profiles learned before it existed: then the
+    /// impulse rule is off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impulse: Option<super::impulse::ImpulseLevel>,
+    /// Set when the thresholds rest on too few held-out windows (see `score::coverage`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage_warning: Option<super::coverage::CoverageWarning>,
 }
 
 /// How loud the normal audio was, for telling "no signal" (device or machine off) from sound.

@@ -81,7 +81,7 @@ fn quantile(s: &[f32], q: f64) -> f32 {
 }
 
 /// The transient level of sorted `s` (see the module docs).
-fn transient_level(s: &[f32], far: f64) -> f32 {
+pub(crate) fn transient_level(s: &[f32], far: f64) -> f32 {
     let n = s.len();
     let u = quantile(s, 0.9);
     let excess: Vec<f64> = s

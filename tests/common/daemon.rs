@@ -177,6 +177,19 @@ pub fn motor_stream(
     onset: f64,
     rate: u32,
 ) -> PathBuf {
+    motor_fault_stream(dir, name, "bearing", level_db, seconds, onset, rate)
+}
+
+/// [`motor_stream`] with another fault kind (`impact`, `rub`, ...).
+pub fn motor_fault_stream(
+    dir: &Path,
+    name: &str,
+    fault: &str,
+    level_db: &str,
+    seconds: f64,
+    onset: f64,
+    rate: u32,
+) -> PathBuf {
     let path = dir.join(name);
     earshot_ok(
         &[
@@ -189,7 +202,7 @@ pub fn motor_stream(
             "--id",
             "1",
             "--fault",
-            "bearing",
+            fault,
             "--level-db",
             level_db,
             "--seconds",

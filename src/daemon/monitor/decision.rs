@@ -203,6 +203,7 @@ mod tests {
             threshold: 1.0,
             release: 0.8,
             transient: None,
+            sustained: true,
         }];
         let quiet = [ScoreSample {
             score: 0.1,

@@ -1,6 +1,8 @@
 //! The embed/score stage of a monitor: for each window with a signal, log-mel + network ->
-//! centroid distance and k-NN distance, each with the levels its profile calibrated; the
-//! decision stage gets the rest.
+//! centroid distance and k-NN distance, each with the levels its profile calibrated, and the
+//! window's impulse value (loudest 10 ms against the median 10 ms, on the same samples the
+//! log-mel is computed from) against the profile's impulse level; the decision stage gets the
+//! rest.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,11 +13,13 @@ use crossbeam_channel::Receiver;
 use super::decision::DecisionStage;
 use super::{Job, Shared};
 use crate::daemon::notify::Progress;
+use crate::dsp::impulse::impulse_db;
 use crate::dsp::level::quietest_quarter_dbfs;
 use crate::embed::Embedder;
 use crate::index::{IndexError, VectorIndex};
 use crate::metrics::{DevicePart, IndexHandle, IndexPart, StatusHandle};
 use crate::score::decide::ScoreSample;
+use crate::score::impulse::IMPULSE;
 use crate::score::{self, CENTROID, KNN, Profile};
 
 pub(super) struct EmbedLoop {
@@ -100,6 +104,8 @@ impl EmbedLoop {
         let t_c = thresholds.get(CENTROID);
         let t_k = thresholds.get(KNN);
         let knn_k = self.profile.manifest.knn_k;
+        let impulse_level = self.profile.manifest.impulse;
+        let rate = self.embedder.sample_rate();
         let cfg = self.decision.config().clone();
         let mut mode = IndexMode::Ok;
         while let Ok(job) = self.rx.recv() {
@@ -127,7 +133,7 @@ impl EmbedLoop {
                 &emb,
             ));
             let k = self.knn(&emb, knn_k, &mut mode);
-            let mut samples = Vec::with_capacity(2);
+            let mut samples = Vec::with_capacity(3);
             if let Some(t) = t_c {
                 let s = ScoreSample::from_threshold(CENTROID, c, t, &cfg);
                 sm.observe(CENTROID, c, s.threshold);
@@ -138,7 +144,15 @@ impl EmbedLoop {
                 sm.observe(KNN, k, s.threshold);
                 samples.push(s);
             }
-            tracing::debug!(monitor = %self.name, start_s = job.start_s, level_dbfs = level, centroid = c, knn = ?k, "window scored");
+            let imp = impulse_db(&job.samples, rate);
+            if let Some(s) = impulse_level
+                .as_ref()
+                .and_then(|l| ScoreSample::impulse(imp, l, &cfg))
+            {
+                sm.observe(IMPULSE, imp, s.threshold);
+                samples.push(s);
+            }
+            tracing::debug!(monitor = %self.name, start_s = job.start_s, level_dbfs = level, centroid = c, knn = ?k, impulse_db = imp, "window scored");
             self.decision.decide(&job, &samples);
             pipe.window_done(embed_s, job.cut_at.elapsed().as_secs_f64());
             pipe.queue_depth.set(self.rx.len() as i64);
