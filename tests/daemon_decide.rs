@@ -197,7 +197,14 @@ fn impacts_are_reported_within_a_window_and_silence_edges_start_nothing() {
     let fx = fixture();
     let dir = test_dir();
     let at = |t: f64| (t * f64::from(RATE)) as usize;
-    let normal = read_i16(&motor_stream(dir.path(), "n.wav", "-60", SECS, SECS - 1.0, RATE));
+    let normal = read_i16(&motor_stream(
+        dir.path(),
+        "n.wav",
+        "-60",
+        SECS,
+        SECS - 1.0,
+        RATE,
+    ));
     let mut out = normal.clone();
     let mut knocks = Vec::new();
     for (i, (a, b)) in IMPACTS.into_iter().enumerate() {

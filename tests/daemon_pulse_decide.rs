@@ -45,10 +45,23 @@ fn match_gain(normal: &[i16], faulty: &[i16], onset: usize) -> Vec<i16> {
 /// largest departure.
 fn recording(dir: &Path) -> (std::path::PathBuf, f64) {
     let at = |t: f64| (t * f64::from(RATE)) as usize;
-    let normal = read_i16(&motor_stream(dir, "normal.wav", "-60", SECONDS, SECONDS - 1.0, RATE));
+    let normal = read_i16(&motor_stream(
+        dir,
+        "normal.wav",
+        "-60",
+        SECONDS,
+        SECONDS - 1.0,
+        RATE,
+    ));
     let bearing = read_i16(&motor_stream(dir, "faulty.wav", "0", SECONDS, 1.0, RATE));
     let impact = read_i16(&motor_fault_stream(
-        dir, "impact.wav", "impact", "-6", SECONDS, IMPACT.0, RATE,
+        dir,
+        "impact.wav",
+        "impact",
+        "-6",
+        SECONDS,
+        IMPACT.0,
+        RATE,
     ));
     let impact = match_gain(&normal, &impact, at(IMPACT.0));
     let mut out = normal.clone();
@@ -134,7 +147,10 @@ fn two_faults_end_an_impact_is_found_at_once_and_silence_is_no_signal_live() {
     // The sustained fault: found within a few seconds, ended within the bound.
     let s0 = first_sight("anomaly_started", &started[0]["fingerprint"]);
     let e0 = first_sight("anomaly_ended", &started[0]["fingerprint"]);
-    assert!(s0 > FAULT.0 && s0 < FAULT.0 + 4.0, "started at {s0} s: {seen:?}");
+    assert!(
+        s0 > FAULT.0 && s0 < FAULT.0 + 4.0,
+        "started at {s0} s: {seen:?}"
+    );
     // Polling and the first block's delay add up to a second on top of the rule's bound.
     assert!(
         e0 > FAULT.1 && e0 <= FAULT.1 + RELEASE_AFTER + 3.0 + 1.0,

@@ -48,7 +48,9 @@ mod tests {
 
     fn noise(n: usize, amp: f32, seed: u64) -> Vec<f32> {
         let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(seed);
-        (0..n).map(|_| amp * (rng.random::<f32>() * 2.0 - 1.0)).collect()
+        (0..n)
+            .map(|_| amp * (rng.random::<f32>() * 2.0 - 1.0))
+            .collect()
     }
 
     /// Reference by construction: a constant-amplitude window has equal blocks (0 dB); one
@@ -59,7 +61,11 @@ mod tests {
         assert!(impulse_db(&w, SR).abs() < 1e-4);
         let block = (SR as f64 * BLOCK_S) as usize;
         w[5 * block..6 * block].iter_mut().for_each(|v| *v = 0.1);
-        assert!((impulse_db(&w, SR) - 20.0).abs() < 1e-4, "{}", impulse_db(&w, SR));
+        assert!(
+            (impulse_db(&w, SR) - 20.0).abs() < 1e-4,
+            "{}",
+            impulse_db(&w, SR)
+        );
         // A second loud block does not move the median: same value.
         w[50 * block..51 * block].iter_mut().for_each(|v| *v = 0.1);
         assert!((impulse_db(&w, SR) - 20.0).abs() < 1e-4);
@@ -84,7 +90,10 @@ mod tests {
         let rise_db = 10.0 * (energy(&w) / before).log10();
         assert!(rise_db < 1.5, "window energy rose {rise_db} dB");
         let with = impulse_db(&w, SR);
-        assert!(with > steady + 8.0, "impact {with} dB vs steady {steady} dB");
+        assert!(
+            with > steady + 8.0,
+            "impact {with} dB vs steady {steady} dB"
+        );
     }
 
     #[test]

@@ -560,10 +560,7 @@ impl Decider {
             self.scorers.entry(s.scorer.to_string()).or_default();
         }
         for (name, st) in self.scorers.iter_mut() {
-            let sample = w
-                .scores
-                .iter()
-                .find(|s| s.scorer == name && s.sustained);
+            let sample = w.scores.iter().find(|s| s.scorer == name && s.sustained);
             st.history.push_back(Entry {
                 start: w.start,
                 end: w.end,
