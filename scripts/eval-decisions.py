@@ -216,7 +216,9 @@ def devset(a, work):
             spans = concat([os.path.join(base, r["path"]) for r in clips], wav)
             onsets = []
             for r, (s0, s1) in zip(clips, spans):
-                on = [float(x) for x in r.get("anomaly_onsets_s", "").replace(";", " ").split()]
+                # "2.19 4.52" (events) or "state 2.44-3.96s" (a changed state from 2.44 s).
+                text = r.get("anomaly_onsets_s", "").replace("state", " ").replace(";", " ")
+                on = [float(x.split("-")[0].rstrip("s")) for x in text.split()]
                 # Faults without onsets (a changed speed) are there from the clip's start.
                 onsets.append((s0 + (min(on) if on else 0.0), s0, s1, r["anomaly_type"]))
             monitors.append((f"{m}-{label}", prof, wav))
