@@ -175,8 +175,8 @@ async fn slow_index_at_start_and_reload_keeps_the_watchdog_fed_and_ready_bounded
     let f = fixture();
     let cfg = |extra: &str| {
         format!(
-            "{}start_timeout_seconds = 3\n{}{}",
-            daemon_header(&dir),
+            "{}{}{}",
+            daemon_header(&dir).replace("[metrics]\n", "start_timeout_seconds = 3\n[metrics]\n"),
             replay_monitor("fast", &f.profile, &f.short_normal, true, true),
             azure_monitor("slow", &f.profile, &f.short_normal, &endpoint, extra)
         )
@@ -195,7 +195,9 @@ async fn slow_index_at_start_and_reload_keeps_the_watchdog_fed_and_ready_bounded
         &[
             ("NOTIFY_SOCKET", &sock.path),
             ("WATCHDOG_USEC", "3000000"),
-            ("EARSHOT_TEST_AZURE_KEY", QUERY_KEY),
+            // An admin key: the schema check reads the index definition (GET), the request
+            // the emulator delays. (A query key would check with a search instead.)
+            ("EARSHOT_TEST_AZURE_KEY", ADMIN_KEY),
         ],
     );
     let t0 = d.started;
