@@ -467,7 +467,9 @@ impl Settings {
         if !(st.is_finite() && (0.5..=3600.0).contains(&st)) {
             return Err(self.invalid(
                 "daemon.start_timeout_seconds",
-                format!("{st} must be in 0.5..=3600 (seconds; keep it below the unit's TimeoutStartSec)"),
+                format!(
+                    "{st} must be in 0.5..=3600 (seconds; keep it below the unit's TimeoutStartSec)"
+                ),
             ));
         }
         self.events

@@ -13,8 +13,7 @@ mod daemon;
 
 use azure_emulator::{ADMIN_KEY, Emulator, Fault, Op, QUERY_KEY};
 use daemon::{
-    Daemon, daemon_header, fixture, http_request, replay_monitor, test_dir,
-    write_config,
+    Daemon, daemon_header, fixture, http_request, replay_monitor, test_dir, write_config,
 };
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
@@ -243,11 +242,7 @@ async fn slow_index_at_start_and_reload_keeps_the_watchdog_fed_and_ready_bounded
         delay: schema_delay,
         times: 1,
     });
-    std::fs::write(
-        &config,
-        cfg("decide = { trigger_n = 2, trigger_m = 3 }\n"),
-    )
-    .unwrap();
+    std::fs::write(&config, cfg("decide = { trigger_n = 2, trigger_m = 3 }\n")).unwrap();
     let before = Instant::now();
     d.signal(libc::SIGHUP);
     let reloading = sock.wait(&mut d, "RELOADING=1", before, Duration::from_secs(30));
@@ -260,8 +255,10 @@ async fn slow_index_at_start_and_reload_keeps_the_watchdog_fed_and_ready_bounded
     d.wait_for(
         "slow monitor running after reload",
         Duration::from_secs(60),
-        |d| d.log().matches("monitor started late").count() >= 2
-            && state_of(&healthz(addr), "slow") == "running",
+        |d| {
+            d.log().matches("monitor started late").count() >= 2
+                && state_of(&healthz(addr), "slow") == "running"
+        },
     );
     let after = Instant::now();
     let gap = sock.longest_watchdog_gap(reloading, after);
@@ -329,10 +326,7 @@ async fn a_monitor_stuck_past_its_stop_timeout_cannot_touch_its_successor() {
         .events()
         .into_iter()
         .skip(reloaded_events)
-        .filter(|e| {
-            e["kind"] == "anomaly_resolved"
-                && e.to_string().contains("shutdown")
-        })
+        .filter(|e| e["kind"] == "anomaly_resolved" && e.to_string().contains("shutdown"))
         .collect();
     assert!(
         stale.is_empty(),
@@ -368,8 +362,7 @@ fn reload_changing_metrics_and_events_reports_restart_required() {
             .unwrap_or_else(|| panic!("no {needle} in\n{text}"))
     };
     assert_eq!(required(&mut d, "metrics"), 0.0);
-    let changed = base
-        .replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:1\"")
+    let changed = base.replace("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:1\"")
         + "[events]\nkeep = 2\n";
     std::fs::write(&config, changed).unwrap();
     d.signal(libc::SIGHUP);

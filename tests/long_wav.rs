@@ -116,13 +116,16 @@ fn scoring_a_long_wav_runs_in_bounded_memory_with_the_same_windows() {
     );
     // Every window of the file, in order, up to its end.
     let hop = windows[1]["start_s"].as_f64().unwrap() - windows[0]["start_s"].as_f64().unwrap();
-    let expected = ((f64::from(MINUTES * 60) - windows[0]["end_s"].as_f64().unwrap()) / hop)
-        .floor() as usize
+    let expected = ((f64::from(MINUTES * 60) - windows[0]["end_s"].as_f64().unwrap()) / hop).floor()
+        as usize
         + 1;
     assert_eq!(windows.len(), expected, "windows missing or extra");
     assert_eq!(clip["windows"].as_u64().unwrap() as usize, windows.len());
     let last_end = windows.last().unwrap()["end_s"].as_f64().unwrap();
-    assert!(f64::from(MINUTES * 60) - last_end < hop + 1e-6, "{last_end}");
+    assert!(
+        f64::from(MINUTES * 60) - last_end < hop + 1e-6,
+        "{last_end}"
+    );
     assert!(
         peak < PEAK_LIMIT_MB,
         "scoring {MINUTES} min of 48 kHz stereo peaked at {peak} MB (limit {PEAK_LIMIT_MB} MB)"
@@ -146,7 +149,11 @@ fn scoring_a_long_wav_runs_in_bounded_memory_with_the_same_windows() {
         .filter(|r: &serde_json::Value| r["type"] == "window")
         .collect();
     // The resampler's look-ahead differs only near the short file's end.
-    for (a, b) in short_rows.iter().zip(&windows).take(short_rows.len().saturating_sub(3)) {
+    for (a, b) in short_rows
+        .iter()
+        .zip(&windows)
+        .take(short_rows.len().saturating_sub(3))
+    {
         assert_eq!(a["start_s"], b["start_s"]);
         let (ca, cb) = (
             a["centroid"].as_f64().unwrap(),

@@ -187,14 +187,33 @@ fn start_timeout_fits_the_units_limits() {
         default + margin <= start,
         "daemon.start_timeout_seconds default {default} s + {margin} s does not fit TimeoutStartSec={start}"
     );
-    let cfg = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/earshot.toml"))
-        .unwrap();
+    let cfg =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/earshot.toml"))
+            .unwrap();
     let shipped_value = cfg
         .lines()
         .map(str::trim)
-        .find_map(|l| l.trim_start_matches('#').trim().strip_prefix("start_timeout_seconds"))
-        .and_then(|r| r.trim().trim_start_matches('=').split('#').next()?.trim().parse::<f64>().ok())
+        .find_map(|l| {
+            l.trim_start_matches('#')
+                .trim()
+                .strip_prefix("start_timeout_seconds")
+        })
+        .and_then(|r| {
+            r.trim()
+                .trim_start_matches('=')
+                .split('#')
+                .next()?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
         .expect("config/earshot.toml documents daemon.start_timeout_seconds");
-    assert!(shipped_value + margin <= start, "config/earshot.toml: {shipped_value}");
-    assert!(watchdog >= 2.0, "WatchdogSec={watchdog} leaves no room between pings");
+    assert!(
+        shipped_value + margin <= start,
+        "config/earshot.toml: {shipped_value}"
+    );
+    assert!(
+        watchdog >= 2.0,
+        "WatchdogSec={watchdog} leaves no room between pings"
+    );
 }

@@ -155,13 +155,12 @@ impl FileWindows {
     pub fn open(path: &Path, rate: u32, window_s: f64, hop_s: f64) -> Result<Self, FileError> {
         let name = path.display().to_string();
         let stream = audio::WavStream::open(path)?;
-        let resampler =
-            StreamResampler::new(stream.sample_rate(), rate).map_err(|source| {
-                FileError::Resample {
-                    path: name.clone(),
-                    source,
-                }
-            })?;
+        let resampler = StreamResampler::new(stream.sample_rate(), rate).map_err(|source| {
+            FileError::Resample {
+                path: name.clone(),
+                source,
+            }
+        })?;
         let win = (window_s * f64::from(rate)).round() as usize;
         let hop = ((hop_s * f64::from(rate)).round() as usize).max(1);
         Ok(Self {
@@ -221,8 +220,9 @@ impl FileWindows {
             h.extend_from_slice(&self.resampled[..room]);
         }
         let ready = &mut self.ready;
-        self.windower
-            .push(&self.resampled, |start, w| ready.push_back((start, w.to_vec())));
+        self.windower.push(&self.resampled, |start, w| {
+            ready.push_back((start, w.to_vec()))
+        });
         if !self.ready.is_empty() {
             self.head = None;
         }
