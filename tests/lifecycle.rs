@@ -6,7 +6,6 @@
 //! against a daemon limited to 1024 file descriptors (/metrics keeps answering).
 
 #[path = "common/azure_emulator.rs"]
-#[allow(dead_code)]
 mod azure_emulator;
 #[path = "common/daemon.rs"]
 mod daemon;
@@ -218,7 +217,7 @@ async fn slow_index_at_start_and_reload_keeps_the_watchdog_fed_and_ready_bounded
         "{h}"
     );
     assert!(
-        sock.times("EXTEND_TIMEOUT_USEC=").first().is_some(),
+        !sock.times("EXTEND_TIMEOUT_USEC=").is_empty(),
         "no EXTEND_TIMEOUT_USEC at start: {:?}",
         sock.messages()
     );
