@@ -165,6 +165,13 @@ pub struct DaemonSettings {
     /// stays current instead of drifting ever further behind real time.
     #[serde(default = "default_queue")]
     pub queue_windows: usize,
+    /// How long start-up and a reload wait for monitors to start (model load, Azure schema
+    /// check with its retries), in seconds. Monitors start in parallel; one still starting
+    /// after this is reported down ("still starting") and joins when ready, so the service
+    /// tells systemd READY=1 within this bound. Keep it well below the unit's
+    /// `TimeoutStartSec=` (120 s in systemd/earshot.service; a test checks the pair).
+    #[serde(default = "default_start_timeout")]
+    pub start_timeout_seconds: f64,
 }
 
 impl Default for DaemonSettings {
@@ -172,8 +179,22 @@ impl Default for DaemonSettings {
         Self {
             state_dir: None,
             queue_windows: default_queue(),
+            start_timeout_seconds: default_start_timeout(),
         }
     }
+}
+
+impl DaemonSettings {
+    /// [`DaemonSettings::start_timeout_seconds`] as a duration (validated to be positive).
+    pub fn start_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.start_timeout_seconds.clamp(0.1, 3600.0))
+    }
+}
+
+/// Default of `daemon.start_timeout_seconds`: half the unit's `TimeoutStartSec=120`.
+pub const DEFAULT_START_TIMEOUT_SECONDS: f64 = 60.0;
+fn default_start_timeout() -> f64 {
+    DEFAULT_START_TIMEOUT_SECONDS
 }
 fn default_true() -> bool {
     true
@@ -441,6 +462,15 @@ impl Settings {
         }
         if self.daemon.queue_windows == 0 || self.daemon.queue_windows > 10_000 {
             return Err(self.invalid("daemon.queue_windows", "must be in 1..=10000"));
+        }
+        let st = self.daemon.start_timeout_seconds;
+        if !(st.is_finite() && (0.5..=3600.0).contains(&st)) {
+            return Err(self.invalid(
+                "daemon.start_timeout_seconds",
+                format!(
+                    "{st} must be in 0.5..=3600 (seconds; keep it below the unit's TimeoutStartSec)"
+                ),
+            ));
         }
         self.events
             .validate()

@@ -104,7 +104,15 @@ fn ready_status_and_watchdog_pings_only_while_audio_flows() {
     );
     let mut d = start_with_notify(&write_config(dir.path(), &cfg), &sock);
     let (ready_at, _) = sock.wait(&mut d, "READY=1", Duration::from_secs(60));
-    let (_, status) = sock.wait(&mut d, "STATUS=", Duration::from_secs(10));
+    // The STATUS after READY (before it, start-up says what it is waiting for).
+    sock.wait(&mut d, "STATUS=", Duration::from_secs(10));
+    let status = sock
+        .messages()
+        .into_iter()
+        .filter(|(t, m)| *t >= ready_at && m.starts_with("STATUS="))
+        .map(|(_, m)| m)
+        .next()
+        .unwrap_or_default();
     assert!(
         status.contains("1 monitor(s) running (paced)"),
         "STATUS is a one-line summary: {status:?}"

@@ -160,3 +160,60 @@ fn unit_has_the_service_contract() {
     );
     assert!(u.contains("EARSHOT_AZURE_KEY") && u.contains("LoadCredential="));
 }
+
+/// Seconds of a systemd time span as the unit writes it ("120", "90s", "2min").
+fn seconds(v: &str) -> f64 {
+    let v = v.trim();
+    if let Some(m) = v.strip_suffix("min") {
+        return m.trim().parse::<f64>().expect("minutes") * 60.0;
+    }
+    v.trim_end_matches('s').parse().expect("seconds")
+}
+
+/// Start-up and reload are bounded by `daemon.start_timeout_seconds` (default and the value in
+/// the shipped config): that bound plus the stop of replaced monitors and the rest of start-up
+/// must fit well inside `TimeoutStartSec=`, and the watchdog must be fed meanwhile (it is, by
+/// the daemon; see tests/lifecycle.rs), so `WatchdogSec=` only needs to exceed one ping period.
+#[test]
+fn start_timeout_fits_the_units_limits() {
+    let u = shipped();
+    let start = seconds(&value(&u, "TimeoutStartSec").expect("TimeoutStartSec"));
+    let watchdog = seconds(&value(&u, "WatchdogSec").expect("WatchdogSec"));
+    let default = earshot::config::DEFAULT_START_TIMEOUT_SECONDS;
+    // Margin for loading the config, binding /metrics, opening the outbox and stopping
+    // replaced monitors (1.5 s each, in parallel).
+    let margin = 15.0;
+    assert!(
+        default + margin <= start,
+        "daemon.start_timeout_seconds default {default} s + {margin} s does not fit TimeoutStartSec={start}"
+    );
+    let cfg =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/earshot.toml"))
+            .unwrap();
+    let shipped_value = cfg
+        .lines()
+        .map(str::trim)
+        .find_map(|l| {
+            l.trim_start_matches('#')
+                .trim()
+                .strip_prefix("start_timeout_seconds")
+        })
+        .and_then(|r| {
+            r.trim()
+                .trim_start_matches('=')
+                .split('#')
+                .next()?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .expect("config/earshot.toml documents daemon.start_timeout_seconds");
+    assert!(
+        shipped_value + margin <= start,
+        "config/earshot.toml: {shipped_value}"
+    );
+    assert!(
+        watchdog >= 2.0,
+        "WatchdogSec={watchdog} leaves no room between pings"
+    );
+}

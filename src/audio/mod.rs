@@ -124,6 +124,151 @@ pub fn read_wav(path: &Path) -> Result<Clip, AudioError> {
     })
 }
 
+/// A WAV file read block by block: what `score` and `learn` use, so a recording of hours costs
+/// a block of memory, not the whole file (a one-hour 48 kHz stereo file is 1.4 GB as `f32`).
+/// The same checks as [`read_wav`] apply: bounded header values, truncation (reported by
+/// [`WavStream::finish`] once the data is used up) and empty files.
+pub struct WavStream {
+    reader: hound::WavReader<std::io::BufReader<std::fs::File>>,
+    path: PathBuf,
+    spec: hound::WavSpec,
+    expected: u64,
+    /// Interleaved samples read so far.
+    read: u64,
+    non_finite: usize,
+    scale: f64,
+    ended: bool,
+}
+
+impl WavStream {
+    /// Opens and checks the header; reads no audio yet.
+    pub fn open(path: &Path) -> Result<Self, AudioError> {
+        let file = crate::files::open_regular(path).map_err(|e| match e {
+            crate::files::PathError::Io { path, source } => AudioError::Open { path, source },
+            e @ crate::files::PathError::NotRegular { .. } => AudioError::NotRegular(e),
+        })?;
+        let reader = hound::WavReader::new(std::io::BufReader::new(file))
+            .map_err(|e| header_error(path, e))?;
+        let spec = reader.spec();
+        check_spec(path, spec)?;
+        let scale = match (spec.sample_format, spec.bits_per_sample) {
+            (hound::SampleFormat::Float, 32) => 1.0,
+            (hound::SampleFormat::Int, bits @ 1..=32) => 1.0 / (1u64 << (bits - 1)) as f64,
+            (fmt, bits) => {
+                return Err(AudioError::Unsupported {
+                    path: path.to_owned(),
+                    detail: format!("{fmt:?} with {bits} bits per sample"),
+                });
+            }
+        };
+        Ok(Self {
+            expected: u64::from(reader.duration()),
+            reader,
+            path: path.to_owned(),
+            spec,
+            read: 0,
+            non_finite: 0,
+            scale,
+            ended: false,
+        })
+    }
+
+    pub fn channels(&self) -> u16 {
+        self.spec.channels
+    }
+
+    pub fn sample_rate(&self) -> u32 {
+        self.spec.sample_rate
+    }
+
+    /// Frames the header promises.
+    pub fn frames_expected(&self) -> u64 {
+        self.expected
+    }
+
+    /// Samples that were NaN or infinite so far (replaced by 0).
+    pub fn non_finite(&self) -> usize {
+        self.non_finite
+    }
+
+    /// Reads up to `frames` whole frames into `out` (cleared first, interleaved); false when
+    /// the data is used up (or cut short: see [`WavStream::finish`]).
+    pub fn read_block(&mut self, frames: usize, out: &mut Vec<f32>) -> bool {
+        out.clear();
+        if self.ended {
+            return false;
+        }
+        let ch = usize::from(self.spec.channels);
+        let want = frames.max(1) * ch;
+        if self.spec.sample_format == hound::SampleFormat::Float {
+            for s in self.reader.samples::<f32>().take(want) {
+                let Ok(v) = s else { break };
+                if v.is_finite() {
+                    out.push(v);
+                } else {
+                    self.non_finite += 1;
+                    out.push(0.0);
+                }
+            }
+        } else {
+            let scale = self.scale;
+            for s in self.reader.samples::<i32>().take(want) {
+                let Ok(v) = s else { break };
+                out.push((f64::from(v) * scale) as f32);
+            }
+        }
+        if out.len() < want {
+            // End of data (or a read error part-way: the data chunk is shorter than claimed).
+            self.ended = true;
+            out.truncate(out.len() - out.len() % ch);
+        }
+        self.read += out.len() as u64;
+        !out.is_empty()
+    }
+
+    /// Frames delivered so far.
+    pub fn frames_read(&self) -> u64 {
+        self.read / u64::from(self.spec.channels.max(1))
+    }
+
+    /// After the last block: a file shorter than its header, or empty, is an error.
+    pub fn finish(&self) -> Result<(), AudioError> {
+        let got = self.frames_read();
+        if got < self.expected {
+            return Err(AudioError::Truncated {
+                path: self.path.clone(),
+                expected: self.expected,
+                got,
+            });
+        }
+        if got == 0 {
+            return Err(AudioError::Empty {
+                path: self.path.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn header_error(path: &Path, e: hound::Error) -> AudioError {
+    match e {
+        hound::Error::Unsupported => AudioError::Unsupported {
+            path: path.to_owned(),
+            detail: "format hound cannot decode".into(),
+        },
+        hound::Error::IoError(ref io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            AudioError::NotWav {
+                path: path.to_owned(),
+                detail: "the header is cut short".into(),
+            }
+        }
+        other => AudioError::NotWav {
+            path: path.to_owned(),
+            detail: other.to_string(),
+        },
+    }
+}
+
 /// Refuses headers no recording has (0 or absurd rates, 0 or thousands of channels).
 fn check_spec(path: &Path, spec: hound::WavSpec) -> Result<(), AudioError> {
     let bounds = |what, value: u64, min: u64, max: u64| {

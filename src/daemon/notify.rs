@@ -172,6 +172,12 @@ impl Notifier {
         self.notify(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()))
     }
 
+    /// Asks systemd to wait `d` longer (from now) for the current start-up, reload or stop
+    /// (`EXTEND_TIMEOUT_USEC`); it never shortens a timeout. No-op on systemd < 236.
+    pub fn extend_timeout(&self, d: Duration) -> Result<(), NotifyError> {
+        self.notify(&format!("EXTEND_TIMEOUT_USEC={}", d.as_micros()))
+    }
+
     /// One watchdog keep-alive. Prefer [`Watchdog`], which pings only on progress.
     pub fn watchdog(&self) -> Result<(), NotifyError> {
         self.notify("WATCHDOG=1")
@@ -233,6 +239,44 @@ impl Watchdog {
     pub fn start_all(notifier: Arc<Notifier>, progress: Vec<Progress>) -> Option<Self> {
         let interval = notifier.watchdog_interval()?;
         Some(Self::with_period(notifier, progress, interval / 2))
+    }
+
+    /// Keeps systemd's watchdog fed while the service is busy on the signal loop (start-up, a
+    /// reload stopping and starting monitors) rather than scoring: pings `WATCHDOG=1` every
+    /// half interval, unconditionally, but only until `limit` has passed, so a start or reload
+    /// that hangs beyond its own bound still gets the service restarted. Stop it (or drop it)
+    /// when the work is done and hand over to a progress-checking [`Watchdog`].
+    pub fn busy(notifier: Arc<Notifier>, limit: Duration) -> Option<Self> {
+        let period = notifier.watchdog_interval()? / 2;
+        let (tx, rx) = mpsc::channel::<()>();
+        let until = std::time::Instant::now() + limit;
+        let thread = std::thread::Builder::new()
+            .name("earshot-watchdog-busy".into())
+            .spawn(move || {
+                while std::time::Instant::now() < until {
+                    if let Err(e) = notifier.watchdog() {
+                        tracing::warn!(error = %e, "watchdog ping failed");
+                    }
+                    match rx.recv_timeout(period) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                }
+                tracing::warn!(
+                    limit_s = limit.as_secs_f64(),
+                    "start-up or reload still busy past its bound; withholding WATCHDOG=1"
+                );
+            });
+        match thread {
+            Ok(handle) => Some(Self {
+                stop: Some(tx),
+                thread: Some(handle),
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the watchdog thread");
+                None
+            }
+        }
     }
 
     /// Starts a ticker with an explicit period (tests and custom policies).

@@ -1,10 +1,22 @@
 //! `earshot run`: start every monitor, tell systemd, serve metrics, react to signals.
 //!
-//! Lifecycle: monitors start (a monitor that cannot start is logged with the key to fix and
-//! reported down; the others run) -> READY=1 -> run until SIGTERM/SIGINT (stop within 2 s,
-//! flushing events) ; SIGHUP re-reads the config: unchanged monitors keep running without
+//! Lifecycle: monitors start in parallel (a monitor that cannot start is logged with the key to
+//! fix and reported down; the others run) -> READY=1 -> run until SIGTERM/SIGINT (stop within
+//! 2 s, flushing events) ; SIGHUP re-reads the config: unchanged monitors keep running without
 //! losing audio, changed ones restart, removed ones stop, new ones start; an invalid new
 //! config is refused and the running one kept.
+//!
+//! Start-up and reload are bounded by `daemon.start_timeout_seconds`: loading a model or
+//! checking an Azure index (with its retries) can take tens of seconds, and systemd kills a
+//! service that does not report READY=1 within `TimeoutStartSec=` or stops pinging within
+//! `WatchdogSec=`. So monitors start in parallel, the watchdog is fed while the signal loop is
+//! busy (never beyond the bound), and a monitor still starting at the bound is reported down
+//! ("still starting") and joins as soon as it is ready. A reload supersedes such a pending
+//! start: its lease is retired so it can never publish over the monitor that replaces it.
+//!
+//! Sections a reload cannot apply (`[events]`, `[metrics]`, `[alerts]`, `daemon.state_dir`:
+//! open files, a bound socket, the outbox) are compared with the running ones; a change is
+//! logged and shown as `earshot_config_restart_required{section}` and in `/healthz`.
 
 use super::monitor::{Monitor, MonitorError, Shared, device_settings};
 use super::notify::{Notifier, Progress, Watchdog};
@@ -12,12 +24,15 @@ use crate::alert::delivery::Alerting;
 use crate::alert::events::Sinks;
 use crate::capture::{DeviceSource, SharedSource, Source};
 use crate::config::{MonitorSettings, Settings};
-use crate::metrics::{Health, Metrics, MetricsServer, MonitorStatus};
+use crate::metrics::{Health, Lease, Metrics, MetricsServer, MonitorStatus};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How long a stopping monitor may take to flush (its open event is closed within this).
+const STOP_TIMEOUT: Duration = Duration::from_millis(1500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -84,16 +99,29 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         Notifier::disabled()
     }));
 
-    let mut monitors = start_all(&settings, &settings.monitors, &shared, BTreeMap::new());
-    if monitors.is_empty() {
+    let limit = settings.daemon.start_timeout();
+    let mut starter = Starter::new();
+    let mut monitors = {
+        // Start-up may take up to the bound: say so to systemd and keep its watchdog fed.
+        let _ = notifier.extend_timeout(limit + Duration::from_secs(30));
+        let _ = notifier.status(&format!(
+            "starting {} monitor(s) (up to {:.0} s)",
+            settings.monitors.len(),
+            limit.as_secs_f64()
+        ));
+        let _busy = Watchdog::busy(notifier.clone(), limit + Duration::from_secs(10));
+        start_all(&settings, &settings.monitors, &shared, &mut starter).await
+    };
+    if monitors.is_empty() && starter.pending.is_empty() {
         return Err(DaemonError::NothingRunning);
     }
     health.set_ready(true);
     let _ = notifier.ready();
     let _ = notifier.status(&status_line(&monitors, &settings));
-    let mut watchdog = Watchdog::start_all(notifier.clone(), progresses(&monitors));
+    let mut watchdog = arm_watchdog(&notifier, &monitors, &starter, limit);
     tracing::info!(monitors = monitors.len(), "earshot running");
 
+    let boot = settings.clone();
     let mut current = settings;
     let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -103,13 +131,28 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: stopping"); break; }
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            Some(arrival) = starter.rx.recv() => {
+                if let Some(m) = starter.accept(arrival, &shared) {
+                    tracing::info!(monitor = %m.name, "monitor started late (after `daemon.start_timeout_seconds`); now running");
+                    monitors.insert(m.name.clone(), m);
+                    if let Some(w) = watchdog.take() { w.stop(); }
+                    watchdog = arm_watchdog(&notifier, &monitors, &starter, current.daemon.start_timeout());
+                    let _ = notifier.status(&status_line(&monitors, &current));
+                }
+            }
             _ = hup.recv() => {
                 let _ = notifier.reloading();
                 match Settings::load(opts.config.as_deref()) {
                     Ok(new) => {
                         if let Some(w) = watchdog.take() { w.stop(); }
-                        monitors = reload(&current, &new, &shared, monitors).await;
-                        watchdog = Watchdog::start_all(notifier.clone(), progresses(&monitors));
+                        let limit = new.daemon.start_timeout();
+                        let _ = notifier.extend_timeout(limit + STOP_TIMEOUT + Duration::from_secs(30));
+                        let _ = notifier.status("reloading the configuration");
+                        let busy = Watchdog::busy(notifier.clone(), limit + STOP_TIMEOUT + Duration::from_secs(10));
+                        monitors = reload(&current, &new, &shared, monitors, &mut starter).await;
+                        drop(busy);
+                        watchdog = arm_watchdog(&notifier, &monitors, &starter, limit);
+                        apply_restart_required(&boot, &new, &shared);
                         current = new;
                         tracing::info!(monitors = monitors.len(), "configuration reloaded");
                     }
@@ -123,7 +166,10 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
                 if ticks.is_multiple_of(20) {
                     let _ = notifier.status(&status_line(&monitors, &current));
                 }
-                if opts.exit_when_done && monitors.values().all(Monitor::finished) {
+                if opts.exit_when_done
+                    && starter.pending.is_empty()
+                    && monitors.values().all(Monitor::finished)
+                {
                     tracing::info!("every source has ended: stopping");
                     break;
                 }
@@ -161,6 +207,25 @@ fn progresses(monitors: &BTreeMap<String, Monitor>) -> Vec<Progress> {
     monitors.values().map(|m| m.progress.clone()).collect()
 }
 
+/// The watchdog after start-up, a reload or a late join: one ping now (the work just
+/// finished, and the busy ticker's last ping may be almost an interval old), then pings only
+/// while every running monitor progresses. With no monitor running but some still starting,
+/// the busy ticker goes on for one more `limit`: a start that never finishes still gets the
+/// service restarted.
+fn arm_watchdog(
+    notifier: &Arc<Notifier>,
+    monitors: &BTreeMap<String, Monitor>,
+    starter: &Starter,
+    limit: Duration,
+) -> Option<Watchdog> {
+    notifier.watchdog_interval()?;
+    let _ = notifier.watchdog();
+    if monitors.is_empty() && !starter.pending.is_empty() {
+        return Watchdog::busy(notifier.clone(), limit);
+    }
+    Watchdog::start_all(notifier.clone(), progresses(monitors))
+}
+
 fn status_line(monitors: &BTreeMap<String, Monitor>, s: &Settings) -> String {
     let down = s.monitors.len().saturating_sub(monitors.len());
     let names: Vec<&str> = monitors.keys().map(String::as_str).collect();
@@ -176,14 +241,79 @@ fn status_line(monitors: &BTreeMap<String, Monitor>, s: &Settings) -> String {
     )
 }
 
-/// Starts the given monitors. Monitors sharing one device get channel views of one stream.
-/// Failures are logged and reported in health; the others start anyway.
-fn start_all(
+/// A monitor start's outcome, tagged with the start-up or reload that asked for it.
+struct Arrival {
+    name: String,
+    generation: u64,
+    result: Result<Monitor, MonitorError>,
+}
+
+/// Monitor starts in flight. Each runs on the blocking pool and reports back over `rx`; one
+/// that misses its batch's deadline stays `pending` and is accepted by the signal loop when it
+/// arrives, unless a reload superseded it (then it is stopped, muted).
+struct Starter {
+    tx: tokio::sync::mpsc::UnboundedSender<Arrival>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Arrival>,
+    /// Bumped by each reload: arrivals of an older generation are stale.
+    generation: u64,
+    /// Starts past their deadline, by monitor name, with the lease their instance publishes
+    /// under.
+    pending: BTreeMap<String, Lease>,
+}
+
+impl Starter {
+    fn new() -> Self {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        Self {
+            tx,
+            rx,
+            generation: 0,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// A reload begins: pending starts are superseded (their leases retired, so a start that
+    /// finishes later publishes nothing over the monitor that replaces it).
+    fn supersede(&mut self) {
+        self.generation += 1;
+        for (name, lease) in std::mem::take(&mut self.pending) {
+            tracing::warn!(monitor = %name, "a reload supersedes this monitor's unfinished start");
+            lease.retire();
+        }
+    }
+
+    /// Takes an arrival: the monitor if it is current and started, else `None` (failures are
+    /// reported; stale monitors are stopped in the background).
+    fn accept(&mut self, a: Arrival, shared: &Shared) -> Option<Monitor> {
+        if a.generation != self.generation {
+            if let Ok(m) = a.result {
+                tracing::info!(monitor = %a.name, "stopping a superseded monitor start");
+                tokio::task::spawn_blocking(move || m.stop(STOP_TIMEOUT));
+            }
+            return None;
+        }
+        self.pending.remove(&a.name);
+        match a.result {
+            Ok(m) => Some(m),
+            Err(e) => {
+                report_failed(shared, &a.name, &e);
+                None
+            }
+        }
+    }
+}
+
+/// Starts the given monitors in parallel, waiting up to `daemon.start_timeout_seconds` for
+/// them. Monitors sharing one device get channel views of one stream. Failures are logged and
+/// reported in health; the others start anyway. Starts still running at the deadline are left
+/// pending in `starter` (reported down as "still starting").
+async fn start_all(
     settings: &Settings,
     list: &[MonitorSettings],
     shared: &Shared,
-    mut progress: BTreeMap<String, Progress>,
+    starter: &mut Starter,
 ) -> BTreeMap<String, Monitor> {
+    let deadline = tokio::time::Instant::now() + settings.daemon.start_timeout();
     let mut by_device: BTreeMap<String, Vec<&MonitorSettings>> = BTreeMap::new();
     for m in list {
         if let Some(d) = &m.source.device {
@@ -218,9 +348,9 @@ fn start_all(
             }
         }
     }
-    let mut out = BTreeMap::new();
+    let all = Arc::new(settings.clone());
+    let mut batch = Vec::new();
     for m in list {
-        let p = progress.remove(&m.name).unwrap_or_default();
         let shared_dev = m
             .source
             .device
@@ -236,12 +366,56 @@ fn start_all(
             );
             continue;
         }
-        match Monitor::start(m, settings, shared, view, p) {
+        let lease = Lease::new();
+        starter.pending.insert(m.name.clone(), lease.clone());
+        batch.push(m.name.clone());
+        let (ms, all, sh, tx) = (m.clone(), all.clone(), shared.clone(), starter.tx.clone());
+        let generation = starter.generation;
+        tokio::task::spawn_blocking(move || {
             // `earshot_monitor_up` then follows the device (the monitor's status handle).
-            Ok(mon) => {
-                out.insert(m.name.clone(), mon);
+            let result = Monitor::start(&ms, &all, &sh, view, Progress::new(), lease);
+            let arrival = Arrival {
+                name: ms.name.clone(),
+                generation,
+                result,
+            };
+            if let Err(e) = tx.send(arrival)
+                && let Ok(m) = e.0.result
+            {
+                // The service is shutting down: nobody will take this monitor.
+                m.stop(STOP_TIMEOUT);
             }
-            Err(e) => report_failed(shared, &m.name, &e),
+        });
+    }
+    let mut out = BTreeMap::new();
+    while batch.iter().any(|n| starter.pending.contains_key(n)) {
+        match tokio::time::timeout_at(deadline, starter.rx.recv()).await {
+            Ok(Some(a)) => {
+                if let Some(m) = starter.accept(a, shared) {
+                    out.insert(m.name.clone(), m);
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    for name in batch.iter().filter(|n| starter.pending.contains_key(*n)) {
+        tracing::warn!(
+            monitor = %name,
+            timeout_s = settings.daemon.start_timeout_seconds,
+            "monitor still starting after `daemon.start_timeout_seconds`; the others run, it joins when ready"
+        );
+        if let Some(lease) = starter.pending.get(name) {
+            lease.with(|| {
+                shared.health.set(
+                    name,
+                    MonitorStatus::Down {
+                        reason: format!(
+                            "still starting after {} s (`daemon.start_timeout_seconds`): model or index slow to load; it joins when ready",
+                            settings.daemon.start_timeout_seconds
+                        ),
+                    },
+                )
+            });
         }
     }
     for hub in &hubs {
@@ -266,11 +440,37 @@ fn report_failed(shared: &Shared, name: &str, e: &MonitorError) {
 async fn stop_all(monitors: BTreeMap<String, Monitor>) {
     let handles: Vec<_> = monitors
         .into_values()
-        .map(|m| tokio::task::spawn_blocking(move || m.stop(Duration::from_millis(1500))))
+        .map(|m| tokio::task::spawn_blocking(move || m.stop(STOP_TIMEOUT)))
         .collect();
     for h in handles {
         let _ = h.await;
     }
+}
+
+/// Compares the sections a reload cannot apply with those the service started with, and
+/// publishes the difference (log, metric, `/healthz`). Comparing with the start-up values
+/// (not the previous reload) clears the flag when a change is reverted.
+fn apply_restart_required(boot: &Settings, new: &Settings, shared: &Shared) {
+    let changed = |section: &str| match section {
+        "events" => boot.events != new.events,
+        "metrics" => boot.metrics != new.metrics,
+        "state_dir" => boot.state_dir() != new.state_dir(),
+        "alerts" => boot.alerts != new.alerts,
+        _ => false,
+    };
+    let mut need = Vec::new();
+    for section in crate::metrics::RELOAD_ONLY_AT_RESTART {
+        let c = changed(section);
+        shared.metrics.set_restart_required(section, c);
+        if c {
+            tracing::warn!(
+                section,
+                "reload: this section changed, but only a restart applies it; the running values stay in use until `systemctl restart earshot`"
+            );
+            need.push(section.to_string());
+        }
+    }
+    shared.health.set_restart_required(need);
 }
 
 /// Applies a new configuration. A monitor is kept running when its settings, the model
@@ -281,11 +481,14 @@ async fn reload(
     new: &Settings,
     shared: &Shared,
     mut running: BTreeMap<String, Monitor>,
+    starter: &mut Starter,
 ) -> BTreeMap<String, Monitor> {
+    // Unfinished starts are restarted with the new settings below (they are not `running`).
+    starter.supersede();
     let model_same = old.model.dir == new.model.dir
         && old.model.threads == new.model.threads
         && old.model.onnxruntime == new.model.onnxruntime
-        && old.daemon == new.daemon;
+        && old.daemon.queue_windows == new.daemon.queue_windows;
     let mut keep = BTreeMap::new();
     let mut restart = Vec::new();
     for m in &new.monitors {
@@ -320,19 +523,19 @@ async fn reload(
         }
         restart.push(m.clone());
     }
-    let mut progress = BTreeMap::new();
     let stopping: Vec<Monitor> = running.into_values().collect();
     for m in &stopping {
-        progress.insert(m.name.clone(), m.progress.clone());
         if !new.monitors.iter().any(|n| n.name == m.name) {
             shared.health.remove(&m.name);
             shared.metrics.forget_monitor(&m.name);
             tracing::info!(monitor = %m.name, "monitor removed from the configuration: stopping");
         }
     }
+    // A stopped monitor's lease is retired when `stop` returns, even if a thread outlived the
+    // timeout: its successor below starts with a clean slate.
     let handles: Vec<_> = stopping
         .into_iter()
-        .map(|m| tokio::task::spawn_blocking(move || m.stop(Duration::from_millis(1500))))
+        .map(|m| tokio::task::spawn_blocking(move || m.stop(STOP_TIMEOUT)))
         .collect();
     for h in handles {
         let _ = h.await;
@@ -341,7 +544,7 @@ async fn reload(
         let names: Vec<&String> = keep.keys().collect();
         tracing::info!(?names, "unchanged monitors keep running");
     }
-    let started = start_all(new, &restart, shared, progress);
+    let started = start_all(new, &restart, shared, starter).await;
     keep.extend(started);
     keep
 }

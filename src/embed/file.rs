@@ -59,20 +59,195 @@ pub struct FileReport {
 const BATCH: usize = 8;
 
 /// Embeds `path` in windows of `window_s` every `hop_s` seconds.
+///
+/// The file is streamed ([`FileWindows`]): decoded, resampled and cut block by block, and
+/// windows are embedded a batch at a time, so memory is bounded by a batch of windows plus the
+/// embeddings returned (2 KB per window), whatever the recording's length. [`embed_clip`] is
+/// the same path for audio already in memory and gives the same windows.
 pub fn embed_file(
     embedder: &mut Embedder,
     path: &Path,
     window_s: f64,
     hop_s: f64,
 ) -> Result<(Vec<WindowEmbedding>, FileReport), FileError> {
-    let clip = audio::read_wav(path)?;
-    embed_clip(
-        embedder,
-        &clip,
-        &path.display().to_string(),
-        window_s,
-        hop_s,
-    )
+    let name = path.display().to_string();
+    let rate = embedder.sample_rate();
+    let mut windows = FileWindows::open(path, rate, window_s, hop_s)?;
+    let embed_err = |source| FileError::Embed {
+        path: name.clone(),
+        source,
+    };
+    let mut result = Vec::new();
+    let mut batch: Vec<(u64, Vec<f32>)> = Vec::with_capacity(BATCH);
+    let flush = |batch: &mut Vec<(u64, Vec<f32>)>,
+                 result: &mut Vec<WindowEmbedding>,
+                 embedder: &mut Embedder|
+     -> Result<(), FileError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let views: Vec<&[f32]> = batch.iter().map(|(_, w)| w.as_slice()).collect();
+        let outs = embedder.embed_batch(&views).map_err(embed_err)?;
+        for ((s, w), mut o) in batch.iter().zip(outs) {
+            crate::score::normalize(&mut o.embedding);
+            result.push(WindowEmbedding {
+                start_s: *s as f64 / f64::from(rate),
+                end_s: (*s as usize + w.len()) as f64 / f64::from(rate),
+                embedding: o.embedding,
+                level_dbfs: dsp::level::quietest_quarter_dbfs(w),
+            });
+        }
+        batch.clear();
+        Ok(())
+    };
+    while let Some((start, w)) = windows.next_window()? {
+        batch.push((start, w));
+        if batch.len() == BATCH {
+            flush(&mut batch, &mut result, embedder)?;
+        }
+    }
+    flush(&mut batch, &mut result, embedder)?;
+    let mut report = windows.report();
+    if result.is_empty() {
+        // A recording shorter than a window is embedded whole (the networks pool globally),
+        // as long as the model can take it.
+        let x = windows.into_short_tail();
+        if x.len() < embedder.min_samples() {
+            return Err(FileError::TooShort {
+                path: name,
+                seconds: report.seconds,
+                min: embedder.min_samples() as f64 / f64::from(rate),
+            });
+        }
+        let mut out = embedder.embed(&x).map_err(embed_err)?;
+        crate::score::normalize(&mut out.embedding);
+        report.shorter_than_window = true;
+        result.push(WindowEmbedding {
+            start_s: 0.0,
+            end_s: x.len() as f64 / f64::from(rate),
+            embedding: out.embedding,
+            level_dbfs: dsp::level::quietest_quarter_dbfs(&x),
+        });
+    }
+    Ok((result, report))
+}
+
+/// The windows of a WAV file at the model's rate, read and cut block by block (one second of
+/// the file at a time): decode -> mono -> resample -> windows, the same dsp the daemon streams
+/// through. `score` consumes it through [`embed_file`]; it never holds the whole recording.
+pub struct FileWindows {
+    stream: audio::WavStream,
+    name: String,
+    resampler: StreamResampler,
+    windower: Windower,
+    /// Windows cut but not yet handed out, with their start sample.
+    ready: std::collections::VecDeque<(u64, Vec<f32>)>,
+    /// The first `window` resampled samples (a recording shorter than a window is embedded
+    /// whole); dropped once a window exists.
+    head: Option<Vec<f32>>,
+    block: Vec<f32>,
+    mono: Vec<f32>,
+    resampled: Vec<f32>,
+    clipped: u64,
+    mono_samples: u64,
+    done: bool,
+}
+
+impl FileWindows {
+    /// Opens `path` for windows of `window_s` every `hop_s` seconds at `rate` Hz.
+    pub fn open(path: &Path, rate: u32, window_s: f64, hop_s: f64) -> Result<Self, FileError> {
+        let name = path.display().to_string();
+        let stream = audio::WavStream::open(path)?;
+        let resampler = StreamResampler::new(stream.sample_rate(), rate).map_err(|source| {
+            FileError::Resample {
+                path: name.clone(),
+                source,
+            }
+        })?;
+        let win = (window_s * f64::from(rate)).round() as usize;
+        let hop = ((hop_s * f64::from(rate)).round() as usize).max(1);
+        Ok(Self {
+            stream,
+            name,
+            resampler,
+            windower: Windower::new(win, hop),
+            ready: Default::default(),
+            head: Some(Vec::new()),
+            block: Vec::new(),
+            mono: Vec::new(),
+            resampled: Vec::new(),
+            clipped: 0,
+            mono_samples: 0,
+            done: false,
+        })
+    }
+
+    /// The next window (start sample at the model's rate, samples), or `None` at the end.
+    pub fn next_window(&mut self) -> Result<Option<(u64, Vec<f32>)>, FileError> {
+        while self.ready.is_empty() && !self.done {
+            self.pull()?;
+        }
+        Ok(self.ready.pop_front())
+    }
+
+    fn pull(&mut self) -> Result<(), FileError> {
+        let resample_err = |name: &str, source| FileError::Resample {
+            path: name.to_owned(),
+            source,
+        };
+        let frames = self.stream.sample_rate() as usize;
+        self.resampled.clear();
+        if self.stream.read_block(frames, &mut self.block) {
+            self.mono.clear();
+            dsp::to_mono(
+                &self.block,
+                self.stream.channels(),
+                ChannelMap::Downmix,
+                &mut self.mono,
+            );
+            self.clipped += self.mono.iter().filter(|v| v.abs() >= 0.999).count() as u64;
+            self.mono_samples += self.mono.len() as u64;
+            self.resampler
+                .push(&self.mono, &mut self.resampled)
+                .map_err(|e| resample_err(&self.name, e))?;
+        } else {
+            self.stream.finish()?;
+            self.resampler
+                .flush(&mut self.resampled)
+                .map_err(|e| resample_err(&self.name, e))?;
+            self.done = true;
+        }
+        let win = self.windower.length();
+        if let Some(h) = self.head.as_mut() {
+            let room = win.saturating_sub(h.len()).min(self.resampled.len());
+            h.extend_from_slice(&self.resampled[..room]);
+        }
+        let ready = &mut self.ready;
+        self.windower.push(&self.resampled, |start, w| {
+            ready.push_back((start, w.to_vec()))
+        });
+        if !self.ready.is_empty() {
+            self.head = None;
+        }
+        Ok(())
+    }
+
+    /// What was read (complete once [`FileWindows::next_window`] returned `None`).
+    pub fn report(&self) -> FileReport {
+        FileReport {
+            seconds: self.stream.frames_read() as f64 / f64::from(self.stream.sample_rate()),
+            sample_rate: self.stream.sample_rate(),
+            channels: self.stream.channels(),
+            non_finite: self.stream.non_finite(),
+            clipped_fraction: self.clipped as f64 / self.mono_samples.max(1) as f64,
+            shorter_than_window: false,
+        }
+    }
+
+    /// The whole (resampled) recording when it was shorter than one window.
+    pub fn into_short_tail(self) -> Vec<f32> {
+        self.head.unwrap_or_default()
+    }
 }
 
 pub fn embed_clip(

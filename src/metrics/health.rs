@@ -55,6 +55,8 @@ impl MonitorStatus {
 struct HealthInner {
     monitors: BTreeMap<String, MonitorStatus>,
     ready: bool,
+    /// Config sections changed on disk whose new values only a restart applies.
+    restart_required: Vec<String>,
 }
 
 /// Shared health state the daemon updates and the HTTP endpoint reads.
@@ -100,7 +102,20 @@ impl Health {
             "not_running": not_running,
             "reason": if g.monitors.is_empty() { Some("no monitors registered yet") } else { None },
         });
+        let mut body = body;
+        if !g.restart_required.is_empty() {
+            body["restart_required"] = serde_json::json!(g.restart_required);
+            body["restart_detail"] = serde_json::json!(
+                "the configuration file changed sections that a reload cannot apply; restart earshot (systemctl restart earshot) to use them"
+            );
+        }
         (ok, body)
+    }
+
+    /// Config sections (`events`, `metrics`, `state_dir`, ...) that differ from the running
+    /// ones and need a restart; shown in `/healthz` (which stays healthy: the service runs).
+    pub fn set_restart_required(&self, sections: Vec<String>) {
+        self.0.write().restart_required = sections;
     }
 
     pub fn is_ready(&self) -> bool {
@@ -147,14 +162,17 @@ pub struct StatusHandle {
     health: Health,
     up: IntGauge,
     parts: Arc<Mutex<Parts>>,
+    /// The monitor instance's right to publish (a retired instance's threads publish nothing).
+    lease: super::Lease,
 }
 
 impl StatusHandle {
-    pub(super) fn new(name: &str, health: Health, up: IntGauge) -> Self {
+    pub(super) fn new(name: &str, health: Health, up: IntGauge, lease: super::Lease) -> Self {
         let h = Self {
             name: name.to_string(),
             health,
             up,
+            lease,
             parts: Arc::new(Mutex::new(Parts {
                 device: DevicePart::Starting,
                 no_signal: None,
@@ -197,8 +215,10 @@ impl StatusHandle {
 
     fn publish(&self, p: &Parts) {
         // `earshot_monitor_up` follows the device: 1 only while it delivers audio.
-        self.up.set((p.device == DevicePart::Running) as i64);
-        self.health.set(&self.name, derive(p));
+        self.lease.with(|| {
+            self.up.set((p.device == DevicePart::Running) as i64);
+            self.health.set(&self.name, derive(p));
+        });
     }
 }
 

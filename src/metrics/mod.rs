@@ -23,6 +23,8 @@
 mod capture;
 pub mod health;
 mod index;
+mod lease;
+mod listener;
 pub mod names;
 mod pipeline;
 mod score;
@@ -42,6 +44,7 @@ use serde::{Deserialize, Serialize};
 pub use capture::{CaptureHandle, CaptureState};
 pub use health::{DevicePart, Health, IndexPart, MonitorStatus, StatusHandle};
 pub use index::{BreakerState, IndexHandle};
+pub use lease::Lease;
 pub use pipeline::PipelineHandle;
 pub use score::ScoreHandle;
 pub use server::MetricsServer;
@@ -134,6 +137,10 @@ fn histogram(
     Ok(m)
 }
 
+/// Config sections a reload cannot apply (the daemon compares them with the running ones and
+/// sets `earshot_config_restart_required{section}`).
+pub const RELOAD_ONLY_AT_RESTART: &[&str] = &["events", "metrics", "state_dir", "alerts"];
+
 /// The registry and every metric family of the process.
 pub struct Metrics {
     registry: Registry,
@@ -141,6 +148,7 @@ pub struct Metrics {
     uptime: Gauge,
     monitor_up: IntGaugeVec,
     monitor_info: IntGaugeVec,
+    restart_required: IntGaugeVec,
     capture: capture::CaptureFamilies,
     pipeline: pipeline::PipelineFamilies,
     score: score::ScoreFamilies,
@@ -178,12 +186,22 @@ impl Metrics {
             "Always 1; maps a monitor to its machine, line and site (join on monitor in queries).",
             &["monitor", "machine", "line", "site"],
         )?;
+        let restart_required = igauge(
+            &r,
+            CONFIG_RESTART_REQUIRED,
+            "1 while the configuration file's section differs from the running one and only a restart applies it (a reload cannot).",
+            &["section"],
+        )?;
+        for section in RELOAD_ONLY_AT_RESTART {
+            restart_required.with_label_values(&[section]).set(0);
+        }
         Ok(Self {
             registry: r,
             started: Instant::now(),
             uptime,
             monitor_up,
             monitor_info,
+            restart_required,
             capture,
             pipeline,
             score,
@@ -208,6 +226,13 @@ impl Metrics {
         String::from_utf8(buf).unwrap_or_default()
     }
 
+    /// Sets `earshot_config_restart_required{section}` (1 = changed on disk, needs a restart).
+    pub fn set_restart_required(&self, section: &str, required: bool) {
+        self.restart_required
+            .with_label_values(&[section])
+            .set(required as i64);
+    }
+
     /// Sets `earshot_monitor_up` of a monitor directly (for monitors that never started; a
     /// running monitor's value comes from its [`StatusHandle`]).
     pub fn set_monitor_up(&self, monitor: &str, up: bool) {
@@ -216,10 +241,17 @@ impl Metrics {
 
     /// The state of one monitor, published to `health` and `earshot_monitor_up`.
     pub fn status(&self, monitor: &str, health: &Health) -> StatusHandle {
+        self.status_leased(monitor, health, Lease::new())
+    }
+
+    /// Like [`Metrics::status`], publishing only while `lease` is live (one monitor instance;
+    /// see [`Lease`]).
+    pub fn status_leased(&self, monitor: &str, health: &Health, lease: Lease) -> StatusHandle {
         StatusHandle::new(
             monitor,
             health.clone(),
             self.monitor_up.with_label_values(&[monitor]),
+            lease,
         )
     }
 

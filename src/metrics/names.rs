@@ -36,6 +36,7 @@ pub const UPTIME: &str = "earshot_uptime_seconds";
 pub const BUILD_INFO: &str = "earshot_build_info";
 pub const MONITOR_UP: &str = "earshot_monitor_up";
 pub const MONITOR_INFO: &str = "earshot_monitor_info";
+pub const CONFIG_RESTART_REQUIRED: &str = "earshot_config_restart_required";
 
 pub const EVENTS_WRITTEN: &str = "earshot_events_written_total";
 pub const EVENT_WRITE_FAILURES: &str = "earshot_event_write_failures_total";
@@ -72,6 +73,7 @@ pub const ALL: &[&str] = &[
     BUILD_INFO,
     MONITOR_UP,
     MONITOR_INFO,
+    CONFIG_RESTART_REQUIRED,
     EVENTS_WRITTEN,
     EVENT_WRITE_FAILURES,
 ];

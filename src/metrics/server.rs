@@ -45,16 +45,13 @@ impl MetricsServer {
             .route("/readyz", get(serve_readyz))
             .with_state(AppState { metrics, health });
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "metrics endpoint stopped");
-            }
-        });
+        // Our own accept loop: idle/half-sent connections time out and are capped.
+        let task = tokio::spawn(super::listener::serve(
+            listener,
+            app,
+            super::listener::Limits::default(),
+            rx,
+        ));
         tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
         Ok(Self {
             addr,

@@ -71,6 +71,8 @@ pub(super) struct CaptureLoop {
     pub shared: Shared,
     pub status: StatusHandle,
     pub progress: Progress,
+    /// This monitor instance's right to emit events (see [`crate::metrics::Lease`]).
+    pub lease: crate::metrics::Lease,
 }
 
 impl CaptureLoop {
@@ -325,7 +327,8 @@ impl CaptureLoop {
     }
 
     fn emit(&self, ev: OperationalEvent) {
-        self.shared.sinks.lock().emit(&Event::Operational(ev));
+        self.lease
+            .with(|| self.shared.sinks.lock().emit(&Event::Operational(ev)));
     }
 }
 
@@ -425,6 +428,7 @@ mod tests {
             shared,
             status: metrics.status("m", &health),
             progress: Progress::default(),
+            lease: crate::metrics::Lease::new(),
         };
         let t = std::thread::spawn(move || lp.run());
         let mut after_gap = 0;

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 
 use super::Job;
 use crate::alert::events::{Event, OperationalEvent, OperationalKind, Sinks};
-use crate::metrics::{ScoreHandle, StatusHandle};
+use crate::metrics::{Lease, ScoreHandle, StatusHandle};
 use crate::score::decide::{DecideConfig, Decider, ScoreSample, ScoredWindow, TimeBase};
 use crate::score::signal::{SignalChange, SignalGate};
 
@@ -22,6 +22,8 @@ pub(super) struct DecisionStage {
     metrics: ScoreHandle,
     status: StatusHandle,
     sinks: Arc<Mutex<Sinks>>,
+    /// This monitor instance's right to emit (see [`Lease`]).
+    lease: Lease,
 }
 
 impl DecisionStage {
@@ -35,6 +37,7 @@ impl DecisionStage {
         metrics: ScoreHandle,
         status: StatusHandle,
         sinks: Arc<Mutex<Sinks>>,
+        lease: Lease,
     ) -> Self {
         metrics.set_no_signal(false);
         metrics.active.set(0);
@@ -47,6 +50,7 @@ impl DecisionStage {
             metrics,
             status,
             sinks,
+            lease,
         }
     }
 
@@ -132,16 +136,22 @@ impl DecisionStage {
         }
     }
 
-    /// Closes an open event (reason "shutdown").
+    /// Closes an open event (reason "shutdown"). A retired instance (its stop timed out and
+    /// a successor may run under the same name) closes nothing: its event would be stale.
     pub(super) fn finish(&mut self) {
         if let Some(ev) = self.decider.finish() {
-            self.metrics.decision(&ev);
-            self.emit(Event::Anomaly(ev));
+            let emitted = self.lease.with(|| {
+                self.metrics.decision(&ev);
+                self.sinks.lock().emit(&Event::Anomaly(ev));
+            });
+            if emitted.is_none() {
+                tracing::warn!(monitor = %self.name, "a monitor that was stopped late had an open event; not closing it over its successor");
+            }
         }
     }
 
     fn emit(&self, ev: Event) {
-        self.sinks.lock().emit(&ev);
+        self.lease.with(|| self.sinks.lock().emit(&ev));
     }
 }
 
@@ -196,6 +206,7 @@ mod tests {
             m.score("press-1"),
             status,
             Arc::new(Mutex::new(sinks)),
+            Lease::new(),
         );
         let loud = [ScoreSample {
             scorer: "centroid",

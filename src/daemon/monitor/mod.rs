@@ -24,7 +24,7 @@ use crate::daemon::notify::Progress;
 use crate::dsp::ChannelMap;
 use crate::embed::Embedder;
 use crate::index::VectorIndex;
-use crate::metrics::{Health, Metrics};
+use crate::metrics::{Health, Lease, Metrics};
 use crate::score::decide::Decider;
 use crate::score::signal::SignalGate;
 use crate::score::{self, Profile};
@@ -82,6 +82,8 @@ pub struct Monitor {
     stop: Arc<AtomicBool>,
     ended: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// Retired by [`Monitor::stop`]: threads that outlive it can no longer publish.
+    lease: Lease,
 }
 
 /// A window cut from the stream, waiting for inference.
@@ -98,13 +100,16 @@ struct Job {
 
 impl Monitor {
     /// Loads the profile and model, opens the source and starts both threads. Any error
-    /// names the monitor and the key to fix; nothing is left running on error.
+    /// names the monitor and the key to fix; nothing is left running on error. Everything the
+    /// instance publishes (health, events) goes through `lease`, which the caller may retire
+    /// early (a start that took too long and was superseded).
     pub fn start(
         ms: &MonitorSettings,
         settings: &Settings,
         shared: &Shared,
         source: Option<Box<dyn Source>>,
         progress: Progress,
+        lease: Lease,
     ) -> Result<Monitor, MonitorError> {
         let name = ms.name.clone();
         let profile_mtime = std::fs::metadata(ms.profile.join("manifest.json"))
@@ -183,7 +188,9 @@ impl Monitor {
         decider.set_time_base(clock.time_base());
         let gate = SignalGate::new(profile.manifest.level.as_ref(), ms.decide.no_signal_after);
         shared.metrics.set_monitor_info(&name, &labels);
-        let status = shared.metrics.status(&name, &shared.health);
+        let status = shared
+            .metrics
+            .status_leased(&name, &shared.health, lease.clone());
         tracing::info!(
             monitor = %name,
             source = %source.describe(),
@@ -216,6 +223,7 @@ impl Monitor {
             shared: shared.clone(),
             status: status.clone(),
             progress: progress.clone(),
+            lease: lease.clone(),
         };
         let decision = decision::DecisionStage::new(
             name.clone(),
@@ -226,6 +234,7 @@ impl Monitor {
             shared.metrics.score(&name),
             status.clone(),
             shared.sinks.clone(),
+            lease.clone(),
         );
         let embed = scoring::EmbedLoop {
             name: name.clone(),
@@ -240,6 +249,7 @@ impl Monitor {
             status,
             progress: progress.clone(),
             ended: ended.clone(),
+            stop: stop.clone(),
         };
         let spawn = |n: String, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
@@ -260,6 +270,7 @@ impl Monitor {
             stop,
             ended,
             threads: vec![t_cap, t_embed],
+            lease,
         })
     }
 
@@ -288,10 +299,14 @@ impl Monitor {
     }
 
     /// Stops the capture thread, lets inference finish the queued windows, closes any open
-    /// event (reason "shutdown") and waits up to `timeout` for the threads.
-    pub fn stop(self, timeout: Duration) {
+    /// event (reason "shutdown") and waits up to `timeout` for the threads. Then retires the
+    /// instance's lease: a thread still running past `timeout` (stuck in inference, a device
+    /// or an index call) can no longer publish health or events, so it cannot overwrite the
+    /// state of a successor started under the same name. Returns false if a thread was left.
+    pub fn stop(self, timeout: Duration) -> bool {
         self.stop.store(true, Ordering::Release);
         let deadline = Instant::now() + timeout;
+        let mut all = true;
         for t in self.threads {
             while !t.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
@@ -299,9 +314,12 @@ impl Monitor {
             if t.is_finished() {
                 let _ = t.join();
             } else {
-                tracing::warn!(monitor = %self.name, "a pipeline thread did not stop in time; leaving it");
+                all = false;
+                tracing::warn!(monitor = %self.name, "a pipeline thread did not stop in time; leaving it, muted (it can no longer publish health or events)");
             }
         }
+        self.lease.retire();
+        all
     }
 }
 

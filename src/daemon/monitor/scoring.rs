@@ -35,7 +35,15 @@ pub(super) struct EmbedLoop {
     pub status: StatusHandle,
     pub progress: Progress,
     pub ended: Arc<AtomicBool>,
+    /// Set by `Monitor::stop`: queued windows are scored only for [`DRAIN_AT_STOP`] more.
+    pub stop: Arc<AtomicBool>,
 }
+
+/// After a stop request, how long queued windows are still scored; the rest are consumed
+/// unscored so the open event is closed ("shutdown") well within the stop timeout, however
+/// short the hop (a queue of windows at a 10 ms hop can take longer to score than systemd
+/// waits).
+const DRAIN_AT_STOP: std::time::Duration = std::time::Duration::from_millis(400);
 
 /// What the k-NN index is doing, as far as this monitor can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +116,16 @@ impl EmbedLoop {
         let rate = self.embedder.sample_rate();
         let cfg = self.decision.config().clone();
         let mut mode = IndexMode::Ok;
+        let mut stopping: Option<Instant> = None;
+        let mut unscored = 0u64;
         while let Ok(job) = self.rx.recv() {
+            if self.stop.load(Ordering::Acquire)
+                && stopping.get_or_insert_with(Instant::now).elapsed() > DRAIN_AT_STOP
+            {
+                // Keep receiving (a waiting replay must not block) but score no more.
+                unscored += 1;
+                continue;
+            }
             let level = quietest_quarter_dbfs(&job.samples);
             if !self.decision.gate(&job, level) {
                 // No signal: nothing to score (silence is not an anomaly), but the decider
@@ -157,6 +174,9 @@ impl EmbedLoop {
             pipe.window_done(embed_s, job.cut_at.elapsed().as_secs_f64());
             pipe.queue_depth.set(self.rx.len() as i64);
             self.progress.tick();
+        }
+        if unscored > 0 {
+            tracing::info!(monitor = %self.name, windows = unscored, "stopping: queued windows left unscored so the open event closes in time");
         }
         self.decision.finish();
         self.status.device(DevicePart::Stopped);
