@@ -24,7 +24,9 @@ pub fn scratch() -> PathBuf {
     DIR.with(|d| {
         d.get_or_init(|| {
             let shm = Path::new("/dev/shm");
-            let base = if shm.is_dir() {
+            let base = if let Some(d) = std::env::var_os("EARSHOT_FUZZ_SCRATCH") {
+                PathBuf::from(d)
+            } else if shm.is_dir() {
                 shm.to_path_buf()
             } else {
                 std::env::temp_dir()
@@ -170,7 +172,10 @@ pub fn alert_payload(data: &[u8]) {
     };
     let body = serde_json::to_vec(&webhook_payload(&alert, &ctx)).expect("payload serialises");
     let back: serde_json::Value = serde_json::from_slice(&body).expect("payload is JSON");
-    assert_eq!(back["alerts"][0]["fingerprint"].as_str(), Some(alert.fingerprint().as_str()));
+    assert_eq!(
+        back["alerts"][0]["fingerprint"].as_str(),
+        Some(alert.fingerprint().as_str())
+    );
     let _ = alertmanager_alert(&alert, "2030-01-01T00:00:00Z", "http://edge-pc:9847");
     assert!(signature(b"fuzz-key", &body).starts_with("sha256="));
 }
@@ -190,7 +195,11 @@ pub fn outbox(data: &[u8]) {
         drop(ob);
         let (ob2, rec2) = Outbox::open(&d, caps).expect("reopen a repaired outbox");
         assert!(rec2.bad_lines <= rec.bad_lines, "repair made damage");
-        assert_eq!(ob2.len(), rec.pending, "reopening changed the pending alerts");
+        assert_eq!(
+            ob2.len(),
+            rec.pending,
+            "reopening changed the pending alerts"
+        );
     }
 }
 

@@ -25,6 +25,10 @@ targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
   mapfile -t targets < <(cargo +nightly fuzz list)
 fi
+# The targets write their inputs as files here (tmpfs); removed on exit.
+scratch=$(mktemp -d "${TMPDIR:-/dev/shm}/earshot-fuzz.XXXXXX" 2>/dev/null || mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+export EARSHOT_FUZZ_SCRATCH="$scratch"
 echo "== building ${#targets[@]} fuzz targets"
 time cargo +nightly fuzz build
 for t in "${targets[@]}"; do
