@@ -64,7 +64,10 @@ fn valid_seeds_parse() {
     let wav = read("wav", "pcm16_mono");
     let clip = earshot::audio::decode_wav(&wav[..], wav.len() as u64, Path::new("pcm16_mono"))
         .expect("the 16-bit seed decodes");
-    assert_eq!((clip.channels, clip.sample_rate, clip.frames()), (1, 16000, 8));
+    assert_eq!(
+        (clip.channels, clip.sample_rate, clip.frames()),
+        (1, 16000, 8)
+    );
     let n = earshot::index::azure::parse_search_body(&read("azure", "search")).unwrap();
     assert_eq!(n.len(), 2);
     assert_eq!(n[0].id, "a@0", "nearest (highest score) first");
