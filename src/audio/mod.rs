@@ -81,7 +81,19 @@ pub fn read_wav(path: &Path) -> Result<Clip, AudioError> {
     })?;
     // What is really there bounds every allocation, whatever the header claims.
     let file_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let reader = hound::WavReader::new(std::io::BufReader::new(file)).map_err(|e| match e {
+    decode_wav(std::io::BufReader::new(file), file_bytes, path)
+}
+
+/// Decodes a WAV from any reader (what [`read_wav`] does after opening the file); `available`
+/// is how many bytes the source really holds and bounds every allocation, and `path` only
+/// names the source in errors. Public so the fuzz targets can feed bytes without a file.
+pub fn decode_wav<R: std::io::Read>(
+    input: R,
+    available: u64,
+    path: &Path,
+) -> Result<Clip, AudioError> {
+    let file_bytes = available;
+    let reader = hound::WavReader::new(input).map_err(|e| match e {
         hound::Error::Unsupported => AudioError::Unsupported {
             path: path.to_owned(),
             detail: "format hound cannot decode".into(),

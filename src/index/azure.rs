@@ -716,6 +716,13 @@ impl AzureIndex {
     }
 }
 
+/// Parses the raw body of a `docs/search` answer (optional UTF-8 BOM, JSON) into neighbours,
+/// nearest first: exactly what a k-NN query does with a 200 answer. Public for the fuzz
+/// targets and tests.
+pub fn parse_search_body(body: &[u8]) -> Result<Vec<Neighbor>, IndexError> {
+    parse_neighbors(&parse_json(body)?)
+}
+
 /// Parses a `docs/search` answer into neighbours, nearest first.
 pub fn parse_neighbors(answer: &Value) -> Result<Vec<Neighbor>, IndexError> {
     let items = answer

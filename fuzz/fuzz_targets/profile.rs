@@ -1,0 +1,7 @@
+//! `cargo fuzz run profile`: see harness.rs (`profile`).
+#![no_main]
+
+#[path = "../harness.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::profile(data));
