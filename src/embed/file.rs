@@ -95,6 +95,7 @@ pub fn embed_file(
                 end_s: (*s as usize + w.len()) as f64 / f64::from(rate),
                 embedding: o.embedding,
                 level_dbfs: dsp::level::quietest_quarter_dbfs(w),
+                impulse_db: dsp::impulse::impulse_db(w, rate),
             });
         }
         batch.clear();
@@ -127,6 +128,7 @@ pub fn embed_file(
             end_s: x.len() as f64 / f64::from(rate),
             embedding: out.embedding,
             level_dbfs: dsp::level::quietest_quarter_dbfs(&x),
+            impulse_db: dsp::impulse::impulse_db(&x, rate),
         });
     }
     Ok((result, report))
