@@ -55,6 +55,9 @@ impl MonitorStatus {
 struct HealthInner {
     monitors: BTreeMap<String, MonitorStatus>,
     ready: bool,
+    /// Conditions that do not stop readiness but should be seen there (e.g. clip writing
+    /// paused for lack of disk space), by topic.
+    notes: BTreeMap<String, String>,
 }
 
 /// Shared health state the daemon updates and the HTTP endpoint reads.
@@ -72,6 +75,11 @@ impl Health {
 
     pub fn remove(&self, monitor: &str) {
         self.0.write().monitors.remove(monitor);
+    }
+
+    /// Every registered monitor's status.
+    pub fn monitors(&self) -> BTreeMap<String, MonitorStatus> {
+        self.0.read().monitors.clone()
     }
 
     /// The status of one monitor, if registered.
@@ -101,6 +109,20 @@ impl Health {
             "reason": if g.monitors.is_empty() { Some("no monitors registered yet") } else { None },
         });
         (ok, body)
+    }
+
+    /// Sets (Some) or clears (None) a note shown by `/readyz`.
+    pub fn set_note(&self, topic: &str, note: Option<String>) {
+        let mut g = self.0.write();
+        match note {
+            Some(n) => g.notes.insert(topic.to_string(), n),
+            None => g.notes.remove(topic),
+        };
+    }
+
+    /// The notes shown by `/readyz`.
+    pub fn notes(&self) -> BTreeMap<String, String> {
+        self.0.read().notes.clone()
     }
 
     pub fn is_ready(&self) -> bool {

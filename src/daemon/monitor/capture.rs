@@ -71,6 +71,8 @@ pub(super) struct CaptureLoop {
     pub shared: Shared,
     pub status: StatusHandle,
     pub progress: Progress,
+    /// The evidence clip recorder: gets the mono audio at the capture rate.
+    pub recorder: Option<Arc<parking_lot::Mutex<crate::evidence::ClipRecorder>>>,
 }
 
 impl CaptureLoop {
@@ -171,6 +173,9 @@ impl CaptureLoop {
                     }
                 }
                 meter.add(&mono);
+                if let Some(r) = &self.recorder {
+                    r.lock().push(&mono, b.sample_rate, gap_frames);
+                }
                 resampled.clear();
                 if let Err(e) = rs.push(&mono, &mut resampled) {
                     tracing::error!(monitor = %self.name, error = %e, "resampling failed");
@@ -229,6 +234,9 @@ impl CaptureLoop {
                     let _ = self.tx.send(job);
                 }
             }
+        }
+        if let Some(r) = &self.recorder {
+            r.lock().source_ended();
         }
         cap.set_state(CaptureState::Stopped);
     }
@@ -400,6 +408,7 @@ mod tests {
             metrics: metrics.clone(),
             health: health.clone(),
             sinks: Arc::new(Mutex::new(Sinks::new())),
+            evidence: None,
         };
         let (tx, rx) = crossbeam_channel::bounded::<Job>(64);
         let lp = CaptureLoop {
@@ -425,6 +434,7 @@ mod tests {
             shared,
             status: metrics.status("m", &health),
             progress: Progress::default(),
+            recorder: None,
         };
         let t = std::thread::spawn(move || lp.run());
         let mut after_gap = 0;

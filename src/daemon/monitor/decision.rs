@@ -22,6 +22,8 @@ pub(super) struct DecisionStage {
     metrics: ScoreHandle,
     status: StatusHandle,
     sinks: Arc<Mutex<Sinks>>,
+    /// Clips and spectrograms of this monitor's events (None: `[evidence] enabled = false`).
+    evidence: Option<crate::evidence::writer::MonitorEvidence>,
 }
 
 impl DecisionStage {
@@ -47,7 +49,13 @@ impl DecisionStage {
             metrics,
             status,
             sinks,
+            evidence: None,
         }
+    }
+
+    pub(super) fn with_evidence(mut self, e: Option<crate::evidence::writer::MonitorEvidence>) -> Self {
+        self.evidence = e;
+        self
     }
 
     pub(super) fn config(&self) -> &DecideConfig {
@@ -126,7 +134,11 @@ impl DecisionStage {
             decided_at: self.decided_at(job),
             scores,
         };
-        if let Some(ev) = self.decider.push(&w) {
+        let decided = self.decider.push(&w);
+        if let Some(e) = self.evidence.as_mut() {
+            e.window(job.start_s, job.end_s, scores, decided.as_ref());
+        }
+        if let Some(ev) = decided {
             self.metrics.decision(&ev);
             self.emit(Event::Anomaly(ev));
         }
@@ -134,9 +146,14 @@ impl DecisionStage {
 
     /// Closes an open event (reason "shutdown").
     pub(super) fn finish(&mut self) {
-        if let Some(ev) = self.decider.finish() {
-            self.metrics.decision(&ev);
-            self.emit(Event::Anomaly(ev));
+        let decided = self.decider.finish();
+        if let Some(ev) = decided.as_ref() {
+            self.metrics.decision(ev);
+            self.emit(Event::Anomaly(ev.clone()));
+        }
+        // Writes the last clips (joins the writer thread): after the event's end is emitted.
+        if let Some(mut e) = self.evidence.take() {
+            e.finish(decided.as_ref());
         }
     }
 
