@@ -234,8 +234,8 @@ mod tests {
             r.push(&ramp(at, 30), rate, 0);
             at += 30;
         }
-        // Onset at 8 s, pre-roll 2 s: from frame 600, still in the 4 s ring.
-        r.begin("m/01", 6.0, 60.0);
+        // 10.2 s pushed; onset at 8.5 s, pre-roll 2 s: from frame 650, still in the 4 s ring.
+        r.begin("m/01", 6.5, 60.0);
         assert!(r.recording("m/01"));
         r.end("m/01", 11.0);
         while at < 1300 {
@@ -245,10 +245,10 @@ mod tests {
         let done = r.take_done();
         assert_eq!(done.len(), 1);
         let c = &done[0];
-        assert_eq!(c.samples.len(), 500, "6 s .. 11 s at 100 Hz");
-        assert_eq!(c.samples[0], 600.0);
+        assert_eq!(c.samples.len(), 450, "6.5 s .. 11 s at 100 Hz");
+        assert_eq!(c.samples[0], 650.0);
         assert_eq!(*c.samples.last().unwrap(), 1099.0);
-        assert!((c.start_s - 6.0).abs() < 1e-9);
+        assert!((c.start_s - 6.5).abs() < 1e-9);
     }
 
     #[test]
