@@ -105,6 +105,9 @@ fn a_replayed_fault_leaves_a_clip_and_spectrogram() {
         (secs - meta["clip_seconds"].as_f64().unwrap()).abs() < 1e-3,
         "{secs} vs {meta}"
     );
+    // Written after the event's end (closed by the end of the replay), so it has it.
+    assert_eq!(meta["event"]["kind"], "ended", "{meta}");
+    assert!(meta["event"]["end"]["stream_s"].is_number(), "{meta}");
     // Pre-roll: the clip starts PRE_ROLL before the event's estimated onset.
     let clip_start = meta["clip_start_s"].as_f64().unwrap();
     let onset_est = meta["event"]["start"]["stream_s"].as_f64().unwrap();
@@ -324,8 +327,27 @@ fn get(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    // Read until the body named by Content-Length is complete (Chromium's DevTools server
+    // keeps the connection open), or to the end of the stream.
     let mut resp = Vec::new();
-    s.read_to_end(&mut resp).expect("read response");
+    let mut buf = [0u8; 65536];
+    loop {
+        if let Some(split) = resp.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&resp[..split]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            if len.is_some_and(|n| resp.len() >= split + 4 + n) {
+                break;
+            }
+        }
+        let n = s.read(&mut buf).expect("read response");
+        if n == 0 {
+            break;
+        }
+        resp.extend_from_slice(&buf[..n]);
+    }
     let split = resp
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -495,16 +517,24 @@ fn the_events_page_shows_the_event_in_chromium() {
     assert_eq!(get(addr, "/events/press-1/0123/clip.wav").0, 404);
     assert_eq!(get(addr, "/events/press-1/..%2F..%2Fevents.jsonl/clip.wav").0, 404);
 
+    let (code, html) = get(addr, "/events");
+    let html = String::from_utf8_lossy(&html).to_string();
+    assert_eq!(code, 200, "{html}");
+    assert!(
+        html.contains(&id.replace('/', "&#x2f;")),
+        "the page lists the event: {html}"
+    );
     let url = format!("http://{addr}/events");
     let Some(chrome) = Chromium::start(&url) else {
         panic!("chromium is not installed: run scripts/setup.sh --tests");
     };
     let mut cdp = Cdp::connect(chrome.port);
+    cdp.call("Page.navigate", serde_json::json!({ "url": url }));
     let t0 = Instant::now();
     loop {
-        let ready = cdp.eval(
-            "document.readyState === 'complete' && [...document.images].every(i => i.complete)",
-        );
+        let ready = cdp.eval(&format!(
+            "location.href === '{url}' && document.readyState === 'complete' && [...document.images].every(i => i.complete)"
+        ));
         if ready == serde_json::Value::Bool(true) {
             break;
         }

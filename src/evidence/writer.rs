@@ -431,7 +431,14 @@ impl MonitorEvidence {
         let mut i = 0;
         while i < self.ready.len() {
             let a = &self.ready[i];
-            if !(all || scored_to >= a.end_s()) {
+            // Written once the windows over it are scored and its event has ended (or the
+            // clip reached its maximum length): event.json then has the event's end.
+            let ended = self
+                .pending
+                .get(&a.event_id)
+                .is_none_or(|e| e.kind == DecisionKind::Ended);
+            let full = a.end_s() - a.start_s + 1e-3 >= self.evidence.cfg.max_clip_seconds;
+            if !(all || (scored_to >= a.end_s() && (ended || full))) {
                 i += 1;
                 continue;
             }
