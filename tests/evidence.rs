@@ -90,11 +90,13 @@ fn a_replayed_fault_leaves_a_clip_and_spectrogram() {
     assert_eq!(dirs.len(), 1, "one event with evidence: {dirs:?}\n{log}");
     let ev_dir = &dirs[0];
     let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(ev_dir.join("event.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(ev_dir.join("event.json")).unwrap()).unwrap();
     let r = hound::WavReader::open(ev_dir.join("clip.wav")).unwrap();
     let spec = r.spec();
-    assert_eq!(spec.sample_rate, 48_000, "the capture rate, not the model's");
+    assert_eq!(
+        spec.sample_rate, 48_000,
+        "the capture rate, not the model's"
+    );
     assert_eq!(spec.channels, 1);
     let samples: Vec<f32> = r
         .into_samples::<i16>()
@@ -116,7 +118,11 @@ fn a_replayed_fault_leaves_a_clip_and_spectrogram() {
         "clip from {clip_start}, estimated onset {onset_est}"
     );
     // The clip runs to the end of the stream (the event is open until the replay ends).
-    assert!(clip_start + secs > 29.0, "clip ends at {}", clip_start + secs);
+    assert!(
+        clip_start + secs > 29.0,
+        "clip ends at {}",
+        clip_start + secs
+    );
     // Independent check of what the clip holds: where the true onset is.
     let expected = ONSET - clip_start;
     let s = Spectrogram::compute(&samples, 48_000, 2000, 512);
@@ -179,7 +185,14 @@ fn retention_keeps_the_newest_and_the_free_space_guard_skips_clips() {
     // Normal, fault, normal, fault, ...: one event per faulty stretch.
     let mut parts = Vec::new();
     for i in 0..4 {
-        let p = motor_stream(dir.path(), &format!("part{i}.wav"), daemon::FAULT_DB, 12.0, 5.0, 48_000);
+        let p = motor_stream(
+            dir.path(),
+            &format!("part{i}.wav"),
+            daemon::FAULT_DB,
+            12.0,
+            5.0,
+            48_000,
+        );
         parts.push(p);
     }
     let mut all: Vec<i16> = Vec::new();
@@ -205,7 +218,11 @@ fn retention_keeps_the_newest_and_the_free_space_guard_skips_clips() {
         .filter(|e| e["kind"] == "anomaly_started")
         .map(|e| e["fingerprint"].as_str().unwrap().to_string())
         .collect();
-    assert!(started.len() >= 3, "several events: {started:?}\n{}", d.log());
+    assert!(
+        started.len() >= 3,
+        "several events: {started:?}\n{}",
+        d.log()
+    );
     let kept: Vec<String> = events_cli(&d.state_dir, &[])
         .as_array()
         .unwrap()
@@ -326,7 +343,11 @@ fn a_crash_while_writing_leaves_no_partial_evidence() {
 fn get(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     // Read until the body named by Content-Length is complete (Chromium's DevTools server
     // keeps the connection open), or to the end of the stream.
     let mut resp = Vec::new();
@@ -355,12 +376,18 @@ fn get(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
     let head = String::from_utf8_lossy(&resp[..split]).to_string();
     let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     let mut body = resp[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         let mut out = Vec::new();
         let mut rest = &body[..];
         loop {
-            let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else { break };
-            let n = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap().trim(), 16).unwrap_or(0);
+            let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+                break;
+            };
+            let n = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap().trim(), 16)
+                .unwrap_or(0);
             if n == 0 {
                 break;
             }
@@ -381,9 +408,12 @@ struct Chromium {
 
 impl Chromium {
     fn start(url: &str) -> Option<Chromium> {
-        let bin = ["chromium", "chromium-browser"]
-            .into_iter()
-            .find(|b| Command::new("which").arg(b).output().is_ok_and(|o| o.status.success()))?;
+        let bin = ["chromium", "chromium-browser"].into_iter().find(|b| {
+            Command::new("which")
+                .arg(b)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })?;
         let profile = tempfile::tempdir().unwrap();
         let child = Command::new(bin)
             .args([
@@ -411,7 +441,10 @@ impl Chromium {
             {
                 break p;
             }
-            assert!(t0.elapsed() < Duration::from_secs(60), "chromium did not start");
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "chromium did not start"
+            );
             std::thread::sleep(Duration::from_millis(100));
         };
         Some(Chromium {
@@ -509,13 +542,19 @@ fn the_events_page_shows_the_event_in_chromium() {
     assert_eq!(code, 200);
     let api: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(api["events"][0]["event_id"], id.as_str());
-    let clip_url = api["events"][0]["urls"]["clip"].as_str().unwrap().to_string();
+    let clip_url = api["events"][0]["urls"]["clip"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (code, wav) = get(addr, &clip_url);
     assert_eq!(code, 200);
     assert_eq!(&wav[..4], b"RIFF");
     assert_eq!(&wav[8..12], b"WAVE");
     assert_eq!(get(addr, "/events/press-1/0123/clip.wav").0, 404);
-    assert_eq!(get(addr, "/events/press-1/..%2F..%2Fevents.jsonl/clip.wav").0, 404);
+    assert_eq!(
+        get(addr, "/events/press-1/..%2F..%2Fevents.jsonl/clip.wav").0,
+        404
+    );
 
     let (code, html) = get(addr, "/events");
     let html = String::from_utf8_lossy(&html).to_string();

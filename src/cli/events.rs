@@ -56,7 +56,11 @@ pub fn run(a: EventsArgs) -> anyhow::Result<()> {
         }
         Format::Text => {
             if list.is_empty() {
-                writeln!(out, "no events with evidence under {}", store.root().display())?;
+                writeln!(
+                    out,
+                    "no events with evidence under {}",
+                    store.root().display()
+                )?;
             }
             for e in &list {
                 writeln!(out, "{}", line(e))?;

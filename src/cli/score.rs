@@ -98,7 +98,9 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
     };
     let text = matches!(a.format, Format::Text);
     let pictures = match &a.spectrogram {
-        Some(dir) => Some(earshot::evidence::offline::Pictures::new(dir, &a.profile, &files)?),
+        Some(dir) => Some(earshot::evidence::offline::Pictures::new(
+            dir, &a.profile, &files,
+        )?),
         None => None,
     };
     let mut failed = 0;

@@ -108,28 +108,43 @@ impl EvidenceConfig {
         let bad = |k: &str, d: String| Err((k.to_string(), d));
         let finite_nonneg = |v: f64| v.is_finite() && v >= 0.0;
         if !finite_nonneg(self.pre_roll_seconds) || self.pre_roll_seconds > 600.0 {
-            return bad("pre_roll_seconds", format!("{} must be in 0..=600", self.pre_roll_seconds));
+            return bad(
+                "pre_roll_seconds",
+                format!("{} must be in 0..=600", self.pre_roll_seconds),
+            );
         }
         if !finite_nonneg(self.post_roll_seconds) || self.post_roll_seconds > 600.0 {
-            return bad("post_roll_seconds", format!("{} must be in 0..=600", self.post_roll_seconds));
+            return bad(
+                "post_roll_seconds",
+                format!("{} must be in 0..=600", self.post_roll_seconds),
+            );
         }
         if !(self.max_clip_seconds.is_finite()
             && self.max_clip_seconds >= 1.0
             && self.max_clip_seconds <= 3600.0)
         {
-            return bad("max_clip_seconds", format!("{} must be in 1..=3600", self.max_clip_seconds));
+            return bad(
+                "max_clip_seconds",
+                format!("{} must be in 1..=3600", self.max_clip_seconds),
+            );
         }
         if self.max_events == 0 {
             return bad("max_events", "must be at least 1".into());
         }
         if !(self.max_megabytes.is_finite() && self.max_megabytes > 0.0) {
-            return bad("max_megabytes", format!("{} must be > 0", self.max_megabytes));
+            return bad(
+                "max_megabytes",
+                format!("{} must be > 0", self.max_megabytes),
+            );
         }
         if !(self.max_age_days.is_finite() && self.max_age_days > 0.0) {
             return bad("max_age_days", format!("{} must be > 0", self.max_age_days));
         }
         if !finite_nonneg(self.min_free_megabytes) {
-            return bad("min_free_megabytes", format!("{} must be >= 0", self.min_free_megabytes));
+            return bad(
+                "min_free_megabytes",
+                format!("{} must be >= 0", self.min_free_megabytes),
+            );
         }
         Ok(())
     }
@@ -178,7 +193,11 @@ impl EvidenceUrls {
     /// URLs of `event_id` under `base` (e.g. `http://edge:9847`; empty = root-relative).
     pub fn of(base: &str, event_id: &str) -> Option<Self> {
         let (m, h) = split_id(event_id).ok()?;
-        let root = format!("{}/events/{}/{h}", base.trim_end_matches('/'), monitor_segment(m));
+        let root = format!(
+            "{}/events/{}/{h}",
+            base.trim_end_matches('/'),
+            monitor_segment(m)
+        );
         Some(Self {
             clip: format!("{root}/{CLIP_FILE}"),
             image: format!("{root}/{IMAGE_FILE}"),

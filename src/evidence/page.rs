@@ -91,10 +91,7 @@ impl EventView {
             peak_scorer: peak.map(|p| p.0.to_string()),
             peak: peak.map(|p| p.1),
             threshold: peak.map(|p| p.2),
-            reason: m
-                .event
-                .reason
-                .map(|r| format!("{r:?}").to_lowercase()),
+            reason: m.event.reason.map(|r| format!("{r:?}").to_lowercase()),
             clip_seconds: m.clip_seconds,
             sample_rate: m.sample_rate,
             image: l.image.is_some(),
@@ -188,7 +185,11 @@ fn templates() -> &'static minijinja::Environment<'static> {
     ENV.get_or_init(|| {
         let mut env = minijinja::Environment::new();
         // The templates are constants: an error here is a bug caught by the tests.
-        for (name, src) in [("page.html", PAGE), ("event.html", EVENT), ("one.html", ONE)] {
+        for (name, src) in [
+            ("page.html", PAGE),
+            ("event.html", EVENT),
+            ("one.html", ONE),
+        ] {
             if let Err(e) = env.add_template(name, src) {
                 tracing::error!(template = name, error = %e, "bad template");
             }
@@ -198,14 +199,15 @@ fn templates() -> &'static minijinja::Environment<'static> {
 }
 
 fn render(name: &str, ctx: minijinja::Value) -> Response {
-    match templates()
-        .get_template(name)
-        .and_then(|t| t.render(ctx))
-    {
+    match templates().get_template(name).and_then(|t| t.render(ctx)) {
         Ok(html) => Html(html).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "events page could not be rendered");
-            (StatusCode::INTERNAL_SERVER_ERROR, "events page could not be rendered").into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "events page could not be rendered",
+            )
+                .into_response()
         }
     }
 }
@@ -291,11 +293,19 @@ async fn index(State(s): State<PageState>) -> Response {
                 .iter()
                 .filter(|((m, _), _)| *m == name)
                 .map(|((m, k), v)| {
-                    let t = thresholds.get(&(m.clone(), k.clone())).copied().unwrap_or(f64::NAN);
+                    let t = thresholds
+                        .get(&(m.clone(), k.clone()))
+                        .copied()
+                        .unwrap_or(f64::NAN);
                     (k.clone(), *v, t)
                 })
                 .collect(),
-            events: all.iter().filter(|e| e.monitor == name).take(20).cloned().collect(),
+            events: all
+                .iter()
+                .filter(|e| e.monitor == name)
+                .take(20)
+                .cloned()
+                .collect(),
             name,
         })
         .collect();
@@ -313,9 +323,18 @@ async fn one(s: &PageState, monitor: String, hex: String) -> Option<Listed> {
         .flatten()
 }
 
-async fn event_page(State(s): State<PageState>, Path((monitor, hex)): Path<(String, String)>) -> Response {
-    match one(&s, monitor, hex).await.and_then(|l| EventView::of(&l, "")) {
-        Some(e) => render("one.html", minijinja::context! { e => minijinja::value::Serde(&e) }),
+async fn event_page(
+    State(s): State<PageState>,
+    Path((monitor, hex)): Path<(String, String)>,
+) -> Response {
+    match one(&s, monitor, hex)
+        .await
+        .and_then(|l| EventView::of(&l, ""))
+    {
+        Some(e) => render(
+            "one.html",
+            minijinja::context! { e => minijinja::value::Serde(&e) },
+        ),
         None => (StatusCode::NOT_FOUND, "no such event with evidence").into_response(),
     }
 }
@@ -331,7 +350,9 @@ async fn event_file(
         CLIP_FILE => (l.clip, "audio/wav"),
         IMAGE_FILE => match l.image {
             Some(p) => (p, "image/png"),
-            None => return (StatusCode::NOT_FOUND, "this event has no spectrogram").into_response(),
+            None => {
+                return (StatusCode::NOT_FOUND, "this event has no spectrogram").into_response();
+            }
         },
         _ => return (StatusCode::NOT_FOUND, "no such file").into_response(),
     };
@@ -360,9 +381,10 @@ async fn api_events(State(s): State<PageState>, Query(q): Query<ListQuery>) -> R
     };
     let ev = s.evidence.clone();
     let limit = q.limit.unwrap_or(100).min(10_000);
-    let list = tokio::task::spawn_blocking(move || events(&ev, q.monitor.as_deref(), since, limit, ""))
-        .await
-        .unwrap_or_default();
+    let list =
+        tokio::task::spawn_blocking(move || events(&ev, q.monitor.as_deref(), since, limit, ""))
+            .await
+            .unwrap_or_default();
     (
         [(header::CONTENT_TYPE, "application/json")],
         serde_json::json!({ "events": list, "clips_paused": s.evidence.paused() }).to_string(),

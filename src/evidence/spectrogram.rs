@@ -162,7 +162,10 @@ pub fn draw(pic: &Picture<'_>, path: &Path) -> Result<(), EvidenceError> {
 
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
-fn render<DB: DrawingBackend>(pic: &Picture<'_>, root: &DrawingArea<DB, plotters::coord::Shift>) -> DrawResult
+fn render<DB: DrawingBackend>(
+    pic: &Picture<'_>,
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+) -> DrawResult
 where
     DB::ErrorType: 'static,
 {
@@ -293,7 +296,10 @@ where
     };
     let (area, _) = area.split_horizontally(area.dim_in_pixel().0.saturating_sub(110));
     let mut chart = ChartBuilder::on(&area)
-        .caption("window scores (solid) vs thresholds (dashed); red: above threshold", ("sans-serif", 14))
+        .caption(
+            "window scores (solid) vs thresholds (dashed); red: above threshold",
+            ("sans-serif", 14),
+        )
         .margin(8)
         .x_label_area_size(36)
         .y_label_area_size(64)

@@ -8,7 +8,10 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::spectrogram::WindowScores;
-use super::{CLIP_FILE, EVIDENCE_DIR, EvidenceError, IMAGE_FILE, META_FILE, io_err, monitor_segment, split_id};
+use super::{
+    CLIP_FILE, EVIDENCE_DIR, EvidenceError, IMAGE_FILE, META_FILE, io_err, monitor_segment,
+    split_id,
+};
 use crate::score::decide::DecisionEvent;
 
 /// `event.json`: the event as it stood when its clip was finished, and the clip's facts.

@@ -67,7 +67,11 @@ impl Evidence {
             "Anomaly clips not written (low_disk, failed, busy).",
             &["monitor", "reason"],
         )?;
-        let removed = c(names::REMOVED, "Events' evidence removed by retention.", &["monitor"])?;
+        let removed = c(
+            names::REMOVED,
+            "Events' evidence removed by retention.",
+            &["monitor"],
+        )?;
         let paused_gauge = IntGauge::new(
             names::PAUSED,
             "1 while clip writing is paused because the state directory's filesystem is low on space.",
@@ -104,7 +108,11 @@ impl Evidence {
     fn room(&self) -> bool {
         let min = (self.cfg.min_free_megabytes * 1e6) as u64;
         let dir = self.store.root();
-        let probe = if dir.exists() { dir } else { dir.parent().unwrap_or(dir) };
+        let probe = if dir.exists() {
+            dir
+        } else {
+            dir.parent().unwrap_or(dir)
+        };
         let free = super::free_bytes(probe).unwrap_or(u64::MAX);
         let low = free < min;
         let was = self.paused.swap(low, Ordering::AcqRel);
@@ -117,7 +125,10 @@ impl Evidence {
             if low {
                 tracing::warn!(free_mb = free as f64 / 1e6, min_free_megabytes = self.cfg.min_free_megabytes, dir = %dir.display(), "low on disk space: anomaly clips are not written until space returns (events and alerts go on)");
             } else {
-                tracing::info!(free_mb = free as f64 / 1e6, "disk space is back: anomaly clips are written again");
+                tracing::info!(
+                    free_mb = free as f64 / 1e6,
+                    "disk space is back: anomaly clips are written again"
+                );
             }
         }
         !low
@@ -143,7 +154,9 @@ impl Evidence {
         }
         let p = super::retention::prune(&self.store, &monitor, &self.cfg, SystemTime::now());
         if p.events > 0 {
-            self.removed.with_label_values(&[&monitor]).inc_by(p.events as u64);
+            self.removed
+                .with_label_values(&[&monitor])
+                .inc_by(p.events as u64);
         }
     }
 }
@@ -235,9 +248,11 @@ pub fn write_event(store: &Store, job: &WriteJob) -> Result<std::path::PathBuf, 
 }
 
 fn write_wav(path: &Path, a: &FinishedAudio) -> Result<(), EvidenceError> {
-    crate::audio::write_wav_i16(path, &a.samples, a.sample_rate).map_err(|e| EvidenceError::Wav {
-        path: path.to_owned(),
-        detail: e.to_string(),
+    crate::audio::write_wav_i16(path, &a.samples, a.sample_rate).map_err(|e| {
+        EvidenceError::Wav {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        }
     })?;
     sync_file(path)
 }
@@ -371,7 +386,12 @@ impl MonitorEvidence {
 
     /// The recorder's ring length for a monitor: pre-roll, the window and the windows that
     /// can stand between hearing the onset and deciding on it (N of M, the queue), plus slack.
-    pub fn ring_seconds(cfg: &EvidenceConfig, window_s: f64, hop_s: f64, windows_behind: usize) -> f64 {
+    pub fn ring_seconds(
+        cfg: &EvidenceConfig,
+        window_s: f64,
+        hop_s: f64,
+        windows_behind: usize,
+    ) -> f64 {
         cfg.pre_roll_seconds + window_s + hop_s * windows_behind as f64 + 5.0
     }
 

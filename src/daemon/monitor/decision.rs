@@ -53,7 +53,10 @@ impl DecisionStage {
         }
     }
 
-    pub(super) fn with_evidence(mut self, e: Option<crate::evidence::writer::MonitorEvidence>) -> Self {
+    pub(super) fn with_evidence(
+        mut self,
+        e: Option<crate::evidence::writer::MonitorEvidence>,
+    ) -> Self {
         self.evidence = e;
         self
     }

@@ -339,12 +339,13 @@ fn evidence_for(
     let ring = MonitorEvidence::ring_seconds(&ev.cfg, window_s, hop_s, windows_behind);
     let recorder = Arc::new(Mutex::new(crate::evidence::ClipRecorder::new(ring)));
     let reference = crate::evidence::reference::load(profile_dir).map(Arc::new);
-    let me = MonitorEvidence::new(name, ev, recorder.clone(), ring, reference).map_err(
-        |source| MonitorError::Thread {
-            name: name.to_string(),
-            source,
-        },
-    )?;
+    let me =
+        MonitorEvidence::new(name, ev, recorder.clone(), ring, reference).map_err(|source| {
+            MonitorError::Thread {
+                name: name.to_string(),
+                source,
+            }
+        })?;
     Ok((Some(recorder), Some(me)))
 }
 
