@@ -8,8 +8,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 tests=0
 [ "${1:-}" = "--tests" ] && tests=1
 
-pkgs=(pkg-config libasound2-dev)
-((tests)) && pkgs+=(pulseaudio pulseaudio-utils libasound2-plugins sox prometheus prometheus-alertmanager systemd)
+pkgs=(pkg-config libasound2-dev fonts-dejavu-core)
+((tests)) && pkgs+=(pulseaudio pulseaudio-utils libasound2-plugins sox prometheus prometheus-alertmanager systemd chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

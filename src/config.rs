@@ -47,6 +47,9 @@ pub struct Settings {
     /// `[alerts]`: webhook and Alertmanager targets, fed through a durable outbox.
     #[serde(default)]
     pub alerts: crate::alert::config::AlertsConfig,
+    /// `[evidence]`: anomaly clips, spectrograms and their retention.
+    #[serde(default)]
+    pub evidence: crate::evidence::EvidenceConfig,
     /// `[[monitor]]` tables: one per listened machine.
     #[serde(default, rename = "monitor")]
     pub monitors: Vec<MonitorSettings>,
@@ -475,6 +478,9 @@ impl Settings {
         self.events
             .validate()
             .map_err(|d| self.invalid("events", d))?;
+        self.evidence
+            .validate()
+            .map_err(|(k, d)| self.invalid(&format!("evidence.{k}"), d))?;
         self.alerts
             .validate()
             .map_err(|e| self.invalid(&format!("alerts.{}", e.key), e.detail))?;

@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod dsp;
 pub mod embed;
 pub mod eval;
+pub mod evidence;
 pub mod files;
 pub mod index;
 pub mod metrics;

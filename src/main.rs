@@ -39,6 +39,8 @@ enum Command {
     Score(cli::score::ScoreArgs),
     /// Evaluate detection quality (AUC, pAUC) on a labelled manifest.
     Eval(cli::eval::EvalArgs),
+    /// List anomaly events with their evidence (clip, spectrogram) from the state directory.
+    Events(cli::events::EventsArgs),
     /// Run the long-lived monitoring service described by a config file.
     Run(cli::run::RunArgs),
     /// List audio capture devices with their ids, formats and rates.
@@ -56,6 +58,7 @@ fn main() -> std::process::ExitCode {
         Command::Learn(a) => cli::learn::run(a),
         Command::Score(a) => cli::score::run(a),
         Command::Eval(a) => cli::eval::run(a),
+        Command::Events(a) => cli::events::run(a),
         Command::Run(a) => cli::run::run(a),
         Command::Devices(a) => cli::devices::run(a),
         Command::Index(a) => cli::index::run(a),

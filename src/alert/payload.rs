@@ -157,13 +157,36 @@ pub struct WebhookContext<'a> {
     pub external_url: &'a str,
 }
 
-/// `generatorURL` of an alert: where a human looks first (earshot's metrics page).
-pub fn generator_url(external_url: &str) -> String {
-    if external_url.is_empty() {
-        String::new()
-    } else {
-        format!("{}/metrics", external_url.trim_end_matches('/'))
+/// The evidence URLs of an anomaly alert (its event's page, clip and spectrogram on the
+/// events page), when earshot's external URL is known.
+fn evidence_urls(a: &Alert, external_url: &str) -> Option<crate::evidence::EvidenceUrls> {
+    if external_url.is_empty() || !a.kind.starts_with("anomaly") {
+        return None;
     }
+    crate::evidence::EvidenceUrls::of(external_url, a.event_id())
+}
+
+/// `generatorURL` of an alert: where a human looks first: the event's page for an anomaly
+/// (its spectrogram and clip), earshot's metrics page otherwise.
+pub fn generator_url(a: &Alert, external_url: &str) -> String {
+    if external_url.is_empty() {
+        return String::new();
+    }
+    match evidence_urls(a, external_url) {
+        Some(u) => u.page,
+        None => format!("{}/metrics", external_url.trim_end_matches('/')),
+    }
+}
+
+/// The alert's annotations plus `clip_url` and `spectrogram_url` for an anomaly. (Written
+/// when the clip is finished; a clip skipped for lack of disk space answers 404.)
+fn annotations(a: &Alert, external_url: &str) -> BTreeMap<String, String> {
+    let mut out = a.annotations.clone();
+    if let Some(u) = evidence_urls(a, external_url) {
+        out.insert("clip_url".into(), u.clip);
+        out.insert("spectrogram_url".into(), u.image);
+    }
+    out
 }
 
 /// The labels a notification is grouped by (Alertmanager's `groupLabels`): one notification
@@ -192,21 +215,22 @@ pub fn webhook_payload(a: &Alert, ctx: &WebhookContext) -> Value {
         (AlertStatus::Resolved, Some(e)) => e.clone(),
         _ => ZERO_TIME.to_string(),
     };
+    let annotations = annotations(a, ctx.external_url);
     json!({
         "receiver": ctx.receiver,
         "status": status,
         "alerts": [{
             "status": status,
             "labels": a.labels,
-            "annotations": a.annotations,
+            "annotations": annotations,
             "startsAt": a.starts_at,
             "endsAt": ends_at,
-            "generatorURL": generator_url(ctx.external_url),
+            "generatorURL": generator_url(a, ctx.external_url),
             "fingerprint": a.fingerprint(),
         }],
         "groupLabels": group,
         "commonLabels": a.labels,
-        "commonAnnotations": a.annotations,
+        "commonAnnotations": annotations,
         "externalURL": ctx.external_url,
         "version": "4",
         "groupKey": group_key,
@@ -224,11 +248,11 @@ pub fn alertmanager_alert(a: &Alert, firing_until: &str, external_url: &str) -> 
     };
     let mut v = json!({
         "labels": a.labels,
-        "annotations": a.annotations,
+        "annotations": annotations(a, external_url),
         "startsAt": a.starts_at,
         "endsAt": ends_at,
     });
-    let g = generator_url(external_url);
+    let g = generator_url(a, external_url);
     if !g.is_empty() {
         v["generatorURL"] = Value::String(g);
     }
@@ -315,7 +339,7 @@ mod tests {
             labels: BTreeMap::from([
                 ("alertname".into(), "EarshotAnomaly".into()),
                 ("monitor".into(), "press-1".into()),
-                (EVENT_LABEL.into(), "press-1/1".into()),
+                (EVENT_LABEL.into(), "press-1/0a1b".into()),
             ]),
             annotations: BTreeMap::from([("summary".into(), "press sounds abnormal".into())]),
             starts_at: "2026-01-01T00:00:00.000Z".into(),
@@ -347,7 +371,20 @@ mod tests {
         assert_eq!(p["version"], "4");
         let a = &p["alerts"][0];
         assert_eq!(a["endsAt"], ZERO_TIME);
-        assert_eq!(a["generatorURL"], "http://edge:9847/metrics");
+        assert_eq!(a["generatorURL"], "http://edge:9847/events/press-1/0a1b");
+        assert_eq!(
+            a["annotations"]["clip_url"],
+            "http://edge:9847/events/press-1/0a1b/clip.wav"
+        );
+        assert_eq!(
+            a["annotations"]["spectrogram_url"],
+            "http://edge:9847/events/press-1/0a1b/spectrogram.png"
+        );
+        let mut op = alert(AlertStatus::Firing);
+        op.kind = "no_signal".into();
+        let o = webhook_payload(&op, &ctx);
+        assert_eq!(o["alerts"][0]["generatorURL"], "http://edge:9847/metrics");
+        assert!(o["alerts"][0]["annotations"].get("clip_url").is_none());
         assert_eq!(a["fingerprint"].as_str().unwrap().len(), 16);
         let r = webhook_payload(&alert(AlertStatus::Resolved), &ctx);
         assert_eq!(r["status"], "resolved");

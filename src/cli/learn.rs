@@ -38,8 +38,23 @@ pub fn run(a: LearnArgs) -> anyhow::Result<()> {
     });
     let opts = super::learn_options(&s, machine);
     let (profile, cal) = score::learn(&clips, &opts, super::model_ref(&e), window)?;
+    // A typical normal clip for the evidence spectrograms' reference panel (optional).
+    let names = score::learn::clip_names(&files);
+    let reference = earshot::evidence::reference::choose(&profile, &files, &names).and_then(|f| {
+        match earshot::evidence::reference::encode(&f) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::warn!(error = %e, "no normal reference clip in the profile");
+                None
+            }
+        }
+    });
+    let optional: Vec<(&str, Vec<u8>)> = reference
+        .map(|b| (earshot::evidence::reference::REFERENCE_FILE, b))
+        .into_iter()
+        .collect();
     profile
-        .save(&a.out, &cal)
+        .save_with(&a.out, &cal, &optional)
         .with_context(|| format!("writing profile {}", a.out.display()))?;
     let m = &profile.manifest;
     let th: Vec<String> = m

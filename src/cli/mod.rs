@@ -3,6 +3,7 @@
 
 pub mod devices;
 pub mod eval;
+pub mod events;
 pub mod index;
 pub mod learn;
 pub mod run;

@@ -31,6 +31,10 @@ pub struct ScoreArgs {
     /// Model directory (must be the model the profile was learned with).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Also write a spectrogram PNG per file into this directory (as the daemon draws for
+    /// its anomaly events: window scores vs thresholds under it, the profile's reference).
+    #[arg(long, value_name = "DIR")]
+    spectrogram: Option<PathBuf>,
 }
 
 /// One output row: a window, or a clip summary (`type` tells which).
@@ -93,8 +97,14 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
         Format::Jsonl | Format::Text => None,
     };
     let text = matches!(a.format, Format::Text);
+    let pictures = match &a.spectrogram {
+        Some(dir) => Some(earshot::evidence::offline::Pictures::new(
+            dir, &a.profile, &files,
+        )?),
+        None => None,
+    };
     let mut failed = 0;
-    for f in &files {
+    for (i, f) in files.iter().enumerate() {
         let scores = match score_file(&mut e, &scorer, f) {
             Ok(s) => s,
             Err(err) => {
@@ -104,6 +114,9 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
                 continue;
             }
         };
+        if let Some(p) = &pictures {
+            p.draw(i, &scores, tc, tk)?;
+        }
         let mut rows = Vec::with_capacity(scores.len() + 1);
         let mut n_anom = 0;
         for &(t0, t1, c, k) in &scores {

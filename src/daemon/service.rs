@@ -77,8 +77,29 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     })?;
     let metrics = Arc::new(Metrics::new()?);
     let health = Health::new();
+    // Anomaly clips and spectrograms, served by the events page on the metrics endpoint.
+    let evidence = crate::evidence::Evidence::new(
+        settings.evidence.clone(),
+        &state_dir,
+        metrics.registry(),
+        health.clone(),
+    )
+    .map_err(crate::metrics::MetricsError::from)?;
+    let page = crate::evidence::page::router(crate::evidence::page::PageState::new(
+        evidence.clone(),
+        metrics.clone(),
+        health.clone(),
+    ));
     let server = if settings.metrics.enabled {
-        Some(MetricsServer::start(settings.metrics.listen, metrics.clone(), health.clone()).await?)
+        Some(
+            MetricsServer::start_with(
+                settings.metrics.listen,
+                metrics.clone(),
+                health.clone(),
+                page,
+            )
+            .await?,
+        )
     } else {
         None
     };
@@ -90,6 +111,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     }
     tracing::info!(file = %state_dir.join(&settings.events.file_name).display(), "events are written here");
     let shared = Shared {
+        evidence: Some(evidence),
         metrics,
         health: health.clone(),
         sinks: Arc::new(Mutex::new(sinks)),

@@ -57,6 +57,9 @@ struct HealthInner {
     ready: bool,
     /// Config sections changed on disk whose new values only a restart applies.
     restart_required: Vec<String>,
+    /// Conditions that do not stop readiness but should be seen there (e.g. clip writing
+    /// paused for lack of disk space), by topic.
+    notes: BTreeMap<String, String>,
 }
 
 /// Shared health state the daemon updates and the HTTP endpoint reads.
@@ -74,6 +77,11 @@ impl Health {
 
     pub fn remove(&self, monitor: &str) {
         self.0.write().monitors.remove(monitor);
+    }
+
+    /// Every registered monitor's status.
+    pub fn monitors(&self) -> BTreeMap<String, MonitorStatus> {
+        self.0.read().monitors.clone()
     }
 
     /// The status of one monitor, if registered.
@@ -116,6 +124,20 @@ impl Health {
     /// ones and need a restart; shown in `/healthz` (which stays healthy: the service runs).
     pub fn set_restart_required(&self, sections: Vec<String>) {
         self.0.write().restart_required = sections;
+    }
+
+    /// Sets (Some) or clears (None) a note shown by `/readyz`.
+    pub fn set_note(&self, topic: &str, note: Option<String>) {
+        let mut g = self.0.write();
+        match note {
+            Some(n) => g.notes.insert(topic.to_string(), n),
+            None => g.notes.remove(topic),
+        };
+    }
+
+    /// The notes shown by `/readyz`.
+    pub fn notes(&self) -> BTreeMap<String, String> {
+        self.0.read().notes.clone()
     }
 
     pub fn is_ready(&self) -> bool {

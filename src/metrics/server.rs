@@ -28,6 +28,16 @@ impl MetricsServer {
         metrics: Arc<Metrics>,
         health: Health,
     ) -> Result<Self, MetricsError> {
+        Self::start_with(listen, metrics, health, axum::Router::new()).await
+    }
+
+    /// [`MetricsServer::start`] with more routes (the events page) on the same listener.
+    pub async fn start_with(
+        listen: SocketAddr,
+        metrics: Arc<Metrics>,
+        health: Health,
+        extra: axum::Router,
+    ) -> Result<Self, MetricsError> {
         use axum::routing::get;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -43,7 +53,8 @@ impl MetricsServer {
             .route("/metrics", get(serve_metrics))
             .route("/healthz", get(serve_healthz))
             .route("/readyz", get(serve_readyz))
-            .with_state(AppState { metrics, health });
+            .with_state(AppState { metrics, health })
+            .merge(extra);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         // Our own accept loop: idle/half-sent connections time out and are capped.
         let task = tokio::spawn(super::listener::serve(
@@ -120,5 +131,8 @@ async fn serve_readyz(
     axum::extract::State(s): axum::extract::State<AppState>,
 ) -> axum::response::Response {
     let ready = s.health.is_ready();
-    json_response(ready, serde_json::json!({ "ready": ready }))
+    json_response(
+        ready,
+        serde_json::json!({ "ready": ready, "notes": s.health.notes() }),
+    )
 }

@@ -333,6 +333,17 @@ impl Profile {
     /// new one, never a mix (and a stale temporary directory that the next save removes).
     /// An existing directory that is not a profile is refused, never replaced.
     pub fn save(&self, dir: &Path, calibration: &Calibration) -> Result<(), ProfileError> {
+        self.save_with(dir, calibration, &[])
+    }
+
+    /// [`Profile::save`] with optional files (e.g. the normal reference clip) written and
+    /// checksummed with the others; loading does not require them.
+    pub fn save_with(
+        &self,
+        dir: &Path,
+        calibration: &Calibration,
+        optional: &[(&str, Vec<u8>)],
+    ) -> Result<(), ProfileError> {
         let invalid = |detail: String| ProfileError::Invalid {
             path: dir.to_owned(),
             detail,
@@ -379,6 +390,9 @@ impl Profile {
             "calibration.json",
             serde_json::to_vec_pretty(calibration).map_err(|e| invalid(e.to_string()))?,
         ));
+        for (n, b) in optional {
+            files.push((n, b.clone()));
+        }
         let mut manifest = self.manifest.clone();
         manifest.files = files
             .iter()

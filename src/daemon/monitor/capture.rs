@@ -73,6 +73,8 @@ pub(super) struct CaptureLoop {
     pub progress: Progress,
     /// This monitor instance's right to emit events (see [`crate::metrics::Lease`]).
     pub lease: crate::metrics::Lease,
+    /// The evidence clip recorder: gets the mono audio at the capture rate.
+    pub recorder: Option<Arc<parking_lot::Mutex<crate::evidence::ClipRecorder>>>,
 }
 
 impl CaptureLoop {
@@ -173,6 +175,9 @@ impl CaptureLoop {
                     }
                 }
                 meter.add(&mono);
+                if let Some(r) = &self.recorder {
+                    r.lock().push(&mono, b.sample_rate, gap_frames);
+                }
                 resampled.clear();
                 if let Err(e) = rs.push(&mono, &mut resampled) {
                     tracing::error!(monitor = %self.name, error = %e, "resampling failed");
@@ -231,6 +236,9 @@ impl CaptureLoop {
                     let _ = self.tx.send(job);
                 }
             }
+        }
+        if let Some(r) = &self.recorder {
+            r.lock().source_ended();
         }
         cap.set_state(CaptureState::Stopped);
     }
@@ -403,6 +411,7 @@ mod tests {
             metrics: metrics.clone(),
             health: health.clone(),
             sinks: Arc::new(Mutex::new(Sinks::new())),
+            evidence: None,
         };
         let (tx, rx) = crossbeam_channel::bounded::<Job>(64);
         let lp = CaptureLoop {
@@ -429,6 +438,7 @@ mod tests {
             status: metrics.status("m", &health),
             progress: Progress::default(),
             lease: crate::metrics::Lease::new(),
+            recorder: None,
         };
         let t = std::thread::spawn(move || lp.run());
         let mut after_gap = 0;

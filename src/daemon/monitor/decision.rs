@@ -24,6 +24,8 @@ pub(super) struct DecisionStage {
     sinks: Arc<Mutex<Sinks>>,
     /// This monitor instance's right to emit (see [`Lease`]).
     lease: Lease,
+    /// Clips and spectrograms of this monitor's events (None: `[evidence] enabled = false`).
+    evidence: Option<crate::evidence::writer::MonitorEvidence>,
 }
 
 impl DecisionStage {
@@ -51,7 +53,16 @@ impl DecisionStage {
             status,
             sinks,
             lease,
+            evidence: None,
         }
+    }
+
+    pub(super) fn with_evidence(
+        mut self,
+        e: Option<crate::evidence::writer::MonitorEvidence>,
+    ) -> Self {
+        self.evidence = e;
+        self
     }
 
     pub(super) fn config(&self) -> &DecideConfig {
@@ -130,7 +141,11 @@ impl DecisionStage {
             decided_at: self.decided_at(job),
             scores,
         };
-        if let Some(ev) = self.decider.push(&w) {
+        let decided = self.decider.push(&w);
+        if let Some(e) = self.evidence.as_mut() {
+            e.window(job.start_s, job.end_s, scores, decided.as_ref());
+        }
+        if let Some(ev) = decided {
             self.metrics.decision(&ev);
             self.emit(Event::Anomaly(ev));
         }
@@ -139,14 +154,20 @@ impl DecisionStage {
     /// Closes an open event (reason "shutdown"). A retired instance (its stop timed out and
     /// a successor may run under the same name) closes nothing: its event would be stale.
     pub(super) fn finish(&mut self) {
-        if let Some(ev) = self.decider.finish() {
+        let mut decided = self.decider.finish();
+        if let Some(ev) = decided.as_ref() {
             let emitted = self.lease.with(|| {
-                self.metrics.decision(&ev);
-                self.sinks.lock().emit(&Event::Anomaly(ev));
+                self.metrics.decision(ev);
+                self.sinks.lock().emit(&Event::Anomaly(ev.clone()));
             });
             if emitted.is_none() {
                 tracing::warn!(monitor = %self.name, "a monitor that was stopped late had an open event; not closing it over its successor");
+                decided = None;
             }
+        }
+        // Writes the last clips (joins the writer thread): after the event's end is emitted.
+        if let Some(mut e) = self.evidence.take() {
+            e.finish(decided.as_ref());
         }
     }
 

@@ -70,6 +70,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub health: Health,
     pub sinks: Arc<Mutex<Sinks>>,
+    /// Anomaly clips and spectrograms (None: disabled).
+    pub evidence: Option<Arc<crate::evidence::Evidence>>,
 }
 
 /// A running monitor.
@@ -203,6 +205,14 @@ impl Monitor {
             "monitor starting"
         );
 
+        let (recorder, monitor_evidence) = evidence_for(
+            &name,
+            shared,
+            &ms.profile,
+            window.seconds,
+            hop,
+            ms.decide.trigger_m + settings.daemon.queue_windows,
+        )?;
         let (tx, rx) = crossbeam_channel::bounded::<Job>(settings.daemon.queue_windows);
         let stop = Arc::new(AtomicBool::new(false));
         let ended = Arc::new(AtomicBool::new(false));
@@ -224,6 +234,7 @@ impl Monitor {
             status: status.clone(),
             progress: progress.clone(),
             lease: lease.clone(),
+            recorder,
         };
         let decision = decision::DecisionStage::new(
             name.clone(),
@@ -235,7 +246,8 @@ impl Monitor {
             status.clone(),
             shared.sinks.clone(),
             lease.clone(),
-        );
+        )
+        .with_evidence(monitor_evidence);
         let embed = scoring::EmbedLoop {
             name: name.clone(),
             index_metrics: shared.metrics.index(&name, index_backend(&ms.index)),
@@ -321,6 +333,38 @@ impl Monitor {
         self.lease.retire();
         all
     }
+}
+
+type Evidence = (
+    Option<Arc<Mutex<crate::evidence::ClipRecorder>>>,
+    Option<crate::evidence::writer::MonitorEvidence>,
+);
+
+/// The clip recorder (fed by the capture thread) and the decision stage's side of the
+/// evidence, when evidence is enabled; the profile's normal reference spectrogram goes with it.
+fn evidence_for(
+    name: &str,
+    shared: &Shared,
+    profile_dir: &std::path::Path,
+    window_s: f64,
+    hop_s: f64,
+    windows_behind: usize,
+) -> Result<Evidence, MonitorError> {
+    use crate::evidence::writer::MonitorEvidence;
+    let Some(ev) = shared.evidence.clone().filter(|e| e.cfg.enabled) else {
+        return Ok((None, None));
+    };
+    let ring = MonitorEvidence::ring_seconds(&ev.cfg, window_s, hop_s, windows_behind);
+    let recorder = Arc::new(Mutex::new(crate::evidence::ClipRecorder::new(ring)));
+    let reference = crate::evidence::reference::load(profile_dir).map(Arc::new);
+    let me =
+        MonitorEvidence::new(name, ev, recorder.clone(), ring, reference).map_err(|source| {
+            MonitorError::Thread {
+                name: name.to_string(),
+                source,
+            }
+        })?;
+    Ok((Some(recorder), Some(me)))
 }
 
 fn index_backend(cfg: &crate::index::IndexConfig) -> &'static str {

@@ -1,0 +1,93 @@
+//! `earshot score --spectrogram DIR`: the same picture as the daemon's evidence, for scored
+//! files (the whole file, its windows' scores against the profile's thresholds).
+
+use std::path::{Path, PathBuf};
+
+use super::EvidenceError;
+use super::spectrogram::{self, Picture, Spectrogram, WindowScores};
+
+/// Draws one PNG per scored file into a directory.
+pub struct Pictures {
+    dir: PathBuf,
+    files: Vec<PathBuf>,
+    names: Vec<String>,
+    reference: Option<Spectrogram>,
+}
+
+impl Pictures {
+    pub fn new(dir: &Path, profile_dir: &Path, files: &[PathBuf]) -> Result<Self, EvidenceError> {
+        std::fs::create_dir_all(dir).map_err(super::io_err(dir))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            files: files.to_vec(),
+            names: crate::score::learn::clip_names(files),
+            reference: super::reference::load(profile_dir),
+        })
+    }
+
+    /// The PNG of file `i` (its clip name with `/` as `__`, `.png`).
+    pub fn path(&self, i: usize) -> PathBuf {
+        let name = self.names.get(i).map_or("clip", String::as_str);
+        self.dir.join(format!("{}.png", name.replace('/', "__")))
+    }
+
+    /// Draws file `i` with its windows `(start_s, end_s, centroid, knn)` and thresholds.
+    pub fn draw(
+        &self,
+        i: usize,
+        windows: &[(f64, f64, f32, Option<f32>)],
+        centroid_threshold: f32,
+        knn_threshold: f32,
+    ) -> Result<PathBuf, EvidenceError> {
+        let file = &self.files[i];
+        let clip = crate::audio::read_wav(file).map_err(|e| EvidenceError::Image {
+            path: file.clone(),
+            detail: e.to_string(),
+        })?;
+        let ch = usize::from(clip.channels.max(1));
+        let mono: Vec<f32> = clip
+            .samples
+            .chunks_exact(ch)
+            .map(|f| f.iter().sum::<f32>() / ch as f32)
+            .collect();
+        let spec = Spectrogram::compute(&mono, clip.sample_rate, 800, 256);
+        let ws: Vec<WindowScores> = windows
+            .iter()
+            .map(|&(a, b, c, k)| {
+                let mut scores = Vec::with_capacity(2);
+                if centroid_threshold.is_finite() {
+                    scores.push((
+                        crate::score::CENTROID.to_string(),
+                        f64::from(c),
+                        f64::from(centroid_threshold),
+                    ));
+                }
+                if let (Some(k), true) = (k, knn_threshold.is_finite()) {
+                    scores.push((
+                        crate::score::KNN.to_string(),
+                        f64::from(k),
+                        f64::from(knn_threshold),
+                    ));
+                }
+                WindowScores {
+                    start_s: a,
+                    end_s: b,
+                    scores,
+                }
+            })
+            .collect();
+        let out = self.path(i);
+        let title = file.display().to_string();
+        spectrogram::draw(
+            &Picture {
+                title: &title,
+                clip: &spec,
+                windows: &ws,
+                onset_s: None,
+                reference: self.reference.as_ref(),
+            },
+            &out,
+        )?;
+        Ok(out)
+    }
+}
