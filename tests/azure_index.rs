@@ -693,6 +693,7 @@ fn save_profile(dir: &std::path::Path, machine: &str, e: Array2<f32>, ids: Vec<S
         sources: vec![],
         files: Default::default(),
         level: None,
+        false_alarms: None,
     };
     let centroids = e.slice(ndarray::s![..1, ..]).to_owned();
     let p = Profile {

@@ -11,6 +11,8 @@ pub mod centroid;
 pub mod decide;
 pub mod learn;
 pub mod profile;
+pub mod rate;
+pub mod replay;
 pub mod signal;
 pub mod threshold;
 

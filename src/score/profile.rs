@@ -51,6 +51,10 @@ pub struct Manifest {
     /// only digital silence counts as "no signal").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub level: Option<LevelStats>,
+    /// What the thresholds mean in false events per day (absent in profiles learned before
+    /// thresholds were calibrated that way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub false_alarms: Option<super::rate::FalseAlarms>,
 }
 
 /// How loud the normal audio was, for telling "no signal" (device or machine off) from sound.
