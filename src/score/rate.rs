@@ -247,18 +247,29 @@ impl Held<'_> {
                 events: n_u,
             };
         }
-        let beta = peaks.iter().map(|p| f64::from(p - u)).sum::<f64>() / peaks.len() as f64;
-        let lambda = n_u as f64 / t;
+        // The far tail is lighter than the body's (cosine distances are bounded): estimate it
+        // from the upper half of the peaks only, above their median.
+        let mut top = peaks.clone();
+        top.sort_by(|a, b| b.total_cmp(a));
+        let half = (top.len() / 2).max(2);
+        let u2 = top[half.min(top.len() - 1)];
+        let above: Vec<f64> = top[..half]
+            .iter()
+            .map(|p| f64::from(p - u2).max(0.0))
+            .collect();
+        let n_t = above.len();
+        let beta = above.iter().sum::<f64>() / n_t as f64;
+        let lambda = n_t as f64 / t;
         let l = (lambda / rho).ln().max(0.0);
-        let x = (f64::from(u) + beta.max(1e-6) * l) as f32;
-        let se = ((1.0 + l * l) / n_u as f64).sqrt();
+        let x = (f64::from(u2.max(u)) + beta.max(1e-6) * l) as f32;
+        let se = ((1.0 + l * l) / n_t as f64).sqrt();
         ScorerRate {
             level: x,
             per_day,
             low_per_day: per_day * (-se).exp(),
             high_per_day: per_day * se.exp(),
             method: "tail".into(),
-            events: n_u,
+            events: n_t,
         }
     }
 }
