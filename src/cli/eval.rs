@@ -91,7 +91,9 @@ struct ScorerFigures {
 
 impl ScorerFigures {
     fn from(mut by: BTreeMap<String, ScorerResult>) -> Self {
-        let mean = by.remove(clip_score_name(ClipScore::Mean)).unwrap_or_default();
+        let mean = by
+            .remove(clip_score_name(ClipScore::Mean))
+            .unwrap_or_default();
         Self {
             auc: mean.auc,
             pauc: mean.pauc,

@@ -8,10 +8,10 @@
 //! near-copies, and calibrating on them would set thresholds far too low. The thresholds are
 //! then set for a number of false events per day of the daemon's rule (`score::rate`).
 
+use super::decide::DecideConfig;
 use super::profile::{
     Calibration, Counts, FORMAT, LevelStats, Manifest, ModelRef, Profile, VERSION, WindowSpec,
 };
-use super::decide::DecideConfig;
 use super::replay::WindowRecord;
 use super::{CENTROID, KNN, WindowScores, centroid, knn_distance, rate, threshold};
 use crate::index::{EmbeddedConfig, EmbeddedIndex};
@@ -176,7 +176,6 @@ pub fn learn(
             t.method = format!("events_per_day:{}", r.method);
             t.calibration_far =
                 s.iter().filter(|&&v| v > r.level).count() as f64 / s.len().max(1) as f64;
-            t.target_far = t.calibration_far;
             t.release = t.release.map(|v| v.min(r.level));
             t.transient = t.transient.map(|v| v.max(r.level));
             thresholds.insert(name.clone(), t);

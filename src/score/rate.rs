@@ -118,7 +118,10 @@ impl Held<'_> {
     fn events(&self, scorer: &str, base: &Threshold, x: f32) -> (usize, Vec<f32>) {
         let mut t = base.clone();
         t.value = x;
-        t.release = Some(base.release_level(self.decide.release_ratio).min(f64::from(x)) as f32);
+        t.release = Some(
+            base.release_level(self.decide.release_ratio)
+                .min(f64::from(x)) as f32,
+        );
         t.transient = None;
         let th = BTreeMap::from([(scorer.to_string(), t)]);
         let levels = Levels {
@@ -196,7 +199,10 @@ impl Held<'_> {
         let peak = (0..=GRID)
             .map(|i| top * i / GRID)
             .map(|i| (i, self.events(scorer, base, cand[i]).0))
-            .fold((top, 0), |best, (i, n)| if n >= best.1 { (i, n) } else { best });
+            .fold(
+                (top, 0),
+                |best, (i, n)| if n >= best.1 { (i, n) } else { best },
+            );
         let (mut lo, mut hi) = (peak.0, top);
         let mut best = self.events(scorer, base, cand[hi]);
         let mut best_x = cand[hi];

@@ -229,8 +229,11 @@ mod tests {
         let (mut fired, mut quiet) = (0, 0);
         for _ in 0..300 {
             let v: Vec<f32> = (0..20).map(|_| rng.random::<f32>()).collect();
-            let wins: Vec<WindowRecord> =
-                v.iter().enumerate().map(|(i, &c)| rec(i, c, -20.0)).collect();
+            let wins: Vec<WindowRecord> = v
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| rec(i, c, -20.0))
+                .collect();
             let evs = replay(levels, &cfg, "m", &wins).unwrap();
             let stat = n_of_m_max(&v, cfg.trigger_n, cfg.trigger_m).unwrap();
             assert_eq!(started(&evs) > 0, stat > 0.9, "{v:?}");
