@@ -132,8 +132,14 @@ pub struct LearnSettings {
     pub knn_k: usize,
     #[serde(default = "default_far")]
     pub target_far: f64,
+    /// Unused: thresholds are calibrated leave-one-clip-out over all normal audio (accepted
+    /// so that older configs still load).
     #[serde(default = "default_holdout")]
     pub holdout_fraction: f64,
+    /// False events per day (N-of-M rule, all scorers of a monitor together) the thresholds
+    /// are calibrated for.
+    #[serde(default = "default_false_alarms_per_day")]
+    pub false_alarms_per_day: f64,
 }
 
 impl Default for LearnSettings {
@@ -143,8 +149,12 @@ impl Default for LearnSettings {
             knn_k: default_knn_k(),
             target_far: default_far(),
             holdout_fraction: default_holdout(),
+            false_alarms_per_day: default_false_alarms_per_day(),
         }
     }
+}
+fn default_false_alarms_per_day() -> f64 {
+    1.0
 }
 fn default_knn_k() -> usize {
     3
@@ -452,6 +462,15 @@ impl Settings {
             return Err(self.invalid(
                 "learn.target_far",
                 format!("{} must be in (0, 0.5)", l.target_far),
+            ));
+        }
+        if !(l.false_alarms_per_day.is_finite() && l.false_alarms_per_day > 0.0) {
+            return Err(self.invalid(
+                "learn.false_alarms_per_day",
+                format!(
+                    "{} must be a positive number of false events per day",
+                    l.false_alarms_per_day
+                ),
             ));
         }
         if !(l.holdout_fraction > 0.0 && l.holdout_fraction < 1.0) {

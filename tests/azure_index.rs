@@ -695,6 +695,7 @@ fn save_profile(dir: &std::path::Path, machine: &str, e: Array2<f32>, ids: Vec<S
         level: None,
         impulse: None,
         coverage_warning: None,
+        false_alarms: None,
     };
     let centroids = e.slice(ndarray::s![..1, ..]).to_owned();
     let p = Profile {

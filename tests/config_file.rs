@@ -68,6 +68,7 @@ kmeans_k = 2   # clusters of normal sound (0 = automatic)
 knn_k = 2      # neighbours averaged by the k-NN scorer
 target_far = 0.05
 holdout_fraction = 0.34
+false_alarms_per_day = 5.0  # false events a day the thresholds aim at
 "#;
 
 #[test]
@@ -103,6 +104,7 @@ fn annotated_config_loads_and_its_values_are_used() {
     assert_eq!(m["knn_k"], 2, "{m}");
     assert_eq!(m["kmeans_k"], 2, "{m}");
     assert_eq!(m["thresholds"]["knn"]["target_far"], 0.05, "{m}");
+    assert_eq!(m["false_alarms"]["target_per_day"], 5.0, "{m}");
 }
 
 /// The annotated config shipped in the repository, once it is there.

@@ -134,6 +134,62 @@ fn faults_start_and_end_on_time_and_silence_is_no_signal() {
             "an anomaly in the silence: {e}"
         );
     }
+    // `earshot score` replays the same decision offline: the same events, to the window.
+    let replayed = score_events(&fx.profile, &wav);
+    let daemon_view: Vec<String> = events
+        .iter()
+        .filter(|e| e["kind"] == "anomaly_started" || e["kind"] == "anomaly_ended")
+        .map(|e| decision_key(&e["event"]))
+        .collect();
+    let score_view: Vec<String> = replayed.iter().map(decision_key).collect();
+    assert_eq!(score_view, daemon_view, "score's replay vs the daemon");
+}
+
+/// The decision messages `earshot score --format jsonl` reports for `wav`.
+fn score_events(profile: &Path, wav: &Path) -> Vec<Value> {
+    let out = std::process::Command::new(daemon::EARSHOT)
+        .args(["score", "--format", "jsonl", "--profile"])
+        .arg(profile)
+        .arg(wav)
+        .env("EARSHOT_LOG", "warn")
+        .output()
+        .expect("run earshot score");
+    assert!(
+        out.status.success(),
+        "earshot score: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON lines"))
+        .filter(|v| v["type"] == "event")
+        .map(|v| v["event"].clone())
+        .collect()
+}
+
+/// What must agree between a live decision and its replay: kind, rule, firing scorers and
+/// every time (the ids differ by design; peaks and means are compared to 3 decimals, as the
+/// windows are resampled in one piece offline and in chunks live).
+fn decision_key(e: &Value) -> String {
+    let t = |v: &Value| v["stream_s"].as_f64().map(|x| format!("{x:.3}"));
+    let peaks: Vec<String> = e["scores"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}:{:.3}", v["peak"].as_f64().unwrap_or(f64::NAN)))
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "{} rule={} fired={} start={:?} detected={:?} end={:?} reason={} peaks={peaks:?}",
+        e["kind"],
+        e["rule"],
+        e["fired"],
+        t(&e["start"]),
+        t(&e["detected"]),
+        t(&e["end"]),
+        e["reason"]
+    )
 }
 
 /// A `channel` the source does not have is refused, naming the monitor and the channel count

@@ -93,22 +93,7 @@ pub fn decode_wav<R: std::io::Read>(
     path: &Path,
 ) -> Result<Clip, AudioError> {
     let file_bytes = available;
-    let reader = hound::WavReader::new(input).map_err(|e| match e {
-        hound::Error::Unsupported => AudioError::Unsupported {
-            path: path.to_owned(),
-            detail: "format hound cannot decode".into(),
-        },
-        hound::Error::IoError(ref io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            AudioError::NotWav {
-                path: path.to_owned(),
-                detail: "the header is cut short".into(),
-            }
-        }
-        other => AudioError::NotWav {
-            path: path.to_owned(),
-            detail: other.to_string(),
-        },
-    })?;
+    let reader = hound::WavReader::new(input).map_err(|e| header_error(path, e))?;
     let spec = reader.spec();
     check_spec(path, spec)?;
     let expected = u64::from(reader.duration());

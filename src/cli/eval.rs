@@ -1,6 +1,8 @@
 //! `earshot eval`: AUC and pAUC per machine and scorer on a labelled manifest.
 
 use earshot::eval::{self, Entry, Split};
+use earshot::score::decide::DecideConfig;
+use earshot::score::replay::{self, ClipScore, Levels};
 use earshot::score::{self, CENTROID, KNN, Scorer};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -29,12 +31,86 @@ pub struct EvalArgs {
     /// Largest false-positive rate of the partial AUC.
     #[arg(long, default_value_t = 0.1)]
     max_fpr: f64,
+    /// Clip score shown in the text table (JSON has all): the mean window score (DCASE), the
+    /// mean of the `--top-k` highest, or the N-of-M statistic the daemon fires on.
+    #[arg(long, value_enum, default_value = "mean")]
+    clip_score: ClipScore,
+    /// k of the top-k clip score.
+    #[arg(long, default_value_t = 3)]
+    top_k: usize,
 }
 
-#[derive(Serialize, Default)]
+/// The clip scores every scorer is evaluated with.
+const CLIP_SCORES: [ClipScore; 3] = [ClipScore::Mean, ClipScore::TopK, ClipScore::NOfM];
+
+fn clip_score_name(c: ClipScore) -> &'static str {
+    match c {
+        ClipScore::Mean => "mean",
+        ClipScore::TopK => "top_k",
+        ClipScore::NOfM => "n_of_m",
+    }
+}
+
+/// What the daemon would have done on the test clips (default `[monitor.decide]`, the
+/// profile's thresholds): the replayed decision, each clip on its own.
+#[derive(Serialize, Default, Clone)]
+struct DecisionResult {
+    /// Events started on normal test clips.
+    normal_events: usize,
+    /// Seconds of normal test audio.
+    normal_seconds: f64,
+    /// `normal_events` per 24 h of normal audio.
+    false_events_per_day: Option<f64>,
+    /// Share of anomalous test clips with at least one event.
+    detected: Option<f64>,
+    /// Share of normal test clips with at least one event.
+    normal_flagged: Option<f64>,
+    /// The false-alarm budget the thresholds were calibrated for (events per day), and what
+    /// `learn` stated of it: the expected rate and its 68 % range.
+    target_per_day: Option<f64>,
+    expected_per_day: Option<f64>,
+    low_per_day: Option<f64>,
+    high_per_day: Option<f64>,
+}
+
+#[derive(Serialize, Default, Clone, Copy)]
 struct ScorerResult {
     auc: Option<f64>,
     pauc: Option<f64>,
+}
+
+/// One scorer's figures: `auc`/`pauc` of the mean clip score (DCASE), and the same under
+/// `top_k` and `n_of_m` for the other clip scores.
+#[derive(Serialize, Default)]
+struct ScorerFigures {
+    auc: Option<f64>,
+    pauc: Option<f64>,
+    #[serde(flatten)]
+    other: BTreeMap<String, ScorerResult>,
+}
+
+impl ScorerFigures {
+    fn from(mut by: BTreeMap<String, ScorerResult>) -> Self {
+        let mean = by
+            .remove(clip_score_name(ClipScore::Mean))
+            .unwrap_or_default();
+        Self {
+            auc: mean.auc,
+            pauc: mean.pauc,
+            other: by,
+        }
+    }
+
+    fn get(&self, how: &str) -> ScorerResult {
+        if how == clip_score_name(ClipScore::Mean) {
+            ScorerResult {
+                auc: self.auc,
+                pauc: self.pauc,
+            }
+        } else {
+            self.other.get(how).copied().unwrap_or_default()
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -45,7 +121,9 @@ struct MachineResult {
     test_anomaly: usize,
     /// Files of this machine that could not be read: left out of the figures.
     skipped: usize,
-    scorers: BTreeMap<String, ScorerResult>,
+    /// Per scorer (see [`ScorerFigures`]).
+    scorers: BTreeMap<String, ScorerFigures>,
+    decision: DecisionResult,
 }
 
 /// A file left out because it could not be read or embedded.
@@ -61,9 +139,12 @@ struct Report {
     model: String,
     untrained_model: bool,
     max_fpr: f64,
+    top_k: usize,
     machines: Vec<MachineResult>,
-    /// Arithmetic means over machines, per scorer.
-    mean: BTreeMap<String, ScorerResult>,
+    /// Arithmetic means over machines, per scorer (same shape as a machine's).
+    mean: BTreeMap<String, ScorerFigures>,
+    /// Means over machines of the decision figures.
+    mean_decision: DecisionResult,
     /// Files left out of the figures (each also reported on stderr as it happened).
     skipped: Vec<Skipped>,
 }
@@ -109,9 +190,20 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         let opts = super::learn_options(&s, machine.clone());
         let (profile, _) = score::learn(&clips, &opts, super::model_ref(&e), window)?;
         let scorer = Scorer::new(&profile)?;
-        let mut cs = Vec::new();
-        let mut ks = Vec::new();
+        let decide = DecideConfig::default();
+        // Per scorer, per clip: the window scores.
+        let mut cs: Vec<Vec<f32>> = Vec::new();
+        let mut ks: Vec<Vec<f32>> = Vec::new();
         let mut labels = Vec::new();
+        let fa = profile.manifest.false_alarms.as_ref();
+        let mut dec = DecisionResult {
+            target_per_day: fa.map(|f| f.target_per_day),
+            expected_per_day: fa.map(|f| f.expected_per_day),
+            low_per_day: fa.map(|f| f.low_per_day),
+            high_per_day: fa.map(|f| f.high_per_day),
+            ..Default::default()
+        };
+        let (mut flagged_normal, mut flagged_anom) = (0usize, 0usize);
         for t in &test {
             let w = match super::score::score_file(&mut e, &scorer, &t.path) {
                 Ok(w) => w,
@@ -121,20 +213,48 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
                     continue;
                 }
             };
-            let n = w.len().max(1) as f32;
-            cs.push(w.iter().map(|x| x.2).sum::<f32>() / n);
-            ks.push(w.iter().filter_map(|x| x.3).sum::<f32>() / n);
+            let events = replay::replay(Levels::of(&profile), &decide, machine, &w)?;
+            let started = replay::started(&events);
+            if t.anomaly {
+                flagged_anom += usize::from(started > 0);
+            } else {
+                flagged_normal += usize::from(started > 0);
+                dec.normal_events += started;
+                dec.normal_seconds += match (w.first(), w.last()) {
+                    (Some(a), Some(b)) => b.end_s - a.start_s,
+                    _ => 0.0,
+                };
+            }
+            cs.push(w.iter().map(|x| x.scores.centroid).collect());
+            ks.push(w.iter().filter_map(|x| x.scores.knn).collect());
             labels.push(t.anomaly);
         }
+        let n_anom = labels.iter().filter(|&&l| l).count();
+        let n_norm = labels.len() - n_anom;
+        dec.detected = (n_anom > 0).then(|| flagged_anom as f64 / n_anom as f64);
+        dec.normal_flagged = (n_norm > 0).then(|| flagged_normal as f64 / n_norm as f64);
+        dec.false_events_per_day = (dec.normal_seconds > 0.0)
+            .then(|| dec.normal_events as f64 * 86_400.0 / dec.normal_seconds);
         let mut scorers = BTreeMap::new();
-        for (name, v) in [(CENTROID, &cs), (KNN, &ks)] {
-            scorers.insert(
-                name.to_string(),
-                ScorerResult {
-                    auc: eval::auc(v, &labels),
-                    pauc: eval::pauc(v, &labels, a.max_fpr),
-                },
-            );
+        for (name, per_clip) in [(CENTROID, &cs), (KNN, &ks)] {
+            let mut by = BTreeMap::new();
+            for how in CLIP_SCORES {
+                // A clip without a score (too short for N of M) ranks lowest.
+                let v: Vec<f32> = per_clip
+                    .iter()
+                    .map(|w| {
+                        replay::clip_score(w, how, a.top_k, &decide).unwrap_or(f32::NEG_INFINITY)
+                    })
+                    .collect();
+                by.insert(
+                    clip_score_name(how).to_string(),
+                    ScorerResult {
+                        auc: eval::auc(&v, &labels),
+                        pauc: eval::pauc(&v, &labels, a.max_fpr),
+                    },
+                );
+            }
+            scorers.insert(name.to_string(), ScorerFigures::from(by));
         }
         machines.push(MachineResult {
             machine: machine.clone(),
@@ -143,36 +263,58 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             test_anomaly: labels.iter().filter(|&&l| l).count(),
             skipped: n_skipped,
             scorers,
+            decision: dec,
         });
     }
+    let avg = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
     let mut mean = BTreeMap::new();
     for name in [CENTROID, KNN] {
-        let m = |f: &dyn Fn(&ScorerResult) -> Option<f64>| {
-            let v: Vec<f64> = machines
-                .iter()
-                .filter_map(|x| x.scorers.get(name).and_then(f))
-                .collect();
-            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-        };
-        mean.insert(
-            name.to_string(),
-            ScorerResult {
-                auc: m(&|r| r.auc),
-                pauc: m(&|r| r.pauc),
-            },
-        );
+        let mut by = BTreeMap::new();
+        for how in CLIP_SCORES {
+            let key = clip_score_name(how);
+            let m = |f: &dyn Fn(&ScorerResult) -> Option<f64>| {
+                avg(machines
+                    .iter()
+                    .filter_map(|x| x.scorers.get(name).and_then(|b| f(&b.get(key))))
+                    .collect())
+            };
+            by.insert(
+                key.to_string(),
+                ScorerResult {
+                    auc: m(&|r| r.auc),
+                    pauc: m(&|r| r.pauc),
+                },
+            );
+        }
+        mean.insert(name.to_string(), ScorerFigures::from(by));
     }
+    let md = |f: &dyn Fn(&DecisionResult) -> Option<f64>| {
+        avg(machines.iter().filter_map(|x| f(&x.decision)).collect())
+    };
+    let mean_decision = DecisionResult {
+        normal_events: machines.iter().map(|m| m.decision.normal_events).sum(),
+        normal_seconds: machines.iter().map(|m| m.decision.normal_seconds).sum(),
+        false_events_per_day: md(&|d| d.false_events_per_day),
+        detected: md(&|d| d.detected),
+        normal_flagged: md(&|d| d.normal_flagged),
+        target_per_day: md(&|d| d.target_per_day),
+        expected_per_day: md(&|d| d.expected_per_day),
+        low_per_day: md(&|d| d.low_per_day),
+        high_per_day: md(&|d| d.high_per_day),
+    };
     let report = Report {
         model: e.card().name.clone(),
         untrained_model: e.card().is_untrained(),
         max_fpr: a.max_fpr,
+        top_k: a.top_k,
         machines,
         mean,
+        mean_decision,
         skipped,
     };
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        Format::Text => print_text(&report),
+        Format::Text => print_text(&report, clip_score_name(a.clip_score)),
     }
     if !report.skipped.is_empty() {
         anyhow::bail!(
@@ -184,52 +326,80 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_text(r: &Report) {
+fn print_text(r: &Report, how: &str) {
     let f = |v: Option<f64>| v.map_or_else(|| "  n/a".to_string(), |x| format!("{x:.3}"));
+    let fd = |v: Option<f64>| v.map_or_else(|| "  n/a".to_string(), |x| format!("{x:.1}"));
     println!(
-        "model {}{}",
+        "model {}{}; clip score: {how}{}",
         r.model,
         if r.untrained_model {
             " (untrained weights)"
         } else {
             ""
+        },
+        if how == "top_k" {
+            format!(" (k = {})", r.top_k)
+        } else {
+            String::new()
         }
     );
     println!(
-        "{:<20} {:>6} {:>6} {:>6}  {:>8} {:>8}  {:>8} {:>8}",
-        "machine", "train", "normal", "anom", "AUC cen", "pAUC cen", "AUC knn", "pAUC knn"
+        "{:<20} {:>6} {:>6} {:>6}  {:>8} {:>8}  {:>8} {:>8}  {:>9} {:>8}",
+        "machine",
+        "train",
+        "normal",
+        "anom",
+        "AUC cen",
+        "pAUC cen",
+        "AUC knn",
+        "pAUC knn",
+        "false/day",
+        "detected"
     );
-    for m in &r.machines {
-        let c = &m.scorers[CENTROID];
-        let k = &m.scorers[KNN];
+    let row = |name: &str,
+               counts: [String; 3],
+               sc: &BTreeMap<String, ScorerFigures>,
+               d: &DecisionResult| {
+        let get = |s: &str| sc.get(s).map(|b| b.get(how));
+        let (c, k) = (get(CENTROID), get(KNN));
         println!(
-            "{:<20} {:>6} {:>6} {:>6}  {:>8} {:>8}  {:>8} {:>8}",
-            m.machine,
-            m.train_clips,
-            m.test_normal,
-            m.test_anomaly,
-            f(c.auc),
-            f(c.pauc),
-            f(k.auc),
-            f(k.pauc)
+            "{:<20} {:>6} {:>6} {:>6}  {:>8} {:>8}  {:>8} {:>8}  {:>9} {:>8}",
+            name,
+            counts[0],
+            counts[1],
+            counts[2],
+            f(c.and_then(|x| x.auc)),
+            f(c.and_then(|x| x.pauc)),
+            f(k.and_then(|x| x.auc)),
+            f(k.and_then(|x| x.pauc)),
+            fd(d.false_events_per_day),
+            f(d.detected)
+        );
+    };
+    for m in &r.machines {
+        row(
+            &m.machine,
+            [
+                m.train_clips.to_string(),
+                m.test_normal.to_string(),
+                m.test_anomaly.to_string(),
+            ],
+            &m.scorers,
+            &m.decision,
         );
     }
-    let c = &r.mean[CENTROID];
-    let k = &r.mean[KNN];
-    println!(
-        "{:<20} {:>6} {:>6} {:>6}  {:>8} {:>8}  {:>8} {:>8}",
+    row(
         "mean",
-        "",
-        "",
-        "",
-        f(c.auc),
-        f(c.pauc),
-        f(k.auc),
-        f(k.pauc)
+        [String::new(), String::new(), String::new()],
+        &r.mean,
+        &r.mean_decision,
     );
     println!(
-        "(pAUC over FPR 0..{}, standardised as scikit-learn's roc_auc_score(max_fpr); 0.5 = chance)",
-        r.max_fpr
+        "(pAUC over FPR 0..{}, standardised as scikit-learn's roc_auc_score(max_fpr); 0.5 = chance.\n \
+         false/day: events the daemon's rule (default [monitor.decide]) raises per 24 h of normal test audio;\n \
+         detected: share of anomalous test clips with an event; calibrated for {} false event(s)/day)",
+        r.max_fpr,
+        fd(r.mean_decision.target_per_day)
     );
     for s in &r.skipped {
         println!("skipped ({}): {}", s.machine, s.error);

@@ -68,15 +68,34 @@ pub fn run(a: LearnArgs) -> anyhow::Result<()> {
         )
         .collect();
     println!(
-        "learned {} from {} clips ({} windows fit, {} held out, k-means k={}) in {:.1} s; thresholds: {}; profile: {}",
+        "learned {} from {} clips ({} windows, all scored leave-one-clip-out over {} parts, k-means k={}) in {:.1} s; thresholds: {}; profile: {}",
         m.machine,
         m.counts.clips,
         m.counts.fit_windows,
-        m.counts.holdout_windows,
+        m.counts.holdout_clips,
         m.kmeans_k,
         started.elapsed().as_secs_f64(),
         th.join(", "),
         a.out.display()
     );
+    if let Some(f) = &m.false_alarms {
+        println!(
+            "false alarms: {:.2} event(s)/day expected from the N-of-M rule ({} of {}; asked {:.2}), 68 % range {:.2}..{:.2}, from {:.0} s of normal audio{}",
+            f.expected_per_day,
+            f.trigger_n,
+            f.trigger_m,
+            f.target_per_day,
+            f.low_per_day,
+            f.high_per_day,
+            f.normal_seconds,
+            match f.audio_needed_s {
+                Some(s) => format!(
+                    "; too little to know it well: about {:.0} min of normal audio would give a factor of 2",
+                    s / 60.0
+                ),
+                None => String::new(),
+            }
+        );
+    }
     Ok(())
 }

@@ -170,5 +170,7 @@ pub fn learn_options(s: &Settings, machine: String) -> earshot::score::LearnOpti
         knn_k: s.learn.knn_k,
         target_far: s.learn.target_far,
         holdout_fraction: s.learn.holdout_fraction,
+        false_alarms_per_day: s.learn.false_alarms_per_day,
+        decide: Default::default(),
     }
 }

@@ -2,6 +2,8 @@
 
 use anyhow::Context;
 use earshot::embed::file::embed_file;
+use earshot::score::decide::{DecideConfig, DecisionEvent};
+use earshot::score::replay::{self, Levels, WindowRecord};
 use earshot::score::{CENTROID, KNN, Profile, Scorer};
 use serde::Serialize;
 use std::io::Write;
@@ -56,20 +58,23 @@ struct Row<'a> {
     anomalous_windows: usize,
 }
 
-/// Scores one recording; the clip score is the mean window score (per scorer).
+/// Scores one recording: per window its place, level and scores (the replay's input).
 pub fn score_file(
     e: &mut earshot::embed::Embedder,
     scorer: &Scorer,
     path: &Path,
-) -> anyhow::Result<Vec<(f64, f64, f32, Option<f32>)>> {
+) -> anyhow::Result<Vec<WindowRecord>> {
     let w = scorer.profile.manifest.window;
     let (wins, report) = embed_file(e, path, w.seconds, w.hop_seconds)?;
     super::warn_report(path, &report);
     Ok(wins
         .iter()
-        .map(|win| {
-            let s = scorer.score(&win.embedding);
-            (win.start_s, win.end_s, s.centroid, s.knn)
+        .map(|win| WindowRecord {
+            start_s: win.start_s,
+            end_s: win.end_s,
+            level_dbfs: win.level_dbfs,
+            scores: scorer.score(&win.embedding),
+            impulse_db: Some(win.impulse_db),
         })
         .collect())
 }
@@ -119,7 +124,8 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
         }
         let mut rows = Vec::with_capacity(scores.len() + 1);
         let mut n_anom = 0;
-        for &(t0, t1, c, k) in &scores {
+        for w in &scores {
+            let (t0, t1, c, k) = (w.start_s, w.end_s, w.scores.centroid, w.scores.knn);
             let ca = c > tc;
             let ka = k.is_some_and(|k| k > tk);
             n_anom += usize::from(ca || ka);
@@ -140,13 +146,13 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
             });
         }
         let n = scores.len().max(1) as f32;
-        let cm = scores.iter().map(|s| s.2).sum::<f32>() / n;
-        let km = scores.iter().filter_map(|s| s.3).sum::<f32>() / n;
+        let cm = scores.iter().map(|s| s.scores.centroid).sum::<f32>() / n;
+        let km = scores.iter().filter_map(|s| s.scores.knn).sum::<f32>() / n;
         rows.push(Row {
             r#type: "clip",
             file: f.display().to_string(),
-            start_s: scores.first().map_or(0.0, |s| s.0),
-            end_s: scores.last().map_or(0.0, |s| s.1),
+            start_s: scores.first().map_or(0.0, |s| s.start_s),
+            end_s: scores.last().map_or(0.0, |s| s.end_s),
             windows: scores.len(),
             centroid: cm,
             centroid_threshold: tc,
@@ -157,9 +163,15 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
             anomaly: cm > tc || km > tk,
             anomalous_windows: n_anom,
         });
+        // What the daemon would raise on this file (default `[monitor.decide]`).
+        let decisions = replay::replay(
+            Levels::of(&profile),
+            &DecideConfig::default(),
+            &profile.machine,
+            &scores,
+        )?;
         if text {
-            let events = decided_events(&scorer, &scores);
-            print_text(&mut out, &rows, events)?;
+            print_text(&mut out, &rows, replay::started(&decisions))?;
             continue;
         }
         for r in &rows {
@@ -173,6 +185,16 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
         }
         if let Some(w) = csv_w.as_mut() {
             w.flush().context("writing CSV")?;
+        } else {
+            for d in &decisions {
+                let row = EventRow {
+                    r#type: "event",
+                    file: f.display().to_string(),
+                    event: d,
+                };
+                serde_json::to_writer(&mut out, &row).context("writing JSON")?;
+                writeln!(out).context("writing output")?;
+            }
         }
     }
     if failed > 0 {
@@ -184,49 +206,13 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How many anomaly events the daemon's decision rule (default `[monitor.decide]`: N of M,
-/// transient level, release) would raise on these windows: the verdict of a file is that,
-/// not the mean score (a file with half its windows anomalous has a normal mean).
-fn decided_events(scorer: &Scorer, scores: &[(f64, f64, f32, Option<f32>)]) -> usize {
-    use earshot::score::decide::{DecideConfig, Decider, DecisionKind, ScoreSample, ScoredWindow};
-    let cfg = DecideConfig::default();
-    let Ok(mut d) = Decider::new(cfg.clone(), Default::default()) else {
-        return 0;
-    };
-    let th = &scorer.profile.manifest.thresholds;
-    let at = |s: f64| std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(s.max(0.0));
-    let mut n = 0;
-    for &(t0, t1, c, k) in scores {
-        let mut samples = Vec::with_capacity(2);
-        if let Some(t) = th.get(earshot::score::CENTROID) {
-            samples.push(ScoreSample::from_threshold(
-                earshot::score::CENTROID,
-                f64::from(c),
-                t,
-                &cfg,
-            ));
-        }
-        if let (Some(k), Some(t)) = (k, th.get(earshot::score::KNN)) {
-            samples.push(ScoreSample::from_threshold(
-                earshot::score::KNN,
-                f64::from(k),
-                t,
-                &cfg,
-            ));
-        }
-        let w = ScoredWindow {
-            start: t0,
-            end: t1,
-            wall_start: at(t0),
-            wall_end: at(t1),
-            decided_at: at(t1),
-            scores: &samples,
-        };
-        if d.push(&w).is_some_and(|e| e.kind == DecisionKind::Started) {
-            n += 1;
-        }
-    }
-    n
+/// A JSON-lines row for one decision message of the replayed daemon (`kind` started,
+/// ongoing or ended, in stream seconds of the file).
+#[derive(Serialize)]
+struct EventRow<'a> {
+    r#type: &'a str,
+    file: String,
+    event: &'a DecisionEvent,
 }
 
 /// Prints a file's verdict (from the decision rule) and its anomalous windows merged into

@@ -35,7 +35,7 @@ impl Pictures {
     pub fn draw(
         &self,
         i: usize,
-        windows: &[(f64, f64, f32, Option<f32>)],
+        windows: &[crate::score::replay::WindowRecord],
         centroid_threshold: f32,
         knn_threshold: f32,
     ) -> Result<PathBuf, EvidenceError> {
@@ -53,7 +53,8 @@ impl Pictures {
         let spec = Spectrogram::compute(&mono, clip.sample_rate, 800, 256);
         let ws: Vec<WindowScores> = windows
             .iter()
-            .map(|&(a, b, c, k)| {
+            .map(|w| {
+                let (a, b, c, k) = (w.start_s, w.end_s, w.scores.centroid, w.scores.knn);
                 let mut scores = Vec::with_capacity(2);
                 if centroid_threshold.is_finite() {
                     scores.push((

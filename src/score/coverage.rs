@@ -35,7 +35,7 @@ pub fn check(
     hop_s: f64,
     holdout_fraction: f64,
 ) -> Option<CoverageWarning> {
-    if !(target_far > 0.0) {
+    if target_far.is_nan() || target_far <= 0.0 {
         return None;
     }
     let needed = (MIN_ABOVE / target_far).ceil() as usize;

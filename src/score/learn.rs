@@ -1,13 +1,19 @@
 //! `learn`: from embeddings of normal audio to a profile with calibrated thresholds.
 //!
-//! Normal windows are split by clip into a fit set (centroids, k-NN memory) and a held-out
-//! set (thresholds). Splitting by clip, not by window, matters: overlapping windows of one
-//! clip are near-copies, and calibrating on them would set thresholds far too low.
+//! The normal model (centroids, k-NN memory) holds every normal window. Thresholds are
+//! calibrated on scores of normal windows the model did not see: leave-one-clip-out, each
+//! clip scored against a model of all the others (at most [`MAX_FOLDS`] folds; a single
+//! recording is cut into [`MIN_UNITS`] parts, without the windows that overlap the part held
+//! out). Holding out by clip, not by window, matters: overlapping windows of one clip are
+//! near-copies, and calibrating on them would set thresholds far too low. The thresholds are
+//! then set for a number of false events per day of the daemon's rule (`score::rate`).
 
+use super::decide::DecideConfig;
 use super::profile::{
     Calibration, Counts, FORMAT, LevelStats, Manifest, ModelRef, Profile, VERSION, WindowSpec,
 };
-use super::{CENTROID, KNN, centroid, knn_distance, threshold};
+use super::replay::WindowRecord;
+use super::{CENTROID, KNN, WindowScores, centroid, knn_distance, rate, threshold};
 use crate::index::{EmbeddedConfig, EmbeddedIndex};
 use ndarray::Array2;
 use std::collections::BTreeMap;
@@ -20,8 +26,13 @@ pub struct LearnOptions {
     pub knn_k: usize,
     /// Target false-alarm rate per window for each threshold.
     pub target_far: f64,
-    /// Fraction of clips (or, with one clip, of its duration) held out for calibration.
+    /// Unused since thresholds are calibrated leave-one-clip-out (kept so that configs that
+    /// set it still load).
     pub holdout_fraction: f64,
+    /// False events per day of the N-of-M rule the thresholds aim at (all scorers together).
+    pub false_alarms_per_day: f64,
+    /// The decision rule the thresholds are calibrated for.
+    pub decide: DecideConfig,
 }
 
 impl Default for LearnOptions {
@@ -32,6 +43,8 @@ impl Default for LearnOptions {
             knn_k: 3,
             target_far: 0.01,
             holdout_fraction: 0.25,
+            false_alarms_per_day: 1.0,
+            decide: DecideConfig::default(),
         }
     }
 }
@@ -110,55 +123,87 @@ pub fn learn(
     if let Some(c) = clips.iter().find(|c| !names.insert(c.name.as_str())) {
         return Err(LearnError::DuplicateClip(c.name.clone()));
     }
-    let (fit, holdout, holdout_clips) = split(clips, opts.holdout_fraction, window);
-    if fit.len() < 2 || holdout.is_empty() {
+    let fit: Windows = clips
+        .iter()
+        .flat_map(|c| c.windows.iter().map(|(t, e)| (window_id(c, *t), e.clone())))
+        .collect();
+    let units = units(clips, window);
+    if fit.len() < 2 || units.len() < 2 {
         return Err(LearnError::TooLittle {
             fit: fit.len(),
-            holdout: holdout.len(),
+            holdout: 0,
             min: window.seconds * 4.0,
         });
     }
     let d = model.embedding_dim;
-    let mut ids = Vec::with_capacity(fit.len());
-    let mut flat = Vec::with_capacity(fit.len() * d);
-    for (id, e) in &fit {
-        ids.push(id.clone());
-        flat.extend_from_slice(e);
-    }
-    let embeddings = Array2::from_shape_vec((fit.len(), d), flat)
-        .map_err(|e| centroid::CentroidError::Fit(e.to_string()))?;
+    let embeddings = to_array(fit.iter().map(|(_, e)| e.as_slice()), d)?;
+    let ids: Vec<String> = fit.iter().map(|(id, _)| id.clone()).collect();
     let k = opts
         .kmeans_k
         .unwrap_or_else(|| centroid::default_k(fit.len()))
         .min(fit.len());
     let centroids = centroid::fit(&embeddings, k)?;
     let knn_k = opts.knn_k.max(1);
-    let index = EmbeddedIndex::new(embeddings.view(), ids.clone(), &EmbeddedConfig::default())
-        .map_err(|e| centroid::CentroidError::Fit(e.to_string()))?;
 
+    let level = level_stats(clips);
+    let (held, folds) = cross_scores(clips, &units, k, knn_k, window, d)?;
     let mut scores: BTreeMap<String, Vec<f32>> = BTreeMap::new();
-    for (_, e) in &holdout {
+    for w in held.iter().flatten() {
         scores
             .entry(CENTROID.into())
             .or_default()
-            .push(centroid::nearest_distance(&centroids, e));
-        if let Some(s) = knn_distance(&index, e, knn_k) {
+            .push(w.scores.centroid);
+        if let Some(s) = w.scores.knn {
             scores.entry(KNN.into()).or_default().push(s);
         }
     }
+    let holdout_windows = held.iter().map(Vec::len).sum::<usize>();
+    let normal_seconds: f64 = held
+        .iter()
+        .filter_map(|s| Some(s.last()?.end_s - s.first()?.start_s))
+        .sum();
+    let rates = rate::Held {
+        seqs: &held,
+        level: level.as_ref(),
+        decide: &opts.decide,
+        normal_seconds,
+    };
+    let budget = opts.false_alarms_per_day / scores.len().max(1) as f64;
     let mut thresholds = BTreeMap::new();
+    let mut per_scorer = BTreeMap::new();
     for (name, s) in &scores {
-        if let Some(t) = threshold::calibrate(s, opts.target_far) {
-            if t.method != "quantile" {
-                tracing::warn!(
-                    scorer = %name,
-                    held_out = s.len(),
-                    target_far = opts.target_far,
-                    "too few held-out normal windows to calibrate this false-alarm rate; threshold set above the largest held-out score (learn from more normal audio)"
-                );
-            }
+        // Release and transient levels per window; the threshold in events per day.
+        if let Some(mut t) = threshold::calibrate(s, opts.target_far) {
+            let r = rates.calibrate(name, &t, budget);
+            t.value = r.level;
+            t.method = format!("events_per_day:{}", r.method);
+            t.calibration_far =
+                s.iter().filter(|&&v| v > r.level).count() as f64 / s.len().max(1) as f64;
+            t.release = t.release.map(|v| v.min(r.level));
+            t.transient = t.transient.map(|v| v.max(r.level));
             thresholds.insert(name.clone(), t);
+            per_scorer.insert(name.clone(), r);
         }
+    }
+    let false_alarms = rate::combine(
+        opts.false_alarms_per_day,
+        &opts.decide,
+        normal_seconds,
+        folds,
+        per_scorer,
+    );
+    if !false_alarms.enough_audio {
+        tracing::warn!(
+            target_per_day = false_alarms.target_per_day,
+            low = false_alarms.low_per_day,
+            high = false_alarms.high_per_day,
+            normal_seconds,
+            "too little normal audio to know the false alarms per day well: expected {:.2}/day, 68 % range {:.2}..{:.2}; learn from about {:.0} minutes of normal audio for a factor of 2",
+            false_alarms.expected_per_day,
+            false_alarms.low_per_day,
+            false_alarms.high_per_day,
+            false_alarms.audio_needed_s.unwrap_or(f64::NAN) / 60.0
+        );
     }
     let manifest = Manifest {
         format: FORMAT.into(),
@@ -171,17 +216,18 @@ pub fn learn(
         counts: Counts {
             clips: clips.len(),
             fit_windows: fit.len(),
-            holdout_windows: holdout.len(),
-            holdout_clips,
+            holdout_windows,
+            holdout_clips: units.len(),
         },
         kmeans_k: k,
         knn_k,
         thresholds,
         sources: clips.iter().map(|c| c.name.clone()).collect(),
         files: BTreeMap::new(),
-        level: level_stats(clips),
+        level,
         impulse: super::impulse::from_clips(clips),
-        coverage_warning: coverage_warning(holdout.len(), opts, window),
+        coverage_warning: coverage_warning(holdout_windows, opts, window),
+        false_alarms: Some(false_alarms),
     };
     let profile = Profile {
         dir: Default::default(),
@@ -200,18 +246,14 @@ pub fn learn(
     ))
 }
 
-/// The coverage check of [`super::coverage`], logged where `learn` runs.
+/// The coverage check of [`super::coverage`], logged where `learn` runs. Every window is
+/// held out once (leave-one-clip-out), so each second of added audio adds `1/hop` of them.
 fn coverage_warning(
     held_out: usize,
     opts: &LearnOptions,
     window: WindowSpec,
 ) -> Option<super::coverage::CoverageWarning> {
-    let w = super::coverage::check(
-        held_out,
-        opts.target_far,
-        window.hop_seconds,
-        opts.holdout_fraction,
-    )?;
+    let w = super::coverage::check(held_out, opts.target_far, window.hop_seconds, 1.0)?;
     tracing::warn!(
         held_out = w.held_out_windows,
         needed = w.needed_held_out_windows,
@@ -224,46 +266,127 @@ fn coverage_warning(
 
 type Windows = Vec<(String, Vec<f32>)>;
 
-/// Splits into (fit, holdout, number of held-out clips). With several clips, every
-/// `1/fraction`-th clip (spread over the list, deterministic) is held out; with one clip,
-/// its last `fraction` of windows, minus the windows that overlap the fit part.
-fn split(clips: &[ClipWindows], fraction: f64, window: WindowSpec) -> (Windows, Windows, usize) {
-    let id = |c: &ClipWindows, t: f64| format!("{}@{t:.3}", c.name);
-    let usable: Vec<&ClipWindows> = clips.iter().filter(|c| !c.windows.is_empty()).collect();
-    let mut fit = Vec::new();
-    let mut hold = Vec::new();
-    if usable.len() >= 2 {
-        let n = usable.len();
-        let n_hold = ((n as f64 * fraction).round() as usize).clamp(1, n - 1);
-        let held: Vec<usize> = (0..n_hold)
-            .map(|i| (i * n) / n_hold + n / (2 * n_hold))
-            .map(|i| i.min(n - 1))
+/// Folds of the leave-one-clip-out scoring: beyond this, clips are grouped (each model then
+/// lacks a tenth of the audio instead of one clip; k-means is fitted once per fold).
+pub const MAX_FOLDS: usize = 10;
+/// Fewer clips than this are cut into parts so that there are this many units.
+pub const MIN_UNITS: usize = 8;
+
+fn window_id(c: &ClipWindows, t: f64) -> String {
+    format!("{}@{t:.3}", c.name)
+}
+
+fn to_array<'a>(
+    rows: impl Iterator<Item = &'a [f32]>,
+    d: usize,
+) -> Result<Array2<f32>, centroid::CentroidError> {
+    let flat: Vec<f32> = rows.flatten().copied().collect();
+    Array2::from_shape_vec((flat.len() / d.max(1), d), flat)
+        .map_err(|e| centroid::CentroidError::Fit(e.to_string()))
+}
+
+/// A held-out unit: a clip's window index range.
+type Unit = (usize, std::ops::Range<usize>);
+
+/// The units of the leave-one-clip-out: whole clips, or, with fewer than [`MIN_UNITS`] clips,
+/// parts of clips (each at least a few windows longer than the overlap of one window).
+fn units(clips: &[ClipWindows], window: WindowSpec) -> Vec<Unit> {
+    let usable: Vec<usize> = (0..clips.len())
+        .filter(|&i| !clips[i].windows.is_empty())
+        .collect();
+    if usable.len() >= MIN_UNITS {
+        return usable
+            .into_iter()
+            .map(|i| (i, 0..clips[i].windows.len()))
             .collect();
-        for (i, c) in usable.iter().enumerate() {
-            let dest = if held.contains(&i) {
-                &mut hold
-            } else {
-                &mut fit
-            };
-            dest.extend(c.windows.iter().map(|(t, e)| (id(c, *t), e.clone())));
-        }
-        return (fit, hold, n_hold);
     }
-    let Some(c) = usable.first() else {
-        return (fit, hold, 0);
-    };
-    let n = c.windows.len();
-    let n_hold = ((n as f64 * fraction).round() as usize).max(1);
-    let overlap = (window.seconds / window.hop_seconds.max(1e-9)).ceil() as usize - 1;
-    let cut = n.saturating_sub(n_hold);
-    for (i, (t, e)) in c.windows.iter().enumerate() {
-        if i + overlap < cut {
-            fit.push((id(c, *t), e.clone()));
-        } else if i >= cut {
-            hold.push((id(c, *t), e.clone()));
+    let overlap = overlap_windows(window);
+    let parts = MIN_UNITS.div_ceil(usable.len().max(1));
+    let mut out = Vec::new();
+    for i in usable {
+        let n = clips[i].windows.len();
+        // A part must outlast the windows excluded around it.
+        let p = parts.min(n / (2 * overlap + 2).max(1)).max(1);
+        for j in 0..p {
+            out.push((i, (j * n) / p..((j + 1) * n) / p));
         }
     }
-    (fit, hold, 1)
+    out
+}
+
+/// Windows before or after a window that share samples with it.
+fn overlap_windows(window: WindowSpec) -> usize {
+    ((window.seconds / window.hop_seconds.max(1e-9)).ceil() as usize).saturating_sub(1)
+}
+
+/// Scores every unit's windows against a model (centroids with `k` clusters, k-NN memory) of
+/// the windows of the other folds, leaving out windows that overlap the held-out ones.
+/// Returns the held-out windows per unit in time order, and the number of folds.
+fn cross_scores(
+    clips: &[ClipWindows],
+    units: &[Unit],
+    k: usize,
+    knn_k: usize,
+    window: WindowSpec,
+    d: usize,
+) -> Result<(Vec<Vec<WindowRecord>>, usize), LearnError> {
+    let folds = units.len().min(MAX_FOLDS);
+    let overlap = overlap_windows(window);
+    let mut held: Vec<Vec<WindowRecord>> = vec![Vec::new(); units.len()];
+    for f in 0..folds {
+        let members: Vec<usize> = (0..units.len())
+            .filter(|&u| u * folds / units.len() == f)
+            .collect();
+        // Per clip, the window indices no model of this fold may see.
+        let excluded = |ci: usize, wi: usize| {
+            members.iter().any(|&u| {
+                let (c, r) = &units[u];
+                *c == ci && wi + overlap >= r.start && wi < r.end + overlap
+            })
+        };
+        let mut ids = Vec::new();
+        let mut rows: Vec<&[f32]> = Vec::new();
+        for (ci, c) in clips.iter().enumerate() {
+            for (wi, (t, e)) in c.windows.iter().enumerate() {
+                if !excluded(ci, wi) {
+                    ids.push(window_id(c, *t));
+                    rows.push(e);
+                }
+            }
+        }
+        if rows.len() < 2 {
+            return Err(LearnError::TooLittle {
+                fit: rows.len(),
+                holdout: clips.iter().map(|c| c.windows.len()).sum(),
+                min: window.seconds * 4.0,
+            });
+        }
+        let emb = to_array(rows.into_iter(), d)?;
+        let cents = centroid::fit(&emb, k.min(emb.nrows()))?;
+        let index = EmbeddedIndex::new(emb.view(), ids, &EmbeddedConfig::default())
+            .map_err(|e| centroid::CentroidError::Fit(e.to_string()))?;
+        for &u in &members {
+            let (ci, r) = &units[u];
+            let c = &clips[*ci];
+            held[u] = r
+                .clone()
+                .map(|wi| {
+                    let (t, e) = &c.windows[wi];
+                    WindowRecord {
+                        start_s: *t,
+                        end_s: *t + window.seconds,
+                        level_dbfs: c.levels_dbfs.get(wi).copied().unwrap_or(0.0),
+                        scores: WindowScores {
+                            centroid: centroid::nearest_distance(&cents, e),
+                            knn: knn_distance(&index, e, knn_k),
+                        },
+                        impulse_db: c.impulse_db.get(wi).copied(),
+                    }
+                })
+                .collect();
+        }
+    }
+    Ok((held, folds))
 }
 
 /// Clip names for normal recordings, unique per path and deterministic: the file stem where

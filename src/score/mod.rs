@@ -13,6 +13,8 @@ pub mod decide;
 pub mod impulse;
 pub mod learn;
 pub mod profile;
+pub mod rate;
+pub mod replay;
 pub mod signal;
 pub mod threshold;
 

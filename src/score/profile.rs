@@ -58,6 +58,10 @@ pub struct Manifest {
     /// Set when the thresholds rest on too few held-out windows (see `score::coverage`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coverage_warning: Option<super::coverage::CoverageWarning>,
+    /// What the thresholds mean in false events per day (absent in profiles learned before
+    /// thresholds were calibrated that way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub false_alarms: Option<super::rate::FalseAlarms>,
 }
 
 /// How loud the normal audio was, for telling "no signal" (device or machine off) from sound.
