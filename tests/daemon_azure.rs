@@ -45,7 +45,11 @@ async fn daemon_scores_with_azure_and_falls_back_to_centroid_when_it_fails() {
         ok(&earshot(&d, &["synth", "dataset", "--out", "data", "--machine", "motor:1", "--test-clips", "1"], ADMIN_KEY));
         ok(&earshot(&d, &["synth", "stream", "--out", "stream.wav", "--machine", "motor", "--id", "1",
             "--fault", "bearing", "--level-db", "-6", "--seconds", "20", "--onset", "10"], ADMIN_KEY));
-        ok(&earshot(&d, &["learn", "--normal", "data/motor_id01/train", "--out", "profile", "--machine", "motor_id01"], ADMIN_KEY));
+        // A few clips of normal audio cannot resolve 1 false event a day (the default): its
+        // extrapolated thresholds sit above this fault. This test is about the index, not
+        // calibration (see tests/common/daemon.rs).
+        std::fs::write(d.join("learn.toml"), "[learn]\nfalse_alarms_per_day = 300\n").expect("learn config");
+        ok(&earshot(&d, &["learn", "--config", "learn.toml", "--normal", "data/motor_id01/train", "--out", "profile", "--machine", "motor_id01"], ADMIN_KEY));
         std::fs::write(
             d.join("run.toml"),
             format!(
@@ -91,12 +95,13 @@ async fn daemon_scores_with_azure_and_falls_back_to_centroid_when_it_fails() {
         .filter(|e| e["kind"] == "anomaly_started")
         .collect();
     assert_eq!(started.len(), 1, "one anomaly event expected: {ev:?}");
+    // The event carries the k-NN score Azure answered (which scorer fired first depends on
+    // the thresholds; the transient rule may fire on the centroid a window earlier).
     assert!(
-        started[0]["annotations"]["fired"]
-            .as_str()
-            .unwrap_or("")
-            .contains("knn"),
-        "{:?}",
+        started[0]["event"]["scores"]["knn"]["peak"]
+            .as_f64()
+            .is_some(),
+        "no k-NN score in the event: {:?}",
         started[0]
     );
     let onset = started[0]["event"]["start"]["stream_s"]

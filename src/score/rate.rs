@@ -56,6 +56,8 @@ pub struct ScorerRate {
     /// Expected false events per day from this scorer's N-of-M rule, and a 68 % range.
     pub per_day: f64,
     pub low_per_day: f64,
+    /// Infinite when the rate is unknown ("max"); JSON has no infinity: written as null.
+    #[serde(with = "unbounded")]
     pub high_per_day: f64,
     /// "observed", "tail" or "max" (too few events on the held-out audio to model any tail:
     /// the threshold is above every held-out event, the rate unknown).
@@ -81,6 +83,8 @@ pub struct FalseAlarms {
     /// Expected false events per day and its 68 % range (sum over scorers).
     pub expected_per_day: f64,
     pub low_per_day: f64,
+    /// Infinite when a scorer's rate is unknown; written as null.
+    #[serde(with = "unbounded")]
     pub high_per_day: f64,
     /// False when the range spans more than [`MAX_SPREAD`]: learn from more normal audio.
     pub enough_audio: bool,
@@ -89,6 +93,25 @@ pub struct FalseAlarms {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audio_needed_s: Option<f64>,
     pub scorers: BTreeMap<String, ScorerRate>,
+}
+
+/// An upper bound that may be infinite (no finite bound known): JSON has no infinity, so it
+/// is written as `null` and read back as infinity (serde_json would write `null` and then
+/// refuse to read it, leaving a profile that does not load).
+mod unbounded {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+    }
 }
 
 /// Events above the tail model's base level for `windows` held-out windows.
@@ -326,6 +349,31 @@ pub fn combine(
 mod tests {
     use super::*;
     use crate::score::{CENTROID, WindowScores};
+
+    /// An unknown rate (too little audio: infinite upper bound) survives the manifest's JSON:
+    /// a profile learned from a few seconds must load again (it did not: `null` for f64).
+    #[test]
+    fn an_unbounded_range_round_trips_through_json() {
+        let r = ScorerRate {
+            level: 0.5,
+            per_day: 0.5,
+            low_per_day: 0.0,
+            high_per_day: f64::INFINITY,
+            method: "max".into(),
+            events: 2,
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains("\"high_per_day\":null"), "{text}");
+        let back: ScorerRate = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
+        let finite = ScorerRate {
+            high_per_day: 12.5,
+            ..r
+        };
+        let back: ScorerRate =
+            serde_json::from_str(&serde_json::to_string(&finite).unwrap()).unwrap();
+        assert_eq!(back.high_per_day, 12.5);
+    }
 
     /// Independent scores from a known distribution, one long recording cut in clips: the
     /// observed and tail calibrations must both land near the event rate a replay of fresh
