@@ -146,6 +146,41 @@ fn main() -> anyhow::Result<()> {
     let split_cos = cosine(&split, &exact[0]);
     drop(o);
 
+    // Does it still separate? With --onset S (the WAV's fault onset): windows ending before
+    // S/1.5 are the normal reference, the k-NN (k = 1) cosine distance to them scores the
+    // held-out normal windows (the rest before S) against the fault windows (from S on); AUC
+    // for both ways. A proxy on one recording, not the dev-set AUC.
+    let onset = raw
+        .iter()
+        .position(|a| a == "--onset")
+        .and_then(|i| raw.get(i + 1))
+        .and_then(|v| v.parse::<f64>().ok());
+    let rate = f64::from(e.sample_rate());
+    let auc = |embs: &[Vec<f32>], onset: f64| -> f64 {
+        let t = |i: usize| starts[i] as f64 / rate;
+        let end = |i: usize| t(i) + win as f64 / rate;
+        let reference: Vec<usize> = (0..embs.len()).filter(|&i| end(i) < onset / 1.5).collect();
+        let score = |i: usize| {
+            1.0 - reference
+                .iter()
+                .map(|&r| cosine(&embs[i], &embs[r]))
+                .fold(f64::MIN, f64::max)
+        };
+        let normal: Vec<f64> = (0..embs.len())
+            .filter(|&i| t(i) >= onset / 1.5 && end(i) < onset)
+            .map(score)
+            .collect();
+        let fault: Vec<f64> = (0..embs.len()).filter(|&i| t(i) >= onset).map(score).collect();
+        let mut wins = 0.0;
+        for f in &fault {
+            for n in &normal {
+                wins += if f > n { 1.0 } else if f == n { 0.5 } else { 0.0 };
+            }
+        }
+        wins / (fault.len() * normal.len()).max(1) as f64
+    };
+    let aucs = onset.map(|o| (auc(&exact, o), auc(&approx, o)));
+
     let mut cos: Vec<f64> = exact
         .iter()
         .zip(&approx)
@@ -161,6 +196,7 @@ fn main() -> anyhow::Result<()> {
         "hop_s": hop as f64 / f64::from(e.sample_rate()),
         "trunk_features_shape": shape,
         "split_check_cosine": split_cos,
+        "proxy_auc_exact_vs_reused": aucs,
         "exact_cpu_per_audio_s": exact_cpu / audio_s,
         "reused_cpu_per_audio_s": (trunk_cpu + head_cpu) / audio_s,
         "cosine_reused_vs_exact": {"min": q(0.0), "p05": q(0.05), "median": q(0.5), "max": q(1.0)},
