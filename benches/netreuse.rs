@@ -170,11 +170,20 @@ fn main() -> anyhow::Result<()> {
             .filter(|&i| t(i) >= onset / 1.5 && end(i) < onset)
             .map(score)
             .collect();
-        let fault: Vec<f64> = (0..embs.len()).filter(|&i| t(i) >= onset).map(score).collect();
+        let fault: Vec<f64> = (0..embs.len())
+            .filter(|&i| t(i) >= onset)
+            .map(score)
+            .collect();
         let mut wins = 0.0;
         for f in &fault {
             for n in &normal {
-                wins += if f > n { 1.0 } else if f == n { 0.5 } else { 0.0 };
+                wins += if f > n {
+                    1.0
+                } else if f == n {
+                    0.5
+                } else {
+                    0.0
+                };
             }
         }
         wins / (fault.len() * normal.len()).max(1) as f64
