@@ -8,12 +8,23 @@
 #                 scripts/make-test-models.sh target/test-models: Cnn14, Cnn14_16k)
 #   --threads N   one ONNX Runtime intra-op thread count instead of 1 and 2
 #   --json        machine-readable output on stdout
+#
+#       scripts/bench.sh --pipeline [--model DIR] [--seconds S] [--threads 1,2] [--python PY] ...
+#   the side-by-side benchmark of issue 14 (scripts/bench/pipeline.py): the no-overlap ONNX
+#   Runtime limit, `earshot run` at hop = window, /2, /4, the Python way when a Python with
+#   torch is given, peak RSS, start-to-READY and onset-to-event latency; a table, then JSON.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
 if [ -z "${ORT_DYLIB_PATH:-}" ] && ! ls .ort/libonnxruntime.so* >/dev/null 2>&1; then
   echo "bench: ONNX Runtime not found in .ort/; run scripts/setup-ort.sh first (or set ORT_DYLIB_PATH)" >&2
   exit 1
+fi
+if [ "${1:-}" = "--pipeline" ]; then
+  shift
+  cargo build --release >&2
+  cargo bench --bench pipeline --no-run >&2
+  exec python3 scripts/bench/pipeline.py "$@"
 fi
 # Build output goes to stderr so that `--json` leaves clean JSON on stdout.
 cargo bench --bench core --no-run >&2

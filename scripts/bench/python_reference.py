@@ -10,6 +10,9 @@ Usage:
   /work/refenv/venv/bin/python scripts/bench/python_reference.py \
       [--mirror /work/.mirror/qiuqiangkong+audioset_tagging_cnn/repo | --reference DIR] \
       [--models MobileNetV1,Cnn14,Cnn14_16k] [--threads 1,2] [--quick] [--json]
+  ... python_reference.py --stream WAV --model-card CARD --window S --hop S [--threads N] --json
+      (the streaming case of scripts/bench/pipeline.py: librosa load + resample of WAV, then
+      one forward per window; prints CPU s per audio s, start-up excluded)
 
 Weights are random (default init): speed does not depend on the weights. Figures are medians
 over timed runs after warm-up runs that are not counted, with [min / p90 / max].
@@ -88,9 +91,16 @@ def main():
     p.add_argument("--threads", default="1,2")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--stream", help="WAV to process the way people do today (see --model-card)")
+    p.add_argument("--model-card", help="earshot card.json naming the architecture and front end")
+    p.add_argument("--window", type=float, default=1.0)
+    p.add_argument("--hop", type=float, default=0.5)
     args = p.parse_args()
 
     import torch
+
+    if args.stream:
+        return stream(args, torch)
 
     recs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -132,6 +142,38 @@ def main():
                             )
     if args.json:
         print(json.dumps({"torch": torch.__version__, "records": recs}, indent=2))
+
+
+def stream(args, torch):
+    """librosa load + resample, then one PyTorch forward (front end inside the model) per
+    window of `window` s every `hop` s: CPU s (process time, all threads) per audio s."""
+    import librosa
+
+    card = json.load(open(args.model_card))
+    fe = card["frontend"]
+    sr = card["sample_rate"]
+    torch.set_num_threads(int(str(args.threads).split(",")[0]))
+    with tempfile.TemporaryDirectory() as tmp:
+        models = load_reference(args, tmp)
+        torch.manual_seed(0)
+        model = getattr(models, card["architecture"])(
+            sample_rate=sr, window_size=fe["window_size"], hop_size=fe["hop_size"], mel_bins=fe["mel_bins"],
+            fmin=fe["fmin"], fmax=fe["fmax"], classes_num=card.get("num_classes", 527)).eval()
+        with torch.no_grad():
+            model(torch.zeros(1, sr))  # warm-up, outside the timing like earshot's start-up
+            c0 = time.process_time()
+            x, _ = librosa.load(args.stream, sr=sr, mono=True)
+            c1 = time.process_time()
+            win, hop = int(round(args.window * sr)), max(1, int(round(args.hop * sr)))
+            n = 0
+            for s in range(0, len(x) - win + 1, hop):
+                model(torch.from_numpy(x[s:s + win])[None, :])
+                n += 1
+            c2 = time.process_time()
+    audio_s = len(x) / sr
+    print(json.dumps({"torch": torch.__version__, "librosa": librosa.__version__, "windows": n,
+                      "audio_s": audio_s, "load_cpu_s": c1 - c0, "forward_cpu_s": c2 - c1,
+                      "cpu_per_audio_s": (c2 - c0) / audio_s}))
 
 
 if __name__ == "__main__":

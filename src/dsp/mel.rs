@@ -199,7 +199,9 @@ pub struct LogMel {
     spectrum: Vec<realfft::num_complex::Complex<f64>>,
     scratch: Vec<realfft::num_complex::Complex<f64>>,
     power: Vec<f64>,
-    padded: Vec<f64>,
+    energies: Vec<f64>,
+    /// `log = "log10_1p"` (else dB), decided once rather than per value.
+    log1p: bool,
     db_offset: f64,
 }
 
@@ -225,7 +227,8 @@ impl LogMel {
             spectrum,
             scratch,
             fft,
-            padded: Vec::new(),
+            energies: Vec::new(),
+            log1p: fe.log == "log10_1p",
         }
     }
 
@@ -237,58 +240,94 @@ impl LogMel {
     /// first) and returns the number of frames. Inputs shorter than
     /// [`FrontEnd::min_samples`] are zero-extended to it (reflect padding needs that much).
     pub fn compute(&mut self, samples: &[f32], out: &mut Vec<f32>) -> usize {
+        let frames = self.frames(samples);
+        let bins = self.fe.mel_bins;
+        out.clear();
+        out.reserve(frames * bins);
+        let mut e = std::mem::take(&mut self.energies);
+        e.resize(bins, 0.0);
+        for t in 0..frames {
+            self.frame_energies(samples, t, &mut e);
+            out.extend(e.iter().map(|&v| self.log(v, 1.0)));
+        }
+        self.energies = e;
+        frames
+    }
+
+    /// Frames of a window of `samples` (centred framing, after the zero-extension to
+    /// [`FrontEnd::min_samples`]).
+    pub(crate) fn frames(&self, samples: &[f32]) -> usize {
+        self.fe.frames_for(samples.len().max(self.fe.min_samples()))
+    }
+
+    /// True when frame `t` of a window of `len` samples reads only the window's own samples
+    /// (no centre padding): such a frame is the same in every window that contains its samples.
+    pub(crate) fn is_interior(&self, t: usize, len: usize) -> bool {
+        let (half, c) = (self.fe.window_size / 2, t * self.fe.hop_size);
+        len >= self.fe.min_samples() && c >= half && c + half <= len
+    }
+
+    /// Mel energies (before the log) of frame `t` of the window `samples`, centred at sample
+    /// `t * hop_size` with the card's padding beyond the window's ends. Every frame, whether
+    /// of a whole window or of a stream, goes through here, so a frame computed from the
+    /// same samples is bit-for-bit the same wherever it is computed.
+    pub(crate) fn frame_energies(&mut self, samples: &[f32], t: usize, out: &mut [f64]) {
         let n = self.fe.window_size;
         let half = n / 2;
-        let hop = self.fe.hop_size;
         let len = samples.len().max(self.fe.min_samples());
-        // Centre with reflect padding (x[-i] = x[i], x[len-1+i] = x[len-1-i]) or zeros.
-        self.padded.clear();
-        self.padded.reserve(len + 2 * half);
+        let centre = t * self.fe.hop_size;
         let at = |i: usize| -> f64 { samples.get(i).copied().map_or(0.0, f64::from) };
-        let reflect = self.fe.pad_mode == "reflect";
-        for i in (1..=half).rev() {
-            self.padded.push(if reflect { at(i) } else { 0.0 });
-        }
-        for i in 0..len {
-            self.padded.push(at(i));
-        }
-        for i in 1..=half {
-            self.padded
-                .push(if reflect { at(len - 1 - i) } else { 0.0 });
-        }
-        let log1p = self.fe.log == "log10_1p";
-        let frames = len / hop + 1;
-        out.clear();
-        out.reserve(frames * self.fe.mel_bins);
-        for t in 0..frames {
-            let start = t * hop;
+        if centre >= half && centre + half <= len {
+            let first = centre - half;
             for (k, f) in self.frame.iter_mut().enumerate() {
-                *f = self.padded[start + k] * self.window[k];
+                *f = at(first + k) * self.window[k];
             }
-            // Lengths are fixed by construction, so the FFT cannot fail.
-            let _ = self.fft.process_with_scratch(
-                &mut self.frame,
-                &mut self.spectrum,
-                &mut self.scratch,
-            );
-            for (p, c) in self.power.iter_mut().zip(&self.spectrum) {
-                *p = c.re * c.re + c.im * c.im;
-            }
-            for (first, w) in &self.filters {
-                let e: f64 = w
-                    .iter()
-                    .zip(&self.power[*first..])
-                    .map(|(a, b)| a * b)
-                    .sum();
-                let v = if log1p {
-                    (1.0 + self.fe.log_scale * e).log10()
+        } else {
+            // Centred with reflect padding (x[-i] = x[i], x[len-1+i] = x[len-1-i]) or zeros.
+            let reflect = self.fe.pad_mode == "reflect";
+            for (k, f) in self.frame.iter_mut().enumerate() {
+                let i = (centre + k) as isize - half as isize;
+                let len = len as isize;
+                let v = if i < 0 {
+                    if reflect { at((-i) as usize) } else { 0.0 }
+                } else if i >= len {
+                    if reflect {
+                        at((2 * (len - 1) - i) as usize)
+                    } else {
+                        0.0
+                    }
                 } else {
-                    10.0 * e.max(self.fe.amin).log10() - self.db_offset
+                    at(i as usize)
                 };
-                out.push(v as f32);
+                *f = v * self.window[k];
             }
         }
-        frames
+        // Lengths are fixed by construction, so the FFT cannot fail.
+        let _ =
+            self.fft
+                .process_with_scratch(&mut self.frame, &mut self.spectrum, &mut self.scratch);
+        for (p, c) in self.power.iter_mut().zip(&self.spectrum) {
+            *p = c.re * c.re + c.im * c.im;
+        }
+        for (o, (first, w)) in out.iter_mut().zip(&self.filters) {
+            *o = w
+                .iter()
+                .zip(&self.power[*first..])
+                .map(|(a, b)| a * b)
+                .sum();
+        }
+    }
+
+    /// The log of one mel energy `e` of a window scaled by `gain2` (the square of a sample
+    /// gain: energies are quadratic in the samples), rounded to f32.
+    pub(crate) fn log(&self, e: f64, gain2: f64) -> f32 {
+        let e = e * gain2;
+        let v = if self.log1p {
+            (1.0 + self.fe.log_scale * e).log10()
+        } else {
+            10.0 * e.max(self.fe.amin).log10() - self.db_offset
+        };
+        v as f32
     }
 }
 

@@ -1,5 +1,6 @@
 //! Signal processing between capture and the model: pick or mix channels, resample to the
-//! model's rate, cut sliding windows, and compute the PANNs log-mel front end.
+//! model's rate, cut sliding windows, and compute the PANNs log-mel front end (streamed: a frame shared by
+//! overlapping windows is computed once, see [`mel_stream`]).
 //!
 //! Every piece is streaming (push samples, get output) so the offline commands and the live
 //! daemon run the very same code: the offline path is just a stream that ends.
@@ -7,10 +8,12 @@
 pub mod impulse;
 pub mod level;
 pub mod mel;
+pub mod mel_stream;
 pub mod resample;
 pub mod window;
 
 pub use mel::{FrontEnd, LogMel};
+pub use mel_stream::StreamLogMel;
 pub use resample::StreamResampler;
 pub use window::Windower;
 

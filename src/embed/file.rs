@@ -86,8 +86,8 @@ pub fn embed_file(
         if batch.is_empty() {
             return Ok(());
         }
-        let views: Vec<&[f32]> = batch.iter().map(|(_, w)| w.as_slice()).collect();
-        let outs = embedder.embed_batch(&views).map_err(embed_err)?;
+        let views: Vec<(u64, &[f32])> = batch.iter().map(|(s, w)| (*s, w.as_slice())).collect();
+        let outs = embedder.embed_batch_at(&views).map_err(embed_err)?;
         for ((s, w), mut o) in batch.iter().zip(outs) {
             crate::score::normalize(&mut o.embedding);
             result.push(WindowEmbedding {
@@ -318,8 +318,8 @@ pub fn embed_clip(
     windower.push(&x, |start, _| starts.push(start as usize));
     let mut result = Vec::with_capacity(starts.len());
     for batch in starts.chunks(BATCH) {
-        let views: Vec<&[f32]> = batch.iter().map(|&s| &x[s..s + win]).collect();
-        let outs = embedder.embed_batch(&views).map_err(embed_err)?;
+        let views: Vec<(u64, &[f32])> = batch.iter().map(|&s| (s as u64, &x[s..s + win])).collect();
+        let outs = embedder.embed_batch_at(&views).map_err(embed_err)?;
         for (&s, mut o) in batch.iter().zip(outs) {
             crate::score::normalize(&mut o.embedding);
             result.push(WindowEmbedding {

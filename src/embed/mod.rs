@@ -11,7 +11,7 @@ pub mod runtime;
 
 pub use card::ModelCard;
 
-use crate::dsp::LogMel;
+use crate::dsp::StreamLogMel;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
@@ -75,7 +75,9 @@ pub struct Embedder {
     card: ModelCard,
     dir: PathBuf,
     session: Session,
-    logmel: LogMel,
+    /// The front end: per window ([`Embedder::embed_batch`]) or streamed, reusing the frames
+    /// consecutive windows share ([`Embedder::embed_batch_at`]); both give the same numbers.
+    logmel: StreamLogMel,
     mel_buf: Vec<f32>,
     batch_buf: Vec<f32>,
     level_rms: Option<f32>,
@@ -86,14 +88,19 @@ pub struct Embedder {
 /// not so much that dither in digital near-silence becomes a loud sound.
 const MAX_LEVEL_GAIN: f32 = 100.0;
 
-/// Scales `w` to RMS `target` into `out`. Digital silence stays silence.
-fn level_normalize(w: &[f32], target: f32, out: &mut Vec<f32>) {
+/// The gain that brings `w` to RMS `target`. Digital silence stays silence (gain 1).
+fn level_gain(w: &[f32], target: f32) -> f32 {
     let rms = (w.iter().map(|x| x * x).sum::<f32>() / w.len().max(1) as f32).sqrt();
-    let g = if rms > 0.0 {
+    if rms > 0.0 {
         (target / rms).min(MAX_LEVEL_GAIN)
     } else {
         1.0
-    };
+    }
+}
+
+/// Scales `w` to RMS `target` into `out`.
+fn level_normalize(w: &[f32], target: f32, out: &mut Vec<f32>) {
+    let g = level_gain(w, target);
     out.clear();
     out.extend(w.iter().map(|x| x * g));
 }
@@ -152,7 +159,7 @@ impl Embedder {
             path: onnx_path.clone(),
             detail,
         })?;
-        let logmel = LogMel::new(&card.frontend, card.sample_rate);
+        let logmel = StreamLogMel::new(&card.frontend, card.sample_rate);
         Ok(Self {
             card,
             dir,
@@ -194,7 +201,7 @@ impl Embedder {
     /// The log-mel of a window, row-major `frames x mel_bins` (exposed for parity tests).
     pub fn logmel(&mut self, samples: &[f32]) -> (Vec<f32>, usize) {
         let mut out = Vec::new();
-        let frames = self.logmel.compute(samples, &mut out);
+        let frames = self.logmel.compute_window(samples, &mut out);
         (out, frames)
     }
 
@@ -211,19 +218,7 @@ impl Embedder {
             return Ok(Vec::new());
         };
         let len = first.len();
-        if len < self.min_samples() {
-            return Err(EmbedError::TooShort {
-                model: self.card.name.clone(),
-                samples: len,
-                min: self.min_samples(),
-                seconds: self.min_samples() as f64 / f64::from(self.card.sample_rate),
-            });
-        }
-        if windows.iter().any(|w| w.len() != len) {
-            return Err(EmbedError::Inference(
-                "windows in one batch must have the same length".into(),
-            ));
-        }
+        self.check_lengths(len, windows.iter().map(|w| w.len()))?;
         self.batch_buf.clear();
         let mut frames = 0;
         for w in windows {
@@ -234,11 +229,69 @@ impl Embedder {
                 }
                 None => w,
             };
-            frames = self.logmel.compute(w, &mut self.mel_buf);
+            frames = self.logmel.compute_window(w, &mut self.mel_buf);
             self.batch_buf.extend_from_slice(&self.mel_buf);
         }
         let mels = self.card.frontend.mel_bins;
         self.run_logmel_batch(windows.len(), frames, mels)
+    }
+
+    /// Embeds one window of a stream that starts at stream sample `start` (at the model's
+    /// rate): [`Embedder::embed_batch_at`] for one window.
+    pub fn embed_at(&mut self, start: u64, samples: &[f32]) -> Result<Output, EmbedError> {
+        let mut v = self.embed_batch_at(&[(start, samples)])?;
+        v.pop()
+            .ok_or_else(|| EmbedError::Inference("no output".into()))
+    }
+
+    /// [`Embedder::embed_batch`] for windows of one stream, each with its start sample, in
+    /// stream order: the log-mel frames a window shares with the window before it are reused
+    /// instead of recomputed ([`crate::dsp::mel_stream`]), which makes overlapping windows
+    /// cheap. The log-mel is bit for bit the per-window one; with level normalisation the
+    /// gain is applied to the mel energies, which differs from scaling the samples by f32
+    /// rounding only (below 1e-4 dB, tested in `dsp::mel_stream`).
+    pub fn embed_batch_at(&mut self, windows: &[(u64, &[f32])]) -> Result<Vec<Output>, EmbedError> {
+        let Some((_, first)) = windows.first() else {
+            return Ok(Vec::new());
+        };
+        let len = first.len();
+        self.check_lengths(len, windows.iter().map(|(_, w)| w.len()))?;
+        self.batch_buf.clear();
+        let mut frames = 0;
+        for (start, w) in windows {
+            let gain = self.level_rms.map_or(1.0, |target| level_gain(w, target));
+            frames = self.logmel.compute_at(*start, w, gain, &mut self.mel_buf);
+            self.batch_buf.extend_from_slice(&self.mel_buf);
+        }
+        let mels = self.card.frontend.mel_bins;
+        self.run_logmel_batch(windows.len(), frames, mels)
+    }
+
+    /// Log-mel frames computed and reused so far by the streamed front end.
+    pub fn frame_counts(&self) -> (u64, u64) {
+        self.logmel.frame_counts()
+    }
+
+    /// Refuses a batch whose windows are too short for the model or of different lengths.
+    fn check_lengths(
+        &self,
+        len: usize,
+        mut lens: impl Iterator<Item = usize>,
+    ) -> Result<(), EmbedError> {
+        if len < self.min_samples() {
+            return Err(EmbedError::TooShort {
+                model: self.card.name.clone(),
+                samples: len,
+                min: self.min_samples(),
+                seconds: self.min_samples() as f64 / f64::from(self.card.sample_rate),
+            });
+        }
+        if lens.any(|l| l != len) {
+            return Err(EmbedError::Inference(
+                "windows in one batch must have the same length".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Runs the network on a log-mel given directly (`frames x mel_bins`).

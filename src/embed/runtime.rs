@@ -79,7 +79,8 @@ pub fn ensure(configured: Option<&Path>) -> Result<PathBuf, RuntimeError> {
     }
 }
 
-pub(crate) fn environment() -> Option<&'static ort::environment::Environment> {
+/// The ONNX Runtime environment once [`ensure`] has loaded it (benches build their own sessions).
+pub fn environment() -> Option<&'static ort::environment::Environment> {
     RUNTIME.get().and_then(|r| r.as_ref().ok()).map(|r| &r.env)
 }
 

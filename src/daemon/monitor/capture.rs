@@ -253,6 +253,7 @@ impl CaptureLoop {
             end_s,
             wall_start: self.clock.wall(start_s),
             wall_end: self.clock.wall(end_s),
+            start_sample: start,
             samples,
             cut_at: Instant::now(),
         }

@@ -195,6 +195,7 @@ mod tests {
             end_s: start_s + 1.0,
             wall_start: t0 + Duration::from_secs_f64(start_s),
             wall_end: t0 + Duration::from_secs_f64(start_s + 1.0),
+            start_sample: i as u64 * 16000,
             samples: Vec::new(),
             cut_at: Instant::now(),
         }

@@ -96,6 +96,9 @@ struct Job {
     /// The same in wall-clock time, from the monitor's clock (the one owner of that mapping).
     wall_start: SystemTime,
     wall_end: SystemTime,
+    /// Window start in stream samples at the model's rate: lets the embedder reuse the
+    /// log-mel frames this window shares with the one before.
+    start_sample: u64,
     samples: Vec<f32>,
     cut_at: Instant,
 }

@@ -135,7 +135,7 @@ impl EmbedLoop {
                 continue;
             }
             let t0 = Instant::now();
-            let out = match self.embedder.embed(&job.samples) {
+            let out = match self.embedder.embed_at(job.start_sample, &job.samples) {
                 Ok(o) => o,
                 Err(e) => {
                     tracing::error!(monitor = %self.name, error = %e, "window could not be embedded; skipped");
