@@ -21,14 +21,33 @@ struct AppState {
 }
 
 impl MetricsServer {
-    /// Binds `listen` and serves on the current tokio runtime. Binding happens before this
-    /// returns, so a taken port is reported at start-up, not discovered by a failing scrape.
+    /// Binds `listen` and serves plain HTTP without authentication (tests, loopback use).
     pub async fn start(
         listen: SocketAddr,
         metrics: Arc<Metrics>,
         health: Health,
     ) -> Result<Self, MetricsError> {
+        let cfg = super::MetricsConfig {
+            listen,
+            ..Default::default()
+        };
+        Self::start_with(&cfg, metrics, health).await
+    }
+
+    /// Serves as `[metrics]` says: `listen`, and the TLS and basic auth of
+    /// [`super::security`], loaded (and refused with the key to fix) before binding. Binding
+    /// happens before this returns, so a taken port is reported at start-up, not discovered
+    /// by a failing scrape.
+    pub async fn start_with(
+        cfg: &super::MetricsConfig,
+        metrics: Arc<Metrics>,
+        health: Health,
+    ) -> Result<Self, MetricsError> {
         use axum::routing::get;
+        let listen = cfg.listen;
+        let guard = super::security::Guard::load(cfg)?;
+        let scheme = if guard.tls.is_some() { "https" } else { "http" };
+        let auth = guard.auth.is_some();
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| MetricsError::Bind {
@@ -49,10 +68,11 @@ impl MetricsServer {
         let task = tokio::spawn(super::listener::serve(
             listener,
             app,
+            guard,
             super::listener::Limits::default(),
             rx,
         ));
-        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+        tracing::info!(%addr, scheme, basic_auth = auth, "serving /metrics, /healthz and /readyz");
         Ok(Self {
             addr,
             stop: Some(tx),
