@@ -93,7 +93,7 @@ fn check_settings(s: &Settings, a: &CheckArgs, r: &mut Report) {
     }
     let embedder = check_model(s, r);
     for m in &s.monitors {
-        check_monitor(s, m, embedder.as_ref(), a.require_devices, r);
+        check_monitor(m, embedder.as_ref(), a.require_devices, r);
     }
     check_alerts(s, r);
     check_http(s, r);
@@ -144,7 +144,6 @@ fn check_model(s: &Settings, r: &mut Report) -> Option<Embedder> {
 }
 
 fn check_monitor(
-    s: &Settings,
     m: &earshot::config::MonitorSettings,
     embedder: Option<&Embedder>,
     require_devices: bool,
@@ -152,50 +151,19 @@ fn check_monitor(
 ) {
     let name = &m.name;
     // Profile loads, hop fits, a replayed file opens: what a reload checks before it swaps.
-    if let Err(e) = Monitor::preflight(m) {
-        r.error(format!(
-            "{e}; run `earshot learn --config {} ... --out {}` or fix the path",
-            s.source
-                .as_deref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            m.profile.display()
-        ));
-        return;
+    // The errors already say what to run or fix.
+    let preflight = Monitor::preflight(m);
+    if let Err(e) = &preflight {
+        r.error(e);
     }
-    let profile = match Profile::load(&m.profile) {
-        Ok(p) => p,
-        Err(e) => {
-            r.error(format!("monitor {name}: `profile`: {e}"));
-            return;
-        }
-    };
-    match embedder {
-        Some(e) => {
-            let card = e.dir().join(earshot::embed::card::CARD_FILE);
-            match profile.check_model(e.card(), &card) {
-                Ok(()) => r.ok(format!(
-                    "monitor {name}: profile {} matches the model {}",
-                    m.profile.display(),
-                    e.card().name
-                )),
-                Err(err) => r.error(format!("monitor {name}: `profile`: {err}")),
-            }
-            let window = profile.manifest.window.seconds;
-            if window < e.card().min_window_seconds() {
-                r.error(format!(
-                    "monitor {name}: the profile's window ({window} s) is shorter than the model accepts ({:.2} s): learn the profile again with a longer `window.seconds`",
-                    e.card().min_window_seconds()
-                ));
-            }
-        }
-        None => r.warn(format!(
-            "monitor {name}: profile {} loads, but could not be checked against the model (see the model error)",
-            m.profile.display()
-        )),
+    if preflight.is_ok() {
+        check_profile(m, embedder, r);
     }
     match (&m.source.file, &m.source.device) {
-        (Some(f), _) => r.ok(format!("monitor {name}: replay file {} opens", f.display())),
+        (Some(f), _) if preflight.is_ok() => {
+            r.ok(format!("monitor {name}: replay file {} opens", f.display()))
+        }
+        (Some(_), _) => {}
         (None, dev) => {
             let spec = earshot::daemon::monitor::device_settings(m).device;
             match earshot::capture::lookup_input_device(spec.as_deref()) {
@@ -229,6 +197,42 @@ fn check_monitor(
                 "monitor {name}: `index`: no api_key_env or api_key_file"
             )),
         }
+    }
+}
+
+/// The profile against the model the service would load.
+fn check_profile(m: &earshot::config::MonitorSettings, embedder: Option<&Embedder>, r: &mut Report) {
+    let name = &m.name;
+    let profile = match Profile::load(&m.profile) {
+        Ok(p) => p,
+        Err(e) => {
+            r.error(format!("monitor {name}: `profile`: {e}"));
+            return;
+        }
+    };
+    match embedder {
+        Some(e) => {
+            let card = e.dir().join(earshot::embed::card::CARD_FILE);
+            match profile.check_model(e.card(), &card) {
+                Ok(()) => r.ok(format!(
+                    "monitor {name}: profile {} matches the model {}",
+                    m.profile.display(),
+                    e.card().name
+                )),
+                Err(err) => r.error(format!("monitor {name}: `profile`: {err}")),
+            }
+            let window = profile.manifest.window.seconds;
+            if window < e.card().min_window_seconds() {
+                r.error(format!(
+                    "monitor {name}: the profile's window ({window} s) is shorter than the model accepts ({:.2} s): learn the profile again with a longer `window.seconds`",
+                    e.card().min_window_seconds()
+                ));
+            }
+        }
+        None => r.warn(format!(
+            "monitor {name}: profile {} loads, but could not be checked against the model (see the model error)",
+            m.profile.display()
+        )),
     }
 }
 
