@@ -118,7 +118,8 @@ fn check_model(s: &Settings, r: &mut Report) -> Option<Embedder> {
     match Embedder::load(&dir, &opts) {
         Ok(e) => {
             let path = earshot::embed::runtime::ensure(opts.onnxruntime.as_deref())
-                .map(|p| p.display().to_string())
+                // Shown resolved (`/usr/bin/../lib/earshot/...` -> `/usr/lib/earshot/...`).
+                .map(|p| std::fs::canonicalize(&p).unwrap_or(p).display().to_string())
                 .unwrap_or_default();
             r.ok(format!(
                 "model {} ({}): card, checksum and ONNX Runtime session OK (runtime {path})",
