@@ -161,3 +161,47 @@ fn a_missing_device_is_a_warning_unless_required() {
         "{out}"
     );
 }
+
+#[test]
+fn endpoint_security_files_are_checked() {
+    let fx = fixture();
+    let dir = test_dir();
+    let monitor = replay_monitor("press", &fx.profile, &fx.stream, false, false);
+    // Exposed without authentication.
+    let text = format!("[metrics]\nlisten = \"0.0.0.0:9847\"\n{monitor}");
+    let (ok, out) = check(&write_config(dir.path(), &text), &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("error:") && l.contains("metrics.listen") && l.contains("basic_auth")),
+        "{out}"
+    );
+    // Basic auth with a hash file that is not there, TLS with a key that is not there.
+    let text = format!(
+        "[metrics]\nlisten = \"127.0.0.1:0\"\n[metrics.basic_auth]\nuser = \"p\"\npassword_hash_file = \"missing.hash\"\n{monitor}"
+    );
+    let (ok, out) = check(&write_config(dir.path(), &text), &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("error:")
+            && l.contains("basic_auth.password_hash_file")
+            && l.contains("missing.hash")),
+        "{out}"
+    );
+    // A valid bcrypt hash but readable by everyone: passes, with a warning.
+    let hash = dir.path().join("metrics.hash");
+    std::fs::write(&hash, bcrypt::hash("pw", 4).unwrap()).unwrap();
+    std::fs::set_permissions(&hash, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let text = format!(
+        "{}[metrics.basic_auth]\nuser = \"p\"\npassword_hash_file = \"metrics.hash\"\n{monitor}",
+        daemon_header(dir.path())
+    );
+    let (ok, out) = check(&write_config(dir.path(), &text), &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("with basic auth"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("warning:") && l.contains("metrics.hash") && l.contains("readable by every user")),
+        "{out}"
+    );
+}
