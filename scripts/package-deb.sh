@@ -95,7 +95,8 @@ chmod 0644 "$root/$deb_unit_dir/earshot.service"
 
 # Config (a conffile: dpkg keeps local edits across upgrades).
 install -d "$root/etc/earshot"
-install -m 0640 "$here/config/earshot.toml" "$root/etc/earshot/earshot.toml"
+# Shipped 0644 (Debian policy); postinst makes it 0640 root:earshot, as secrets may sit beside it.
+install -m 0644 "$here/config/earshot.toml" "$root/etc/earshot/earshot.toml"
 
 # Documentation Debian policy asks for.
 doc="$root/usr/share/doc/$name"
@@ -105,6 +106,7 @@ Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: $name
 
 Files: *
+Copyright: earshot contributors
 License: $license
 
 Files: usr/lib/earshot/libonnxruntime.so.*
@@ -119,6 +121,7 @@ Comment: "Representation Learning for the Automatic Indexing of Sound Effects Li
  ISMIR 2022 (PyPI aisfx 0.1.2), converted to ONNX. See LICENSE in that directory.
 
 Files: usr/share/earshot/models/panns-mobilenetv1-seeded/*
+Copyright: earshot contributors
 License: $license
 Comment: PANNs MobileNetV1 architecture (Kong et al. 2020) with seeded random weights.
 EOF
@@ -131,6 +134,15 @@ epoch=$(git -C "$here" log -1 --format=%ct 2>/dev/null || date +%s)
   echo " -- $deb_maintainer  $(date -u -R -d "@$epoch")"
 } | gzip -9n > "$doc/changelog.Debian.gz"
 chmod 0644 "$doc/copyright" "$doc/changelog.Debian.gz"
+# ONNX Runtime is upstream's own build (it links its own curl and mbedtls statically); Debian
+# has no package of it to depend on.
+install -d "$root/usr/share/lintian/overrides"
+cat > "$root/usr/share/lintian/overrides/$name" <<EOF
+# ONNX Runtime $ort_version as built by Microsoft (PyPI wheel): not packaged in Debian.
+$name: embedded-library curl [usr/lib/earshot/libonnxruntime.so.$ort_version]
+$name: embedded-library mbedtls [usr/lib/earshot/libonnxruntime.so.$ort_version]
+EOF
+chmod 0644 "$root/usr/share/lintian/overrides/$name"
 
 # Maintainer scripts and control files.
 for s in postinst prerm postrm; do
