@@ -480,7 +480,11 @@ impl Settings {
             ));
         }
         let m = &self.metrics;
-        if m.enabled && !m.listen.ip().is_loopback() && m.basic_auth.is_none() && !m.allow_unauthenticated {
+        if m.enabled
+            && !m.listen.ip().is_loopback()
+            && m.basic_auth.is_none()
+            && !m.allow_unauthenticated
+        {
             return Err(self.invalid(
                 "metrics.listen",
                 crate::metrics::security::SecurityError::Exposed(m.listen).to_string(),

@@ -33,7 +33,14 @@ fn bcrypt_file(dir: &Path) -> PathBuf {
 fn openssl_cert(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
         .args(["-nodes", "-days", "2", "-subj", "/CN=earshot-test"])
         .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
         // An end-entity certificate (webpki refuses a CA certificate as the server's own).
@@ -55,7 +62,9 @@ fn openssl_cert(dir: &Path) -> (PathBuf, PathBuf) {
 async fn serve(cfg: MetricsConfig) -> MetricsServer {
     let m = Arc::new(Metrics::new().unwrap());
     m.set_monitor_up("press-1", true);
-    MetricsServer::start_with(&cfg, m, Health::new()).await.unwrap()
+    MetricsServer::start_with(&cfg, m, Health::new())
+        .await
+        .unwrap()
 }
 
 fn client() -> reqwest::Client {
@@ -110,7 +119,10 @@ async fn basic_auth_refuses_wrong_credentials_on_every_route() {
                 .to_str()
                 .unwrap();
             assert!(challenge.starts_with("Basic "), "{challenge}");
-            assert!(!body.contains("earshot_"), "no metric leaks in a 401: {body}");
+            assert!(
+                !body.contains("earshot_"),
+                "no metric leaks in a 401: {body}"
+            );
         }
     }
     // The right credentials: served (twice: the second time from the remembered credential).
@@ -212,7 +224,10 @@ async fn tls_serves_a_client_that_trusts_the_configured_certificate() {
         .get(format!("https://127.0.0.1:{port}/metrics"))
         .send()
         .await;
-    assert!(r.is_err(), "an unknown certificate must not be trusted: {r:?}");
+    assert!(
+        r.is_err(),
+        "an unknown certificate must not be trusted: {r:?}"
+    );
     // The endpoint still serves after those failed handshakes.
     let url = format!("https://127.0.0.1:{port}/metrics");
     assert_eq!(get(&trusting, &url, Some((USER, PASSWORD))).await.0, 200);
@@ -239,7 +254,10 @@ async fn bad_security_files_are_refused_naming_the_key() {
         .expect("a plain password in the hash file is refused")
         .to_string();
     assert!(err.contains("basic_auth.password_hash_file"), "{err}");
-    assert!(!err.contains(PASSWORD), "the file's content is never echoed: {err}");
+    assert!(
+        !err.contains(PASSWORD),
+        "the file's content is never echoed: {err}"
+    );
 
     let (cert, _key) = openssl_cert(d.path());
     let cfg = MetricsConfig {
@@ -267,7 +285,10 @@ async fn bad_security_files_are_refused_naming_the_key() {
         .err()
         .expect("exposed without auth is refused")
         .to_string();
-    assert!(err.contains("metrics.listen") && err.contains("basic_auth"), "{err}");
+    assert!(
+        err.contains("metrics.listen") && err.contains("basic_auth"),
+        "{err}"
+    );
     cfg.allow_unauthenticated = true;
     cfg.listen = "127.0.0.2:0".parse().unwrap();
     let srv = MetricsServer::start_with(&cfg, m(), Health::new())

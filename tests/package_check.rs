@@ -6,7 +6,9 @@
 #[path = "common/daemon.rs"]
 mod daemon;
 
-use daemon::{EARSHOT, daemon_header, fixture, replay_monitor, run_bounded, test_dir, write_config};
+use daemon::{
+    EARSHOT, daemon_header, fixture, replay_monitor, run_bounded, test_dir, write_config,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -84,8 +86,9 @@ fn a_missing_model_fails_naming_the_directory() {
     let (ok, out) = check(&write_config(dir.path(), &text), &[]);
     assert!(!ok, "{out}");
     assert!(
-        out.lines()
-            .any(|l| l.starts_with("error:") && l.contains("model.dir") && l.contains("no-such-model")),
+        out.lines().any(|l| l.starts_with("error:")
+            && l.contains("model.dir")
+            && l.contains("no-such-model")),
         "{out}"
     );
 }
@@ -124,7 +127,13 @@ fn a_missing_replay_file_fails() {
     let text = format!(
         "{}{}",
         daemon_header(dir.path()),
-        replay_monitor("press", &fx.profile, &dir.path().join("gone.wav"), false, false)
+        replay_monitor(
+            "press",
+            &fx.profile,
+            &dir.path().join("gone.wav"),
+            false,
+            false
+        )
     );
     let (ok, out) = check(&write_config(dir.path(), &text), &[]);
     assert!(!ok, "{out}");
@@ -146,7 +155,10 @@ fn a_missing_device_is_a_warning_unless_required() {
     );
     let cfg = write_config(dir.path(), &text);
     let (ok, out) = check(&cfg, &[]);
-    assert!(ok, "a device plugged in later must not fail the check:\n{out}");
+    assert!(
+        ok,
+        "a device plugged in later must not fail the check:\n{out}"
+    );
     assert!(
         out.lines().any(|l| l.starts_with("warning:")
             && l.contains("earshot-no-such-device-7f3")
@@ -172,8 +184,9 @@ fn endpoint_security_files_are_checked() {
     let (ok, out) = check(&write_config(dir.path(), &text), &[]);
     assert!(!ok, "{out}");
     assert!(
-        out.lines()
-            .any(|l| l.starts_with("error:") && l.contains("metrics.listen") && l.contains("basic_auth")),
+        out.lines().any(|l| l.starts_with("error:")
+            && l.contains("metrics.listen")
+            && l.contains("basic_auth")),
         "{out}"
     );
     // Basic auth with a hash file that is not there, TLS with a key that is not there.
@@ -200,8 +213,9 @@ fn endpoint_security_files_are_checked() {
     assert!(ok, "{out}");
     assert!(out.contains("with basic auth"), "{out}");
     assert!(
-        out.lines()
-            .any(|l| l.starts_with("warning:") && l.contains("metrics.hash") && l.contains("readable by every user")),
+        out.lines().any(|l| l.starts_with("warning:")
+            && l.contains("metrics.hash")
+            && l.contains("readable by every user")),
         "{out}"
     );
 }

@@ -67,7 +67,12 @@ fn build_deb(out: &Path, rev: &str) -> PathBuf {
     let text = ok(Command::new(repo().join("scripts/package-deb.sh"))
         .args(["--fast", "--binary", &binary, "--revision", rev, "--out"])
         .arg(out));
-    PathBuf::from(text.lines().last().expect("the script prints the .deb path").trim())
+    PathBuf::from(
+        text.lines()
+            .last()
+            .expect("the script prints the .deb path")
+            .trim(),
+    )
 }
 
 #[test]
@@ -80,7 +85,11 @@ fn package_contents_and_scripts() {
         .lines()
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            (f[0].to_string(), f[1].to_string(), f[5].trim_start_matches('.').to_string())
+            (
+                f[0].to_string(),
+                f[1].to_string(),
+                f[5].trim_start_matches('.').to_string(),
+            )
         })
         .collect();
     let mode = |p: &str| -> &str {
@@ -91,13 +100,22 @@ fn package_contents_and_scripts() {
             .unwrap_or_else(|| panic!("{p} not in the package:\n{listing}"))
     };
     assert_eq!(mode("/usr/bin/earshot"), "-rwxr-xr-x");
-    assert_eq!(mode("/usr/lib/earshot/libonnxruntime.so.1.31.1"), "-rw-r--r--");
+    assert_eq!(
+        mode("/usr/lib/earshot/libonnxruntime.so.1.31.1"),
+        "-rw-r--r--"
+    );
     for m in ["aisfx-cnn9", "panns-mobilenetv1-seeded"] {
         for f in ["card.json", "model.onnx"] {
-            assert_eq!(mode(&format!("/usr/share/earshot/models/{m}/{f}")), "-rw-r--r--");
+            assert_eq!(
+                mode(&format!("/usr/share/earshot/models/{m}/{f}")),
+                "-rw-r--r--"
+            );
         }
     }
-    assert_eq!(mode("/usr/share/earshot/models/aisfx-cnn9/LICENSE"), "-rw-r--r--");
+    assert_eq!(
+        mode("/usr/share/earshot/models/aisfx-cnn9/LICENSE"),
+        "-rw-r--r--"
+    );
     assert_eq!(mode("/lib/systemd/system/earshot.service"), "-rw-r--r--");
     // 0644 as policy wants; postinst makes it 0640 root:earshot (checked in the chroot test).
     assert_eq!(mode("/etc/earshot/earshot.toml"), "-rw-r--r--");
@@ -119,10 +137,19 @@ fn package_contents_and_scripts() {
         .find_map(|l| l.strip_prefix("version = \""))
         .and_then(|v| v.strip_suffix('"'))
         .unwrap();
-    assert!(control.contains(&format!("Version: {version}-1\n")), "{control}");
+    assert!(
+        control.contains(&format!("Version: {version}-1\n")),
+        "{control}"
+    );
     assert!(control.contains("Package: earshot\n"), "{control}");
-    let synopsis = control.lines().find_map(|l| l.strip_prefix("Description: ")).unwrap();
-    assert!(synopsis.len() <= 80 && !synopsis.ends_with('.'), "{synopsis}");
+    let synopsis = control
+        .lines()
+        .find_map(|l| l.strip_prefix("Description: "))
+        .unwrap();
+    assert!(
+        synopsis.len() <= 80 && !synopsis.ends_with('.'),
+        "{synopsis}"
+    );
     // The conffile.
     assert_eq!(
         std::fs::read_to_string(x.join("DEBIAN/conffiles")).unwrap(),
@@ -143,20 +170,41 @@ fn package_contents_and_scripts() {
         }
     }
     // md5sums cover every file.
-    ok(Command::new("md5sum").arg("-c").arg("--quiet").arg("DEBIAN/md5sums").current_dir(&x));
+    ok(Command::new("md5sum")
+        .arg("-c")
+        .arg("--quiet")
+        .arg("DEBIAN/md5sums")
+        .current_dir(&x));
     // Stripped: no symbol table, no debug sections.
-    let sections = ok(Command::new("objdump").arg("-h").arg(x.join("usr/bin/earshot")));
+    let sections = ok(Command::new("objdump")
+        .arg("-h")
+        .arg(x.join("usr/bin/earshot")));
     // (`.debug_gdb_scripts` is a loaded section Rust adds; strip keeps it, rightly.)
     for dbg in [".debug_info", ".debug_line", ".symtab"] {
         assert!(!sections.contains(dbg), "binary not stripped: {dbg}");
     }
-    let syms = run(Command::new("objdump").arg("-t").arg(x.join("usr/bin/earshot"))).1;
-    assert!(syms.contains("no symbols"), "symbol table left in the binary");
+    let syms = run(Command::new("objdump")
+        .arg("-t")
+        .arg(x.join("usr/bin/earshot")))
+    .1;
+    assert!(
+        syms.contains("no symbols"),
+        "symbol table left in the binary"
+    );
     // Every library the binary and ONNX Runtime need is covered by Depends.
-    let depends = control.lines().find_map(|l| l.strip_prefix("Depends: ")).unwrap();
-    for f in ["usr/bin/earshot", "usr/lib/earshot/libonnxruntime.so.1.31.1"] {
+    let depends = control
+        .lines()
+        .find_map(|l| l.strip_prefix("Depends: "))
+        .unwrap();
+    for f in [
+        "usr/bin/earshot",
+        "usr/lib/earshot/libonnxruntime.so.1.31.1",
+    ] {
         let dynamic = ok(Command::new("objdump").arg("-p").arg(x.join(f)));
-        for lib in dynamic.lines().filter_map(|l| l.trim().strip_prefix("NEEDED")) {
+        for lib in dynamic
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("NEEDED"))
+        {
             let lib = lib.trim();
             let pkg = match lib {
                 l if l.starts_with("libc.so")
@@ -171,9 +219,14 @@ fn package_contents_and_scripts() {
                 l if l.starts_with("libgcc_s.so") => "libgcc-s1",
                 l if l.starts_with("libstdc++.so") => "libstdc++6",
                 l if l.starts_with("libasound.so") => "libasound2",
-                other => panic!("{f} needs {other}: add its package to [package.metadata.deb] depends"),
+                other => {
+                    panic!("{f} needs {other}: add its package to [package.metadata.deb] depends")
+                }
             };
-            assert!(depends.contains(pkg), "{f} needs {lib} ({pkg}), Depends: {depends}");
+            assert!(
+                depends.contains(pkg),
+                "{f} needs {lib} ({pkg}), Depends: {depends}"
+            );
         }
     }
     // The packaged unit: installed paths, the package's user, and still hardened.
@@ -259,7 +312,12 @@ impl Chroot {
             .arg(format!("--mount-proc={}", self.root.join("proc").display()))
             .arg("chroot")
             .arg(&self.root)
-            .args(["/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C.UTF-8"])
+            .args([
+                "/usr/bin/env",
+                "-i",
+                "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                "LANG=C.UTF-8",
+            ])
             .args(["/bin/sh", "-c", script]);
         c
     }
@@ -339,7 +397,10 @@ fn installs_runs_upgrades_and_purges_in_a_debian_chroot() {
     let out = c.ok(&format!("dpkg -i /tmp/{}", name(&v1)));
     assert!(!out.to_lowercase().contains("warning"), "{out}");
     let ids = c.ok("id earshot");
-    assert!(ids.contains("(audio)"), "earshot must be in group audio: {ids}");
+    assert!(
+        ids.contains("(audio)"),
+        "earshot must be in group audio: {ids}"
+    );
     let modes = c.ok("stat -c '%n %a %U:%G' /etc/earshot /etc/earshot/earshot.toml /var/lib/earshot /var/lib/earshot/profiles");
     for want in [
         "/etc/earshot 750 root:earshot",
@@ -366,7 +427,9 @@ fn installs_runs_upgrades_and_purges_in_a_debian_chroot() {
         "{out}"
     );
     assert!(
-        out.lines().any(|l| l.starts_with("error:") && l.contains("/var/lib/earshot/profiles/press-1") && l.contains("earshot learn")),
+        out.lines().any(|l| l.starts_with("error:")
+            && l.contains("/var/lib/earshot/profiles/press-1")
+            && l.contains("earshot learn")),
         "{out}"
     );
 
@@ -397,7 +460,8 @@ fn installs_runs_upgrades_and_purges_in_a_debian_chroot() {
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
     )
     .unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let started = Instant::now();
     let mut child = c
         .cmd("cd / && exec setpriv --reuid=earshot --regid=earshot --init-groups env NOTIFY_SOCKET=/run/earshot-notify.sock /usr/bin/earshot run --config /etc/earshot/earshot.toml --exit-when-done")
@@ -409,7 +473,10 @@ fn installs_runs_upgrades_and_purges_in_a_debian_chroot() {
     let mut buf = [0u8; 4096];
     while started.elapsed() < Duration::from_secs(120) {
         if let Ok(n) = sock.recv(&mut buf) {
-            if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "READY=1") {
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "READY=1")
+            {
                 ready = Some(started.elapsed());
                 break;
             }
@@ -422,19 +489,32 @@ fn installs_runs_upgrades_and_purges_in_a_debian_chroot() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "earshot run failed:\n{log}");
     let ready = ready.unwrap_or_else(|| panic!("no READY=1:\n{log}"));
-    eprintln!("start to READY=1 from the installed paths: {:.2} s", ready.as_secs_f64());
-    let events = std::fs::read_to_string(c.path("/var/lib/earshot/events.jsonl")).unwrap_or_default();
-    assert!(events.contains("anomaly_started"), "no anomaly event:\n{events}\n{log}");
+    eprintln!(
+        "start to READY=1 from the installed paths: {:.2} s",
+        ready.as_secs_f64()
+    );
+    let events =
+        std::fs::read_to_string(c.path("/var/lib/earshot/events.jsonl")).unwrap_or_default();
+    assert!(
+        events.contains("anomaly_started"),
+        "no anomaly event:\n{events}\n{log}"
+    );
 
     // Upgrade to a rebuilt package: the edited conffile and the state stay.
     let out = c.ok(&format!("dpkg -i /tmp/{}", name(&v2)));
-    assert!(!out.contains("dpkg-dist") && !out.contains("dpkg-new"), "{out}");
+    assert!(
+        !out.contains("dpkg-dist") && !out.contains("dpkg-new"),
+        "{out}"
+    );
     assert_eq!(c.ok("dpkg-query -W -f='${Version}' earshot"), "0.1.0-2");
     assert_eq!(
         std::fs::read_to_string(c.path("/etc/earshot/earshot.toml")).unwrap(),
         EDITED_CONFIG
     );
-    assert!(c.path("/var/lib/earshot/profiles/press-1/manifest.json").is_file());
+    assert!(
+        c.path("/var/lib/earshot/profiles/press-1/manifest.json")
+            .is_file()
+    );
     let (passed, out) = c.earshot("check --config /etc/earshot/earshot.toml");
     assert!(passed, "after the upgrade:\n{out}");
 
@@ -459,9 +539,14 @@ fn installs_runs_upgrades_and_purges_in_a_debian_chroot() {
         .collect();
     assert!(left.is_empty(), "purge left: {left:#?}");
     assert!(
-        !after.iter().any(|p| p.contains("earshot") && !p.starts_with("var/lib/dpkg/")),
+        !after
+            .iter()
+            .any(|p| p.contains("earshot") && !p.starts_with("var/lib/dpkg/")),
         "a path named earshot is left: {:?}",
-        after.iter().filter(|p| p.contains("earshot")).collect::<Vec<_>>()
+        after
+            .iter()
+            .filter(|p| p.contains("earshot"))
+            .collect::<Vec<_>>()
     );
     let (gone, _) = c.sh("dpkg -s earshot");
     assert!(!gone, "dpkg still knows the package");

@@ -62,7 +62,10 @@ fn all_files(dir: &Path, out: &mut Vec<(String, String)>) {
         if p.is_dir() {
             all_files(&p, out);
         } else if let Ok(b) = std::fs::read(&p) {
-            out.push((p.display().to_string(), String::from_utf8_lossy(&b).into_owned()));
+            out.push((
+                p.display().to_string(),
+                String::from_utf8_lossy(&b).into_owned(),
+            ));
         }
     }
 }
@@ -226,14 +229,20 @@ fn run_and_collect(endpoint: &str) -> (Vec<(String, String)>, String) {
     assert!(status.success(), "earshot run failed:\n{stderr}");
 
     // The secrets were really used.
-    assert!(served > 0 && refused > 0, "scrapes: {served} served, {refused} refused\n{stderr}");
+    assert!(
+        served > 0 && refused > 0,
+        "scrapes: {served} served, {refused} refused\n{stderr}"
+    );
     let alerts = rx.wait_until("signed alert", Duration::from_secs(60), |r| {
-        r.iter().any(|a| a.headers.contains_key("x-earshot-signature"))
+        r.iter()
+            .any(|a| a.headers.contains_key("x-earshot-signature"))
     });
     let mut state = Vec::new();
     all_files(&dir.path().join("state"), &mut state);
     assert!(
-        state.iter().any(|(p, t)| p.ends_with("events.jsonl") && t.contains("anomaly_started")),
+        state
+            .iter()
+            .any(|(p, t)| p.ends_with("events.jsonl") && t.contains("anomaly_started")),
         "no anomaly event: {:?}",
         state.iter().map(|(p, _)| p).collect::<Vec<_>>()
     );

@@ -202,7 +202,11 @@ fn check_monitor(
 }
 
 /// The profile against the model the service would load.
-fn check_profile(m: &earshot::config::MonitorSettings, embedder: Option<&Embedder>, r: &mut Report) {
+fn check_profile(
+    m: &earshot::config::MonitorSettings,
+    embedder: Option<&Embedder>,
+    r: &mut Report,
+) {
     let name = &m.name;
     let profile = match Profile::load(&m.profile) {
         Ok(p) => p,

@@ -182,7 +182,10 @@ async fn http1<I>(
 fn unauthorized() -> axum::response::Response {
     (
         axum::http::StatusCode::UNAUTHORIZED,
-        [(axum::http::header::WWW_AUTHENTICATE, "Basic realm=\"earshot\", charset=\"UTF-8\"")],
+        [(
+            axum::http::header::WWW_AUTHENTICATE,
+            "Basic realm=\"earshot\", charset=\"UTF-8\"",
+        )],
         "authentication required\n",
     )
         .into_response()

@@ -88,10 +88,7 @@ pub fn check(cfg: &super::MetricsConfig) -> Result<Notes, SecurityError> {
     } else {
         "no authentication"
     };
-    n.ok.push(format!(
-        "endpoint {scheme}://{} with {auth}",
-        cfg.listen
-    ));
+    n.ok.push(format!("endpoint {scheme}://{} with {auth}", cfg.listen));
     if !cfg.listen.ip().is_loopback() && guard.tls.is_none() {
         n.warnings.push(format!(
             "`listen` = {} is reachable from the network over plain HTTP: add `[metrics.tls]` so passwords and metrics are not sent in clear",
@@ -209,7 +206,11 @@ impl BasicAuth {
             Hash::Bcrypt(hash.to_string())
         } else if hash.starts_with("$argon2") {
             argon2::PasswordHash::new(hash).map_err(|e| {
-                file_err(KEY, p, format!("not a valid argon2 PHC string ({e}); {how}"))
+                file_err(
+                    KEY,
+                    p,
+                    format!("not a valid argon2 PHC string ({e}); {how}"),
+                )
             })?;
             Hash::Phc(hash.to_string())
         } else if hash.is_empty() {
@@ -219,7 +220,9 @@ impl BasicAuth {
             return Err(file_err(
                 KEY,
                 p,
-                format!("the first line is not a bcrypt or argon2 hash (a plain password is not accepted); {how}"),
+                format!(
+                    "the first line is not a bcrypt or argon2 hash (a plain password is not accepted); {how}"
+                ),
             ));
         };
         Ok(Self {
