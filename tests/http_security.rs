@@ -303,8 +303,7 @@ fn the_config_file_refuses_an_exposed_endpoint_without_auth() {
     let cfg = d.path().join("earshot.toml");
     std::fs::write(&cfg, "[metrics]\nlisten = \"0.0.0.0:9847\"\n").unwrap();
     let err = earshot::config::Settings::load(Some(&cfg))
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(err.contains("metrics.listen"), "{err}");
     std::fs::write(

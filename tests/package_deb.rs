@@ -472,14 +472,13 @@ fn installs_runs_upgrades_and_purges_in_a_debian_chroot() {
     let mut ready = None;
     let mut buf = [0u8; 4096];
     while started.elapsed() < Duration::from_secs(120) {
-        if let Ok(n) = sock.recv(&mut buf) {
-            if String::from_utf8_lossy(&buf[..n])
+        if let Ok(n) = sock.recv(&mut buf)
+            && String::from_utf8_lossy(&buf[..n])
                 .lines()
                 .any(|l| l == "READY=1")
-            {
-                ready = Some(started.elapsed());
-                break;
-            }
+        {
+            ready = Some(started.elapsed());
+            break;
         }
         if child.try_wait().unwrap().is_some() {
             break;

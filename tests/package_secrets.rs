@@ -9,7 +9,6 @@
 //! by having nothing to look at.
 
 #[path = "common/azure_emulator.rs"]
-#[allow(dead_code)]
 mod azure_emulator;
 #[path = "common/daemon.rs"]
 mod daemon;

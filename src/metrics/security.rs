@@ -95,15 +95,15 @@ pub fn check(cfg: &super::MetricsConfig) -> Result<Notes, SecurityError> {
             cfg.listen
         ));
     }
-    if let Some(a) = &cfg.basic_auth {
-        if let Some(w) = world_readable(&a.password_hash_file) {
-            n.warnings.push(w);
-        }
+    if let Some(w) = cfg
+        .basic_auth
+        .as_ref()
+        .and_then(|a| world_readable(&a.password_hash_file))
+    {
+        n.warnings.push(w);
     }
-    if let Some(t) = &cfg.tls {
-        if let Some(w) = world_readable(&t.key_file) {
-            n.warnings.push(w);
-        }
+    if let Some(w) = cfg.tls.as_ref().and_then(|t| world_readable(&t.key_file)) {
+        n.warnings.push(w);
     }
     Ok(n)
 }
@@ -245,10 +245,9 @@ impl BasicAuth {
             h.update(password.as_bytes());
             h.finalize().into()
         };
-        if let Some(known) = *self.accepted.lock() {
-            if bool::from(known.ct_eq(&digest)) {
-                return true;
-            }
+        let known = *self.accepted.lock();
+        if known.is_some_and(|k| bool::from(k.ct_eq(&digest))) {
+            return true;
         }
         if !bool::from(user.as_bytes().ct_eq(self.user.as_bytes())) {
             return false;
