@@ -59,10 +59,15 @@ fn openssl_cert(dir: &Path) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
+/// The endpoint with one extra route, as the events page adds: it must be guarded too.
 async fn serve(cfg: MetricsConfig) -> MetricsServer {
     let m = Arc::new(Metrics::new().unwrap());
     m.set_monitor_up("press-1", true);
-    MetricsServer::start_with(&cfg, m, Health::new())
+    let extra = axum::Router::new().route(
+        "/events",
+        axum::routing::get(|| async { "event page of press-1" }),
+    );
+    MetricsServer::start_secured(&cfg, m, Health::new(), extra)
         .await
         .unwrap()
 }
@@ -103,7 +108,13 @@ async fn basic_auth_refuses_wrong_credentials_on_every_route() {
     .await;
     let base = format!("http://{}", srv.local_addr());
     let c = client();
-    for path in ["/metrics", "/healthz", "/readyz", "/no-such-route"] {
+    for path in [
+        "/metrics",
+        "/healthz",
+        "/readyz",
+        "/events",
+        "/no-such-route",
+    ] {
         let url = format!("{base}{path}");
         for auth in [
             None,
@@ -134,6 +145,8 @@ async fn basic_auth_refuses_wrong_credentials_on_every_route() {
             "{body}"
         );
     }
+    let (status, _, body) = get(&c, &format!("{base}/events"), Some((USER, PASSWORD))).await;
+    assert_eq!((status, body.as_str()), (200, "event page of press-1"));
     // A wrong password after a right one is still refused (the remembered credential is the
     // exact pair, not "this client").
     let (status, _, _) = get(&c, &format!("{base}/metrics"), Some((USER, "wrong"))).await;
@@ -248,7 +261,7 @@ async fn bad_security_files_are_refused_naming_the_key() {
         }),
         ..Default::default()
     };
-    let err = MetricsServer::start_with(&cfg, m(), Health::new())
+    let err = MetricsServer::start_secured(&cfg, m(), Health::new(), axum::Router::new())
         .await
         .err()
         .expect("a plain password in the hash file is refused")
@@ -268,7 +281,7 @@ async fn bad_security_files_are_refused_naming_the_key() {
         }),
         ..Default::default()
     };
-    let err = MetricsServer::start_with(&cfg, m(), Health::new())
+    let err = MetricsServer::start_secured(&cfg, m(), Health::new(), axum::Router::new())
         .await
         .err()
         .expect("a certificate is not a key")
@@ -280,7 +293,7 @@ async fn bad_security_files_are_refused_naming_the_key() {
         listen: "0.0.0.0:0".parse().unwrap(),
         ..Default::default()
     };
-    let err = MetricsServer::start_with(&cfg, m(), Health::new())
+    let err = MetricsServer::start_secured(&cfg, m(), Health::new(), axum::Router::new())
         .await
         .err()
         .expect("exposed without auth is refused")
@@ -291,7 +304,7 @@ async fn bad_security_files_are_refused_naming_the_key() {
     );
     cfg.allow_unauthenticated = true;
     cfg.listen = "127.0.0.2:0".parse().unwrap();
-    let srv = MetricsServer::start_with(&cfg, m(), Health::new())
+    let srv = MetricsServer::start_secured(&cfg, m(), Health::new(), axum::Router::new())
         .await
         .unwrap();
     srv.shutdown().await;

@@ -78,7 +78,15 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let metrics = Arc::new(Metrics::new()?);
     let health = Health::new();
     let server = if settings.metrics.enabled {
-        Some(MetricsServer::start_with(&settings.metrics, metrics.clone(), health.clone()).await?)
+        Some(
+            MetricsServer::start_secured(
+                &settings.metrics,
+                metrics.clone(),
+                health.clone(),
+                axum::Router::new(),
+            )
+            .await?,
+        )
     } else {
         None
     };

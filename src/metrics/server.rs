@@ -31,17 +31,19 @@ impl MetricsServer {
             listen,
             ..Default::default()
         };
-        Self::start_with(&cfg, metrics, health).await
+        Self::start_secured(&cfg, metrics, health, axum::Router::new()).await
     }
 
     /// Serves as `[metrics]` says: `listen`, and the TLS and basic auth of
-    /// [`super::security`], loaded (and refused with the key to fix) before binding. Binding
-    /// happens before this returns, so a taken port is reported at start-up, not discovered
-    /// by a failing scrape.
-    pub async fn start_with(
+    /// [`super::security`], loaded (and refused with the key to fix) before binding, around
+    /// every route: `/metrics`, `/healthz`, `/readyz` and the `extra` ones (e.g. an events
+    /// page) alike. Binding happens before this returns, so a taken port is reported at
+    /// start-up, not discovered by a failing scrape.
+    pub async fn start_secured(
         cfg: &super::MetricsConfig,
         metrics: Arc<Metrics>,
         health: Health,
+        extra: axum::Router,
     ) -> Result<Self, MetricsError> {
         use axum::routing::get;
         let listen = cfg.listen;
@@ -62,7 +64,8 @@ impl MetricsServer {
             .route("/metrics", get(serve_metrics))
             .route("/healthz", get(serve_healthz))
             .route("/readyz", get(serve_readyz))
-            .with_state(AppState { metrics, health });
+            .with_state(AppState { metrics, health })
+            .merge(extra);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         // Our own accept loop: idle/half-sent connections time out and are capped.
         let task = tokio::spawn(super::listener::serve(
