@@ -9,7 +9,7 @@ tests=0
 [ "${1:-}" = "--tests" ] && tests=1
 
 pkgs=(pkg-config libasound2-dev fonts-dejavu-core)
-((tests)) && pkgs+=(pulseaudio pulseaudio-utils libasound2-plugins sox prometheus prometheus-alertmanager systemd chromium)
+((tests)) && pkgs+=(pulseaudio pulseaudio-utils libasound2-plugins sox prometheus prometheus-alertmanager systemd chromium debootstrap)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -401,6 +401,13 @@ impl Settings {
         if let Some(d) = self.daemon.state_dir.as_mut() {
             fix(d);
         }
+        if let Some(a) = self.metrics.basic_auth.as_mut() {
+            fix(&mut a.password_hash_file);
+        }
+        if let Some(t) = self.metrics.tls.as_mut() {
+            fix(&mut t.cert_file);
+            fix(&mut t.key_file);
+        }
         for t in self
             .alerts
             .webhook
@@ -492,6 +499,17 @@ impl Settings {
                 format!(
                     "{st} must be in 0.5..=3600 (seconds; keep it below the unit's TimeoutStartSec)"
                 ),
+            ));
+        }
+        let m = &self.metrics;
+        if m.enabled
+            && !m.listen.ip().is_loopback()
+            && m.basic_auth.is_none()
+            && !m.allow_unauthenticated
+        {
+            return Err(self.invalid(
+                "metrics.listen",
+                crate::metrics::security::SecurityError::Exposed(m.listen).to_string(),
             ));
         }
         self.events

@@ -43,6 +43,9 @@ enum Command {
     Events(cli::events::EventsArgs),
     /// Run the long-lived monitoring service described by a config file.
     Run(cli::run::RunArgs),
+    /// Check a config and every model, profile, device and secret file it names, starting
+    /// nothing (run it before restarting the service). Exit status 1 on any error.
+    Check(cli::check::CheckArgs),
     /// List audio capture devices with their ids, formats and rates.
     Devices(cli::devices::DevicesArgs),
     /// Create, fill or check a vector index of normal embeddings (e.g. Azure AI Search).
@@ -60,6 +63,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(a) => cli::eval::run(a),
         Command::Events(a) => cli::events::run(a),
         Command::Run(a) => cli::run::run(a),
+        Command::Check(a) => cli::check::run(a),
         Command::Devices(a) => cli::devices::run(a),
         Command::Index(a) => cli::index::run(a),
         Command::Synth(a) => cli::synth::run(a),

@@ -155,3 +155,11 @@ pub enum CaptureError {
     #[error("the capture thread for {0} stopped unexpectedly; restart earshot and report a bug")]
     Disconnected(String),
 }
+
+/// Looks the configured input device up without opening a stream (what `earshot check` does):
+/// returns its id and why it was chosen, or why none matches. `None` = the host's default input.
+pub fn lookup_input_device(spec: Option<&str>) -> Result<(String, String), String> {
+    open::find_device(spec)
+        .map(|(_, id, why)| (id, why))
+        .map_err(|e| e.to_string())
+}

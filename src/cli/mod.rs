@@ -1,6 +1,7 @@
 //! One module per command. Each has an `Args` struct (clap) and a `run` function that
 //! returns `anyhow::Result`: this is the edge where library errors become user messages.
 
+pub mod check;
 pub mod devices;
 pub mod eval;
 pub mod events;

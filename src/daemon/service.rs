@@ -92,13 +92,8 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     ));
     let server = if settings.metrics.enabled {
         Some(
-            MetricsServer::start_with(
-                settings.metrics.listen,
-                metrics.clone(),
-                health.clone(),
-                page,
-            )
-            .await?,
+            MetricsServer::start_secured(&settings.metrics, metrics.clone(), health.clone(), page)
+                .await?,
         )
     } else {
         None

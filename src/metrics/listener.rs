@@ -9,16 +9,24 @@
 //! keep-alive connection), and when [`Limits::max_connections`] are open the oldest connection
 //! is closed to admit the new one: a scraper that connects and asks at once is answered even
 //! while the endpoint is flooded, and the flood costs at most the cap in descriptors.
+//!
+//! Security ([`super::security`]) is applied here, around the whole router, so no route can be
+//! added without it: TLS wraps each accepted connection (the handshake shares the header
+//! timeout), and basic auth answers 401 before a request reaches any route.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::response::IntoResponse;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use parking_lot::Mutex;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot, watch};
+use tower::ServiceExt;
+
+use super::security::{BasicAuth, Guard};
 
 /// Connection limits of the endpoint.
 #[derive(Debug, Clone, Copy)]
@@ -44,10 +52,12 @@ impl Default for Limits {
 /// Open connections, oldest first (ids grow), each with the handle that closes it.
 type Open = Arc<Mutex<BTreeMap<u64, Arc<Notify>>>>;
 
-/// Serves `app` on `listener` until `stop` fires (or its sender is dropped).
+/// Serves `app` on `listener` until `stop` fires (or its sender is dropped), behind `guard`
+/// (TLS and/or basic auth; [`Guard::default`] = neither).
 pub(super) async fn serve(
     listener: TcpListener,
     app: axum::Router,
+    guard: Guard,
     limits: Limits,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -86,22 +96,13 @@ pub(super) async fn serve(
             }
             g.insert(id, evict.clone());
         }
-        let svc = TowerToHyperService::new(app.clone());
-        let (open, mut closing) = (open.clone(), closing_rx.clone());
+        let (app, guard) = (app.clone(), guard.clone());
+        let (open, closing) = (open.clone(), closing_rx.clone());
         tasks.spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
             tokio::select! {
-                _ = conn.as_mut() => {}
+                _ = connection(stream, app, guard, limits, closing) => {}
                 // Dropping the connection closes the socket.
                 _ = evict.notified() => {}
-                _ = closing.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(limits.shutdown_grace, conn).await;
-                }
             }
             open.lock().remove(&id);
         });
@@ -110,4 +111,82 @@ pub(super) async fn serve(
     let _ = closing_tx.send(true);
     let grace = limits.shutdown_grace + Duration::from_millis(500);
     let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+}
+
+/// One connection: TLS handshake if configured (bounded by the header timeout: a client that
+/// opens a socket and says nothing is dropped as on plain HTTP), then HTTP/1.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    app: axum::Router,
+    guard: Guard,
+    limits: Limits,
+    mut closing: watch::Receiver<bool>,
+) {
+    match &guard.tls {
+        None => http1(stream, app, guard.auth, limits, closing).await,
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream));
+            let done = tokio::select! {
+                r = handshake => r,
+                _ = closing.changed() => return,
+            };
+            match done {
+                Ok(Ok(tls)) => http1(tls, app, guard.auth, limits, closing).await,
+                // Plain HTTP to the TLS port, a bad client certificate store, a scanner:
+                // nothing to answer (debug only: a scanner must not flood the log).
+                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn http1<I>(
+    io: I,
+    app: axum::Router,
+    auth: Option<Arc<BasicAuth>>,
+    limits: Limits,
+    mut closing: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (app, auth) = (app.clone(), auth.clone());
+        async move {
+            if let Some(auth) = &auth {
+                let header = req
+                    .headers()
+                    .get(hyper::header::AUTHORIZATION)
+                    .map(|v| v.as_bytes());
+                if !auth.allows(header).await {
+                    return Ok(unauthorized());
+                }
+            }
+            app.oneshot(req.map(axum::body::Body::new)).await
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = closing.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(limits.shutdown_grace, conn).await;
+        }
+    }
+}
+
+fn unauthorized() -> axum::response::Response {
+    (
+        axum::http::StatusCode::UNAUTHORIZED,
+        [(
+            axum::http::header::WWW_AUTHENTICATE,
+            "Basic realm=\"earshot\", charset=\"UTF-8\"",
+        )],
+        "authentication required\n",
+    )
+        .into_response()
 }

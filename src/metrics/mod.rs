@@ -16,9 +16,10 @@
 //! HTTP (`[metrics]` in the config): `GET /metrics` (Prometheus text format), `GET /healthz`
 //! (200 when every monitor is healthy, else 503 with a JSON body naming those that are not),
 //! `GET /readyz` (200 once start-up finished, the moment systemd gets READY=1). The default
-//! listen address is `127.0.0.1:9847`: loopback, because the endpoint has no authentication
-//! (put a reverse proxy or firewall rule in front to scrape from another host), and not 9464,
-//! which OpenTelemetry's Prometheus exporter commonly holds on the same edge PC.
+//! listen address is `127.0.0.1:9847`: loopback, so nothing is exposed unless configured, and
+//! not 9464, which OpenTelemetry's Prometheus exporter commonly holds on the same edge PC.
+//! Exposed, the endpoint takes basic auth and TLS ([`security`]), applied by the accept loop
+//! to every route.
 
 mod capture;
 pub mod health;
@@ -28,6 +29,7 @@ mod listener;
 pub mod names;
 mod pipeline;
 mod score;
+pub mod security;
 mod server;
 mod sinks;
 
@@ -55,6 +57,8 @@ pub use sinks::SinkHandle;
 pub enum MetricsError {
     #[error("internal error registering metric: {0} (a metric name is defined twice)")]
     Register(#[from] prometheus::Error),
+    #[error(transparent)]
+    Security(#[from] security::SecurityError),
     #[error(
         "cannot listen on {addr} for /metrics: {source}; is another earshot or exporter using the port? Set `listen` under [metrics] in the config to a free address"
     )]
@@ -71,9 +75,19 @@ pub struct MetricsConfig {
     /// Serve the HTTP endpoint at all.
     #[serde(default = "default_enabled")]
     pub enabled: bool,
-    /// Address to listen on; loopback by default (the endpoint has no authentication).
+    /// Address to listen on; loopback by default. Any other address needs `basic_auth` (or
+    /// `allow_unauthenticated = true`): see [`security`].
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// `[metrics.basic_auth]`: user and a file holding the password's bcrypt/argon2 hash.
+    #[serde(default)]
+    pub basic_auth: Option<security::BasicAuthConfig>,
+    /// `[metrics.tls]`: serve HTTPS with this PEM certificate chain and key (rustls).
+    #[serde(default)]
+    pub tls: Option<security::TlsConfig>,
+    /// Permit a non-loopback `listen` without basic auth (a firewall or proxy guards it).
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
 }
 
 fn default_enabled() -> bool {
@@ -90,6 +104,9 @@ impl Default for MetricsConfig {
         Self {
             enabled: true,
             listen: default_listen(),
+            basic_auth: None,
+            tls: None,
+            allow_unauthenticated: false,
         }
     }
 }

@@ -21,24 +21,35 @@ struct AppState {
 }
 
 impl MetricsServer {
-    /// Binds `listen` and serves on the current tokio runtime. Binding happens before this
-    /// returns, so a taken port is reported at start-up, not discovered by a failing scrape.
+    /// Binds `listen` and serves plain HTTP without authentication (tests, loopback use).
     pub async fn start(
         listen: SocketAddr,
         metrics: Arc<Metrics>,
         health: Health,
     ) -> Result<Self, MetricsError> {
-        Self::start_with(listen, metrics, health, axum::Router::new()).await
+        let cfg = super::MetricsConfig {
+            listen,
+            ..Default::default()
+        };
+        Self::start_secured(&cfg, metrics, health, axum::Router::new()).await
     }
 
-    /// [`MetricsServer::start`] with more routes (the events page) on the same listener.
-    pub async fn start_with(
-        listen: SocketAddr,
+    /// Serves as `[metrics]` says: `listen`, and the TLS and basic auth of
+    /// [`super::security`], loaded (and refused with the key to fix) before binding, around
+    /// every route: `/metrics`, `/healthz`, `/readyz` and the `extra` ones (e.g. an events
+    /// page) alike. Binding happens before this returns, so a taken port is reported at
+    /// start-up, not discovered by a failing scrape.
+    pub async fn start_secured(
+        cfg: &super::MetricsConfig,
         metrics: Arc<Metrics>,
         health: Health,
         extra: axum::Router,
     ) -> Result<Self, MetricsError> {
         use axum::routing::get;
+        let listen = cfg.listen;
+        let guard = super::security::Guard::load(cfg)?;
+        let scheme = if guard.tls.is_some() { "https" } else { "http" };
+        let auth = guard.auth.is_some();
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| MetricsError::Bind {
@@ -60,10 +71,11 @@ impl MetricsServer {
         let task = tokio::spawn(super::listener::serve(
             listener,
             app,
+            guard,
             super::listener::Limits::default(),
             rx,
         ));
-        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+        tracing::info!(%addr, scheme, basic_auth = auth, "serving /metrics, /healthz and /readyz");
         Ok(Self {
             addr,
             stop: Some(tx),

@@ -1,0 +1,221 @@
+//! `earshot check --config F` on real files: a good config passes (exit 0) without starting
+//! anything; a bad key, a missing model, a profile learned with another model, a missing replay
+//! file fail (exit 1) with a line that names what to fix; a capture device that is not present
+//! is a warning (the service waits for it) unless `--require-devices`.
+
+#[path = "common/daemon.rs"]
+mod daemon;
+
+use daemon::{
+    EARSHOT, daemon_header, fixture, replay_monitor, run_bounded, test_dir, write_config,
+};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+fn check(config: &Path, extra: &[&str]) -> (bool, String) {
+    let (st, out) = run_bounded(
+        Command::new(EARSHOT)
+            .arg("check")
+            .arg("--config")
+            .arg(config)
+            .args(extra),
+        Duration::from_secs(180),
+    );
+    (st.success(), out)
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn a_good_config_passes_and_starts_nothing() {
+    let fx = fixture();
+    let dir = test_dir();
+    let text = format!(
+        "{}{}",
+        daemon_header(dir.path()),
+        replay_monitor("press", &fx.profile, &fx.stream, false, false)
+    );
+    let cfg = write_config(dir.path(), &text);
+    let (ok, out) = check(&cfg, &[]);
+    assert!(ok, "a good config must pass:\n{out}");
+    assert!(out.contains("0 error(s)"), "{out}");
+    assert!(
+        out.contains("ONNX Runtime session OK"),
+        "the model is really loaded:\n{out}"
+    );
+    assert!(out.contains("monitor press: profile"), "{out}");
+    // Nothing started: the state directory the service would create is still absent, and no
+    // events were written.
+    assert!(
+        !dir.path().join("state").exists(),
+        "check must not create the state directory:\n{out}"
+    );
+    assert!(out.contains("does not exist yet"), "{out}");
+}
+
+#[test]
+fn an_unknown_key_fails_naming_it() {
+    let fx = fixture();
+    let dir = test_dir();
+    let text = format!(
+        "{}{}profil = \"typo\"\n",
+        daemon_header(dir.path()),
+        replay_monitor("press", &fx.profile, &fx.stream, false, false)
+    );
+    let (ok, out) = check(&write_config(dir.path(), &text), &[]);
+    assert!(!ok, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("error:") && l.contains("`profil`"))
+        .unwrap_or_else(|| panic!("no error line naming `profil`:\n{out}"));
+    assert!(line.contains("press"), "names the monitor: {line}");
+}
+
+#[test]
+fn a_missing_model_fails_naming_the_directory() {
+    let fx = fixture();
+    let dir = test_dir();
+    let text = format!(
+        "[model]\ndir = \"no-such-model\"\n{}{}",
+        daemon_header(dir.path()),
+        replay_monitor("press", &fx.profile, &fx.stream, false, false)
+    );
+    let (ok, out) = check(&write_config(dir.path(), &text), &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("error:")
+            && l.contains("model.dir")
+            && l.contains("no-such-model")),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_profile_learned_with_another_model_fails() {
+    let fx = fixture();
+    let dir = test_dir();
+    // The fixture profile was learned with the bundled seeded MobileNetV1.
+    let text = format!(
+        "[model]\ndir = \"{}\"\n{}{}",
+        repo().join("models/aisfx-cnn9").display(),
+        daemon_header(dir.path()),
+        replay_monitor("press", &fx.profile, &fx.stream, false, false)
+    );
+    let (ok, out) = check(&write_config(dir.path(), &text), &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("ONNX Runtime session OK"),
+        "the other model itself is fine:\n{out}"
+    );
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("error:") && l.contains("monitor press"))
+        .unwrap_or_else(|| panic!("no error for the monitor:\n{out}"));
+    assert!(
+        line.contains("learned with another model"),
+        "says why and what to do: {line}"
+    );
+}
+
+#[test]
+fn a_missing_replay_file_fails() {
+    let fx = fixture();
+    let dir = test_dir();
+    let text = format!(
+        "{}{}",
+        daemon_header(dir.path()),
+        replay_monitor(
+            "press",
+            &fx.profile,
+            &dir.path().join("gone.wav"),
+            false,
+            false
+        )
+    );
+    let (ok, out) = check(&write_config(dir.path(), &text), &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("error:") && l.contains("gone.wav")),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_missing_device_is_a_warning_unless_required() {
+    let fx = fixture();
+    let dir = test_dir();
+    let text = format!(
+        "{}[[monitor]]\nname = \"line\"\nprofile = \"{}\"\nsource = {{ device = \"earshot-no-such-device-7f3\" }}\n",
+        daemon_header(dir.path()),
+        fx.profile.display()
+    );
+    let cfg = write_config(dir.path(), &text);
+    let (ok, out) = check(&cfg, &[]);
+    assert!(
+        ok,
+        "a device plugged in later must not fail the check:\n{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("warning:")
+            && l.contains("earshot-no-such-device-7f3")
+            && l.contains("waits for it")),
+        "{out}"
+    );
+    let (ok, out) = check(&cfg, &["--require-devices"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("error:") && l.contains("earshot-no-such-device-7f3")),
+        "{out}"
+    );
+}
+
+#[test]
+fn endpoint_security_files_are_checked() {
+    let fx = fixture();
+    let dir = test_dir();
+    let monitor = replay_monitor("press", &fx.profile, &fx.stream, false, false);
+    // Exposed without authentication.
+    let text = format!("[metrics]\nlisten = \"0.0.0.0:9847\"\n{monitor}");
+    let (ok, out) = check(&write_config(dir.path(), &text), &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("error:")
+            && l.contains("metrics.listen")
+            && l.contains("basic_auth")),
+        "{out}"
+    );
+    // Basic auth with a hash file that is not there, TLS with a key that is not there.
+    let text = format!(
+        "[metrics]\nlisten = \"127.0.0.1:0\"\n[metrics.basic_auth]\nuser = \"p\"\npassword_hash_file = \"missing.hash\"\n{monitor}"
+    );
+    let (ok, out) = check(&write_config(dir.path(), &text), &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("error:")
+            && l.contains("basic_auth.password_hash_file")
+            && l.contains("missing.hash")),
+        "{out}"
+    );
+    // A valid bcrypt hash but readable by everyone: passes, with a warning.
+    let hash = dir.path().join("metrics.hash");
+    std::fs::write(&hash, bcrypt::hash("pw", 4).unwrap()).unwrap();
+    std::fs::set_permissions(&hash, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let text = format!(
+        "{}[metrics.basic_auth]\nuser = \"p\"\npassword_hash_file = \"metrics.hash\"\n{monitor}",
+        daemon_header(dir.path())
+    );
+    let (ok, out) = check(&write_config(dir.path(), &text), &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("with basic auth"), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("warning:")
+            && l.contains("metrics.hash")
+            && l.contains("readable by every user")),
+        "{out}"
+    );
+}
