@@ -1,0 +1,116 @@
+//! `earshot search WAV`: the catalog clips that sound most like a recording.
+
+use super::catalog::{Format, Location, check_card, model_dir};
+use anyhow::Context;
+use earshot::catalog::{Catalog, Filter, Match, search_embedded};
+use earshot::embed::file::embed_file;
+use serde::Serialize;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    at: Location,
+    /// The recording to look up.
+    query: PathBuf,
+    /// How many catalog clips to show (each clip once, at its best-matching window).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    top: u32,
+    /// Only entries of this machine.
+    #[arg(long)]
+    machine: Option<String>,
+    /// Only entries with this label.
+    #[arg(long)]
+    label: Option<String>,
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    /// Look up the recording as one sound (the mean of its windows' embeddings) instead of
+    /// window by window: steadier for a recording that is the sound throughout.
+    #[arg(long)]
+    whole_clip: bool,
+    /// Model directory (must be the catalog's model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+}
+
+#[derive(Serialize)]
+struct Answer<'a> {
+    query: String,
+    catalog: String,
+    matches: &'a [Match],
+}
+
+pub fn run(a: SearchArgs) -> anyhow::Result<()> {
+    let (s, dir) = a.at.resolve()?;
+    let catalog = Catalog::load(&dir)?;
+    if catalog.is_empty() {
+        return Err(earshot::catalog::CatalogError::Empty { path: dir }.into());
+    }
+    let mdir = model_dir(&s, a.model.as_deref())?;
+    check_card(&catalog, &mdir)?;
+    let mut e = super::embedder(&s, Some(&mdir))?;
+    let w = catalog.window();
+    e.set_level_dbfs(w.level_dbfs);
+    let (wins, report) = embed_file(&mut e, &a.query, w.seconds, w.hop_seconds)?;
+    super::warn_report(&a.query, &report);
+    let mut query: Vec<(f64, Vec<f32>)> =
+        wins.into_iter().map(|w| (w.start_s, w.embedding)).collect();
+    if a.whole_clip {
+        query = vec![(
+            0.0,
+            earshot::catalog::store::mean_embedding(
+                query.iter().map(|(_, v)| v.as_slice()),
+                catalog.dim(),
+            ),
+        )];
+    }
+    let filter = Filter {
+        machine: a.machine,
+        label: a.label,
+    };
+    let matches = search_embedded(&catalog, &query, &filter, a.top as usize)?;
+    let mut out = std::io::stdout().lock();
+    match a.format {
+        Format::Json => {
+            let answer = Answer {
+                query: a.query.display().to_string(),
+                catalog: dir.display().to_string(),
+                matches: &matches,
+            };
+            serde_json::to_writer_pretty(&mut out, &answer).context("writing JSON")?;
+            writeln!(out)?;
+        }
+        Format::Text => {
+            writeln!(
+                out,
+                "{}: the {} most similar of the catalog's clips ({} entries in {})",
+                a.query.display(),
+                matches.len(),
+                catalog.len(),
+                dir.display()
+            )?;
+            for (i, m) in matches.iter().enumerate() {
+                let at = if m.whole_clip {
+                    "whole clip".to_string()
+                } else {
+                    format!("{:.2}-{:.2} s", m.offset_s, m.end_s)
+                };
+                writeln!(
+                    out,
+                    "{:>3}. {:.3}  {}{}  {} ({at}; query at {:.2} s)",
+                    i + 1,
+                    m.similarity,
+                    m.label,
+                    m.machine
+                        .as_deref()
+                        .map(|x| format!(" [{x}]"))
+                        .unwrap_or_default(),
+                    m.source,
+                    m.query_offset_s
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
