@@ -221,6 +221,33 @@ fn held_back_fault_clips_are_identified_by_their_type() {
     );
     assert_eq!(text.lines().count(), 3, "{text}");
     assert!(text.lines().nth(1).unwrap().contains("  1. "), "{text}");
+
+    // --spectrogram: a PNG of the query beside its matches.
+    let pics = dir.path().join("pics");
+    ok(
+        earshot(&[
+            "search",
+            "--catalog",
+            s(&cat),
+            s(&held_back[0].1),
+            "--spectrogram",
+            s(&pics),
+        ]),
+        "search --spectrogram",
+    );
+    let stem = held_back[0].1.file_stem().unwrap().to_str().unwrap();
+    let png = std::fs::read(pics.join(format!("{stem}.search.png"))).expect("PNG written");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let (w, h) = (
+        u32::from_be_bytes(png[16..20].try_into().unwrap()),
+        u32::from_be_bytes(png[20..24].try_into().unwrap()),
+    );
+    assert_eq!((w, h), (1200, 446));
+    assert!(
+        png.len() > 20_000,
+        "a picture, not a blank: {} bytes",
+        png.len()
+    );
 }
 
 #[test]

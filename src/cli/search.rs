@@ -6,7 +6,7 @@ use earshot::catalog::{Catalog, Filter, Match, search_embedded};
 use earshot::embed::file::embed_file;
 use serde::Serialize;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct SearchArgs {
@@ -32,6 +32,10 @@ pub struct SearchArgs {
     /// Model directory (must be the catalog's model).
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Also write a spectrogram PNG of the query beside its best matches (their matching
+    /// windows) into this directory.
+    #[arg(long, value_name = "DIR")]
+    spectrogram: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -70,6 +74,10 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
         label: a.label,
     };
     let matches = search_embedded(&catalog, &query, &filter, a.top as usize)?;
+    if let Some(dir) = &a.spectrogram {
+        let png = picture(dir, &a.query, &matches)?;
+        eprintln!("spectrogram: {}", png.display());
+    }
     let mut out = std::io::stdout().lock();
     match a.format {
         Format::Json => {
@@ -113,4 +121,74 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// How many matches the picture shows beside the query.
+const PICTURE_MATCHES: usize = 3;
+
+/// Mono samples of `path` from `from_s` to `to_s` (the whole file for `None`) and its rate.
+fn mono(path: &Path, span: Option<(f64, f64)>) -> anyhow::Result<(Vec<f32>, u32)> {
+    let clip = earshot::audio::read_wav(path)?;
+    let ch = usize::from(clip.channels.max(1));
+    let rate = clip.sample_rate;
+    let frames = clip.samples.len() / ch;
+    let (a, b) = match span {
+        Some((from, to)) => {
+            let at = |t: f64| ((t.max(0.0) * f64::from(rate)).round() as usize).min(frames);
+            (at(from), at(to).max(at(from)))
+        }
+        None => (0, frames),
+    };
+    let x = clip.samples[a * ch..b * ch]
+        .chunks_exact(ch)
+        .map(|f| f.iter().sum::<f32>() / ch as f32)
+        .collect();
+    Ok((x, rate))
+}
+
+/// Draws the query (its best-matching window marked) beside the matching window of each of
+/// the best matches; a catalog recording that is gone is left out with a warning.
+fn picture(dir: &Path, query: &Path, matches: &[Match]) -> anyhow::Result<PathBuf> {
+    use earshot::evidence::spectrogram::{Panel, Spectrogram, draw_panels};
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (q, rate) = mono(query, None)?;
+    let qspec = Spectrogram::compute(&q, rate, 400, 256);
+    let mut specs = Vec::new();
+    for m in matches.iter().take(PICTURE_MATCHES) {
+        let span = (!m.whole_clip).then_some((m.offset_s, m.end_s));
+        match mono(Path::new(&m.source), span) {
+            Ok((x, r)) => specs.push((m, Spectrogram::compute(&x, r, 200, 256))),
+            Err(e) => tracing::warn!(source = %m.source, error = %e, "catalog recording not drawn"),
+        }
+    }
+    let mut panels = vec![Panel {
+        caption: "query".into(),
+        spec: &qspec,
+        mark: matches
+            .first()
+            .map(|m| (m.query_offset_s, m.query_offset_s + (m.end_s - m.offset_s))),
+    }];
+    for (i, (m, spec)) in specs.iter().enumerate() {
+        panels.push(Panel {
+            caption: format!(
+                "{}. {} {:.3} @ {:.1} s",
+                i + 1,
+                m.label,
+                m.similarity,
+                m.offset_s
+            ),
+            spec,
+            mark: None,
+        });
+    }
+    let stem = query
+        .file_stem()
+        .map_or_else(|| "query".into(), |s| s.to_string_lossy().into_owned());
+    let out = dir.join(format!("{stem}.search.png"));
+    draw_panels(
+        &format!("{} and its closest catalog sounds", query.display()),
+        &panels,
+        &out,
+    )?;
+    Ok(out)
 }
