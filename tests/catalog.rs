@@ -150,6 +150,15 @@ fn identify(cat: &Path, held_back: &[(&str, PathBuf)], what: &str) -> usize {
     right
 }
 
+/// The label on the first result line of `search`'s text output (`  1. 0.873  bearing [m] ...`).
+fn m_label(text: &str) -> String {
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("1. "))
+        .unwrap();
+    line.split_whitespace().nth(2).unwrap().to_string()
+}
+
 #[test]
 fn held_back_fault_clips_are_identified_by_their_type() {
     let dir = tempfile::tempdir().unwrap();
@@ -219,8 +228,14 @@ fn held_back_fault_clips_are_identified_by_their_type() {
         ]),
         "search text",
     );
-    assert_eq!(text.lines().count(), 3, "{text}");
-    assert!(text.lines().nth(1).unwrap().contains("  1. "), "{text}");
+    assert_eq!(text.lines().count(), 4, "{text}");
+    let sounds_like = text.lines().nth(1).unwrap();
+    let best = m_label(&text);
+    assert!(
+        sounds_like.starts_with(&format!("sounds like: {best} (0.")),
+        "{text}"
+    );
+    assert!(text.lines().nth(2).unwrap().contains("  1. "), "{text}");
 
     // --spectrogram: a PNG of the query beside its matches.
     let pics = dir.path().join("pics");

@@ -9,5 +9,5 @@
 pub mod search;
 pub mod store;
 
-pub use search::{Filter, Match, aggregate, search_embedded};
+pub use search::{Filter, Match, aggregate, format_sounds_like, search_embedded, sounds_like};
 pub use store::{Catalog, CatalogError, Entry, entry_id};

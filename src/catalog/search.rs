@@ -91,6 +91,30 @@ pub fn aggregate<'a>(
     out
 }
 
+/// The labels of `matches`, each once at its best similarity, most similar first, at most
+/// `n`: what a sound "sounds like" (the line alerts and `search` show).
+pub fn sounds_like(matches: &[Match], n: usize) -> Vec<(String, f32)> {
+    let mut out: Vec<(String, f32)> = Vec::new();
+    for m in matches {
+        match out.iter_mut().find(|(l, _)| *l == m.label) {
+            Some((_, s)) => *s = s.max(m.similarity),
+            None => out.push((m.label.clone(), m.similarity)),
+        }
+    }
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    out.truncate(n);
+    out
+}
+
+/// `bearing squeal (0.93), belt slip (0.71)`.
+pub fn format_sounds_like(labels: &[(String, f32)]) -> String {
+    labels
+        .iter()
+        .map(|(l, s)| format!("{l} ({s:.2})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Whether `a` beats `b` as a clip's best pair: more similar, then earlier in the query, then
 /// earlier in the catalog clip.
 fn better(a: &Match, b: &Match) -> bool {
@@ -225,6 +249,20 @@ mod tests {
         assert_eq!(m[1].label, "bearing");
         assert!((m[1].similarity - 0.70).abs() < 1e-6);
         assert_eq!(aggregate([(0.0, vec![(&a0, 0.1), (&b0, 0.2)])], 1).len(), 1);
+    }
+
+    #[test]
+    fn sounds_like_lists_each_label_once_at_its_best() {
+        let (a, b, c) = (
+            e("rub", "/a", 0.0),
+            e("rub", "/b", 0.0),
+            e("bearing", "/c", 0.0),
+        );
+        let m = aggregate([(0.0, vec![(&a, 0.2), (&b, 0.1), (&c, 0.3)])], 10);
+        let s = sounds_like(&m, 5);
+        assert_eq!(s.len(), 2);
+        assert_eq!(format_sounds_like(&s), "rub (0.90), bearing (0.70)");
+        assert_eq!(sounds_like(&m, 1).len(), 1);
     }
 
     #[test]

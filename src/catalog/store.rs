@@ -270,9 +270,7 @@ impl Catalog {
             if !actual.eq_ignore_ascii_case(expected) {
                 return Err(invalid(
                     name,
-                    format!(
-                        "its sha256 does not match manifest.json: the catalog's files were changed by hand or copied from different catalogs; restore them, or remove the directory and add the sounds again"
-                    ),
+                    "its sha256 does not match manifest.json: the catalog's files were changed by hand or copied from different catalogs; restore them, or remove the directory and add the sounds again".into(),
                 ));
             }
             data.insert(name, bytes);

@@ -98,6 +98,12 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
                 catalog.len(),
                 dir.display()
             )?;
+            let labels = earshot::catalog::sounds_like(&matches, 3);
+            writeln!(
+                out,
+                "sounds like: {}",
+                earshot::catalog::format_sounds_like(&labels)
+            )?;
             for (i, m) in matches.iter().enumerate() {
                 let at = if m.whole_clip {
                     "whole clip".to_string()
