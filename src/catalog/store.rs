@@ -10,7 +10,7 @@
 use crate::embed::card::ModelCard;
 use crate::score::profile::{ModelRef, ProfileError, WindowSpec};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 pub const FORMAT: &str = "earshot-catalog";
@@ -199,6 +199,8 @@ pub struct Catalog {
     entries: Vec<Entry>,
     /// n x dim, row-major, unit rows.
     embeddings: Vec<f32>,
+    /// Row of each id, so that re-adding a long recording stays linear.
+    rows: HashMap<String, usize>,
 }
 
 impl Catalog {
@@ -220,6 +222,7 @@ impl Catalog {
             },
             entries: Vec::new(),
             embeddings: Vec::new(),
+            rows: HashMap::new(),
         }
     }
 
@@ -312,11 +315,13 @@ impl Catalog {
                 format!("entry {} holds a non-finite value", entries[i / dim].id),
             ));
         }
+        let rows = row_of(&entries);
         Ok(Catalog {
             dir: dir.to_owned(),
             manifest,
             entries,
             embeddings,
+            rows,
         })
     }
 
@@ -412,13 +417,14 @@ impl Catalog {
             });
         }
         let d = self.dim();
-        match self.entries.iter().position(|e| e.id == entry.id) {
+        match self.rows.get(&entry.id).copied() {
             Some(i) => {
                 self.entries[i] = entry;
                 self.embeddings[i * d..(i + 1) * d].copy_from_slice(&embedding);
                 Ok(false)
             }
             None => {
+                self.rows.insert(entry.id.clone(), self.entries.len());
                 self.entries.push(entry);
                 self.embeddings.extend_from_slice(&embedding);
                 Ok(true)
@@ -461,6 +467,7 @@ impl Catalog {
                 entries.push(e);
             }
         }
+        self.rows = row_of(&entries);
         self.entries = entries;
         self.embeddings = emb;
         before - self.entries.len()
@@ -569,6 +576,14 @@ impl CatalogLock {
         }
         Ok(CatalogLock { _file: file })
     }
+}
+
+fn row_of(entries: &[Entry]) -> HashMap<String, usize> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.id.clone(), i))
+        .collect()
 }
 
 fn now() -> String {
