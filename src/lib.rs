@@ -6,11 +6,13 @@
 //! learned normal profile, thresholds, decisions) -> `alert` (events) with `metrics` beside
 //! every stage and `daemon` wiring it into a long-running service. `index` holds the normal
 //! embeddings that k-NN searches; `synth` makes machine sounds for tests and the demo;
-//! `eval` measures detection quality on a labelled set.
+//! `eval` measures detection quality on a labelled set; `catalog` holds labelled example
+//! sounds to look a sound up by example.
 
 pub mod alert;
 pub mod audio;
 pub mod capture;
+pub mod catalog;
 pub mod config;
 pub mod daemon;
 pub mod dsp;

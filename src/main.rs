@@ -52,6 +52,10 @@ enum Command {
     Index(cli::index::IndexArgs),
     /// Generate synthetic machine sounds (normal and faulty) for tests and the demo.
     Synth(cli::synth::SynthArgs),
+    /// Manage the sound catalog: labelled example sounds (faults, known noises) to look up.
+    Catalog(cli::catalog::CatalogArgs),
+    /// Find the catalog sounds most like a recording.
+    Search(cli::search::SearchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -67,6 +71,8 @@ fn main() -> std::process::ExitCode {
         Command::Devices(a) => cli::devices::run(a),
         Command::Index(a) => cli::index::run(a),
         Command::Synth(a) => cli::synth::run(a),
+        Command::Catalog(a) => cli::catalog::run(a),
+        Command::Search(a) => cli::search::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

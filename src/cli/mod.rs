@@ -1,6 +1,7 @@
 //! One module per command. Each has an `Args` struct (clap) and a `run` function that
 //! returns `anyhow::Result`: this is the edge where library errors become user messages.
 
+pub mod catalog;
 pub mod check;
 pub mod devices;
 pub mod eval;
@@ -9,6 +10,7 @@ pub mod index;
 pub mod learn;
 pub mod run;
 pub mod score;
+pub mod search;
 pub mod synth;
 
 /// Logs go to stderr so that machine-readable output on stdout stays clean.

@@ -160,6 +160,49 @@ pub fn draw(pic: &Picture<'_>, path: &Path) -> Result<(), EvidenceError> {
     Ok(())
 }
 
+/// One panel of a side-by-side picture: a spectrogram, its caption, and a span to mark with
+/// a red strip along the top (seconds into the spectrogram).
+pub struct Panel<'a> {
+    pub caption: String,
+    pub spec: &'a Spectrogram,
+    pub mark: Option<(f64, f64)>,
+}
+
+/// Draws spectrograms side by side on one colour scale (`earshot search --spectrogram`: the
+/// query beside its best catalog matches) as a PNG at `path`.
+pub fn draw_panels(title: &str, panels: &[Panel<'_>], path: &Path) -> Result<(), EvidenceError> {
+    let err = |detail: String| EvidenceError::Image {
+        path: path.to_owned(),
+        detail,
+    };
+    font().map_err(err)?;
+    let height = (HEIGHT as f64 * 0.62) as u32;
+    let root = BitMapBackend::new(path, (WIDTH, height)).into_drawing_area();
+    let drawn = (|| -> DrawResult {
+        root.fill(&WHITE)?;
+        let area = root.titled(title, ("sans-serif", 20))?;
+        let (specs, bar) = area.split_horizontally(WIDTH - 110);
+        let areas = specs.split_evenly((1, panels.len().max(1)));
+        for (a, p) in areas.iter().zip(panels) {
+            let marks: Vec<WindowScores> = p
+                .mark
+                .map(|(start_s, end_s)| WindowScores {
+                    start_s,
+                    end_s,
+                    scores: vec![("match".into(), 1.0, 0.0)],
+                })
+                .into_iter()
+                .collect();
+            spectrogram_chart(a, p.spec, &p.caption, &marks, None)?;
+        }
+        colour_bar(&bar)?;
+        Ok(())
+    })();
+    drawn.map_err(|e| err(e.to_string()))?;
+    root.present().map_err(|e| err(e.to_string()))?;
+    Ok(())
+}
+
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
 fn render<DB: DrawingBackend>(

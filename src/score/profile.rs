@@ -352,38 +352,6 @@ impl Profile {
             path: dir.to_owned(),
             detail,
         };
-        // A symlinked profile directory keeps its link: the directory it points to is replaced.
-        let dir = match std::fs::symlink_metadata(dir) {
-            Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(dir).map_err(io(dir))?,
-            _ => dir.to_owned(),
-        };
-        let dir = dir.as_path();
-        let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
-            return Err(invalid(
-                "not a directory name a profile can be written to".into(),
-            ));
-        };
-        let parent = if parent.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            parent
-        };
-        let name = name.to_string_lossy().into_owned();
-        let exists = dir.exists();
-        if exists {
-            if !dir.is_dir() {
-                return Err(invalid("exists and is not a directory".into()));
-            }
-            let empty = std::fs::read_dir(dir).map_err(io(dir))?.next().is_none();
-            if !empty && !dir.join("manifest.json").exists() {
-                return Err(invalid(
-                    "exists and is not an earshot profile (no manifest.json): choose a new directory or empty this one".into(),
-                ));
-            }
-        }
-        std::fs::create_dir_all(parent).map_err(io(parent))?;
-        remove_stale(parent, &name, exists);
-
         let mut files: Vec<(&str, Vec<u8>)> = Vec::new();
         files.push(("embeddings.f32", matrix_bytes(&self.embeddings)));
         files.push(("centroids.f32", matrix_bytes(&self.centroids)));
@@ -404,46 +372,92 @@ impl Profile {
             .collect();
         let man = serde_json::to_vec_pretty(&manifest).map_err(|e| invalid(e.to_string()))?;
         files.push(("manifest.json", man));
+        replace_dir(dir, &files, "earshot profile")
+    }
+}
 
-        let tmp = parent.join(format!(".{name}.new-{}", unique_suffix()));
-        std::fs::create_dir(&tmp).map_err(io(&tmp))?;
-        let written = (|| {
-            for (n, b) in &files {
-                crate::files::write_synced(&tmp.join(n), b)?;
-            }
-            crate::files::sync_dir(&tmp)
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e.into());
+/// Writes `files` (name, bytes) as the whole content of directory `dir`, replacing what is
+/// there atomically: the files go into a new directory beside it (each fsynced, then the
+/// directory), which is swapped in with one rename and the old one removed. A crash at any
+/// point leaves the old directory or the new one, never a mix (and a stale temporary
+/// directory that the next call removes). `dir` must not exist, be empty, or hold a
+/// `manifest.json` (it is one of earshot's own directories, `what` in messages): anything
+/// else is refused, never replaced. Profiles and the sound catalog are written this way.
+pub fn replace_dir(dir: &Path, files: &[(&str, Vec<u8>)], what: &str) -> Result<(), ProfileError> {
+    let invalid = |detail: String| ProfileError::Invalid {
+        path: dir.to_owned(),
+        detail,
+    };
+    // A symlinked directory keeps its link: the directory it points to is replaced.
+    let dir = match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(dir).map_err(io(dir))?,
+        _ => dir.to_owned(),
+    };
+    let dir = dir.as_path();
+    let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Err(invalid(format!(
+            "not a directory name an {what} can be written to"
+        )));
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let name = name.to_string_lossy().into_owned();
+    let exists = dir.exists();
+    if exists {
+        if !dir.is_dir() {
+            return Err(invalid("exists and is not a directory".into()));
         }
-        if !exists {
+        let empty = std::fs::read_dir(dir).map_err(io(dir))?.next().is_none();
+        if !empty && !dir.join("manifest.json").exists() {
+            return Err(invalid(format!(
+                "exists and is not an {what} (no manifest.json): choose a new directory or empty this one"
+            )));
+        }
+    }
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    remove_stale(parent, &name, exists);
+
+    let tmp = parent.join(format!(".{name}.new-{}", unique_suffix()));
+    std::fs::create_dir(&tmp).map_err(io(&tmp))?;
+    let written = (|| {
+        for (n, b) in files {
+            crate::files::write_synced(&tmp.join(n), b)?;
+        }
+        crate::files::sync_dir(&tmp)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e.into());
+    }
+    if !exists {
+        std::fs::rename(&tmp, dir).map_err(io(dir))?;
+        crate::files::sync_dir(parent)?;
+        return Ok(());
+    }
+    match exchange(&tmp, dir) {
+        Ok(()) => {
+            // `tmp` now holds the old directory.
+            crate::files::sync_dir(parent)?;
+            remove_old(&tmp);
+            Ok(())
+        }
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+            // No atomic exchange on this filesystem: move the old directory aside first. A
+            // crash between the two renames leaves it at `.<name>.old-*`, which
+            // `Profile::load` points to.
+            let old = parent.join(format!(".{name}.old-{}", unique_suffix()));
+            std::fs::rename(dir, &old).map_err(io(dir))?;
             std::fs::rename(&tmp, dir).map_err(io(dir))?;
             crate::files::sync_dir(parent)?;
-            return Ok(());
+            remove_old(&old);
+            Ok(())
         }
-        match exchange(&tmp, dir) {
-            Ok(()) => {
-                // `tmp` now holds the old profile.
-                crate::files::sync_dir(parent)?;
-                remove_old(&tmp);
-                Ok(())
-            }
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
-                // No atomic exchange on this filesystem: move the old profile aside first. A
-                // crash between the two renames leaves it at `.<name>.old-*`, which `load`
-                // points to.
-                let old = parent.join(format!(".{name}.old-{}", unique_suffix()));
-                std::fs::rename(dir, &old).map_err(io(dir))?;
-                std::fs::rename(&tmp, dir).map_err(io(dir))?;
-                crate::files::sync_dir(parent)?;
-                remove_old(&old);
-                Ok(())
-            }
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&tmp);
-                Err(io(dir)(e))
-            }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(io(dir)(e))
         }
     }
 }
@@ -455,7 +469,7 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> ProfileError + '_ {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
@@ -513,7 +527,7 @@ fn remove_stale(parent: &Path, name: &str, profile_in_place: bool) {
         stale.extend(stale_siblings(parent, name, "old"));
     }
     for p in stale {
-        tracing::info!(path = %p.display(), "removing what an interrupted `earshot learn` left");
+        tracing::info!(path = %p.display(), "removing what an interrupted write (`earshot learn`, `catalog add`) left");
         remove_old(&p);
     }
 }
@@ -599,7 +613,7 @@ fn check_manifest(m: &Manifest) -> Result<(), (String, String)> {
 }
 
 /// Little-endian f32 rows of `d` columns.
-fn read_matrix(bytes: &[u8], d: usize) -> Result<Array2<f32>, String> {
+pub(crate) fn read_matrix(bytes: &[u8], d: usize) -> Result<Array2<f32>, String> {
     if d == 0 || !bytes.len().is_multiple_of(4 * d) {
         return Err(format!(
             "{} bytes is not a whole number of {d}-dimensional rows",

@@ -1,0 +1,13 @@
+//! The sound catalog: labelled example sounds ("bearing squeal", "belt slip", "forklift
+//! passing") embedded with the monitor's model, so that a sound can be looked up by example.
+//!
+//! [`store`] keeps the entries (one per window of a labelled recording, or one per recording
+//! with `--whole-clip`) with their embeddings in a directory written atomically, refusing
+//! embeddings of another model; [`search`] finds the catalog clips most like a query sound,
+//! aggregated per clip so that one long recording cannot fill the whole answer.
+
+pub mod search;
+pub mod store;
+
+pub use search::{Filter, Match, aggregate, format_sounds_like, search_embedded, sounds_like};
+pub use store::{Catalog, CatalogError, Entry, entry_id};
