@@ -159,6 +159,10 @@ fn env_f64(name: &str, default: f64) -> f64 {
 }
 
 /// GET /metrics that tolerates a daemon that is gone or busy (None).
+/// Descriptors open only for a moment (a clip being written, a delivery, a scrape) that a
+/// peak sample at the end may catch beyond the earlier peak (one more seen in a CI run).
+const FD_SLACK: usize = 2;
+
 fn try_scrape(addr: SocketAddr) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -831,9 +835,13 @@ fn soak_with_faults_loses_nothing_and_grows_nothing() {
                 "RSS grew from {base_rss} kB after warm-up to {end_rss} kB at the end (> 10 %)"
             ));
         }
-        if end_fds > base_fds {
+        // A leak grows with every event and fault; the capture's PulseAudio connection
+        // (about 8 descriptors, gone while the server is down), replay files between loops and
+        // a clip or delivery in flight make the count swing by a few (20-27 measured in one
+        // run), so the end's peak may pass the earlier peak by that much and no more.
+        if end_fds > base_fds + FD_SLACK {
             problems.push(format!(
-                "file descriptors grew from {base_fds} to {end_fds}"
+                "file descriptors grew from a peak of {base_fds} to {end_fds}"
             ));
         }
         if end_thr > base_thr {
