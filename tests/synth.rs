@@ -579,3 +579,91 @@ fn cli_writes_a_dataset_and_a_stream() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("motor, fan or pump"));
 }
+
+/// Peak resident set of the children this process has waited for, in MiB (the other children
+/// of this binary write a few seconds of audio: far below the bound checked here).
+fn children_peak_rss_mib() -> i64 {
+    // SAFETY: getrusage fills the struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    ru.ru_maxrss / 1024
+}
+
+/// A long `synth stream` is rendered and written take by take: ten minutes at 16 kHz (9.6 M
+/// samples; rendered whole, its f64 work buffers alone took ~0.7 GB, an hour 4.4 GB) stay in
+/// bounded memory, the takes join without a step in level, and the fault is there from its
+/// onset to the end at the level asked for.
+#[test]
+fn long_stream_is_written_in_bounded_memory_without_seams() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("long.wav");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_earshot"))
+        .args(["synth", "stream", "--out"])
+        .arg(&wav)
+        .args([
+            "--machine",
+            "fan",
+            "--id",
+            "3",
+            "--fault",
+            "rub",
+            "--level-db",
+            "-6",
+            "--seconds",
+            "600",
+            "--onset",
+            "450",
+            "--seed",
+            "5",
+        ])
+        .env("EARSHOT_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let peak = children_peak_rss_mib();
+    assert!(
+        peak < 150,
+        "synth stream of 10 minutes peaked at {peak} MiB"
+    );
+
+    let r = hound::WavReader::open(&wav).unwrap();
+    assert_eq!(r.duration(), 600 * SR);
+    let x: Vec<f32> = r
+        .into_samples::<i16>()
+        .map(|v| v.unwrap() as f32 / 32767.0)
+        .collect();
+    // Level per 0.5 s frame over the normal part: frames around the joins between takes
+    // (every 30 s) must lie inside the spread of all the other frames.
+    let frame = SR as usize / 2;
+    let level = |i: usize| db(energy(&x[i * frame..(i + 1) * frame]) / frame as f64);
+    let normal_frames = 450 * 2;
+    let near_join = |i: usize| (i % 60 == 59 || i % 60 <= 2) && i >= 59;
+    let mut others: Vec<f64> = (0..normal_frames)
+        .filter(|&i| !near_join(i))
+        .map(level)
+        .collect();
+    others.sort_by(f64::total_cmp);
+    let (lo, hi) = (others[0] - 1.0, others[others.len() - 1] + 1.0);
+    for i in (0..normal_frames).filter(|&i| near_join(i)) {
+        let l = level(i);
+        assert!(
+            (lo..=hi).contains(&l),
+            "frame at {} s: {l:.2} dB outside {lo:.2}..{hi:.2}",
+            i / 2
+        );
+    }
+    // Fixed gain: the rub adds ~1 dB (-6 dB of extra energy) in every take after the onset.
+    let before = energy(&x[..450 * SR as usize]) / 450.0;
+    for t in [450usize, 480, 510, 540, 570] {
+        let after = energy(&x[t * SR as usize..(t + 30) * SR as usize]) / 30.0;
+        let rise = db(after / before);
+        assert!(
+            (rise - 0.97).abs() < 0.6,
+            "take from {t} s: rise {rise:.2} dB"
+        );
+    }
+}

@@ -36,17 +36,21 @@ fn mean(x: &[f64]) -> f64 {
 /// inertia) by ±d and surges around the new speed at a slow rate. `d = 0.15·10^(level/20)`, so
 /// -6 dB is a 7.5 % departure, well outside the few % of normal load variation; -18 dB (1.9 %)
 /// stays inside it and is meant to be hard.
-pub(crate) fn speed_factor(level_db: f64, onset: usize, n: usize, sr: f64, seed: u64) -> Vec<f64> {
+///
+/// `onset` is in samples from the first one and may be negative (a fault that began before
+/// this take is past its ramp).
+pub(crate) fn speed_factor(level_db: f64, onset: i64, n: usize, sr: f64, seed: u64) -> Vec<f64> {
     let mut r = stream(seed, 0x5001);
     let d = 0.15 * db_to_amp(level_db);
     let dir = if r.random::<f64>() < 0.5 { -1.0 } else { 1.0 };
     let surge_hz = uni(&mut r, 0.2, 1.0);
     (0..n)
         .map(|i| {
-            if i < onset {
+            let from_onset = i as i64 - onset;
+            if from_onset < 0 {
                 return 1.0;
             }
-            let t = (i - onset) as f64 / sr;
+            let t = from_onset as f64 / sr;
             let u = (t / 0.5).min(1.0);
             let ramp = u * u * (3.0 - 2.0 * u);
             1.0 + ramp * (dir * d + d / 3.0 * sin_cycles(surge_hz * t))

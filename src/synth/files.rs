@@ -1,7 +1,9 @@
 //! Writing synthetic audio to disk: single WAVs, DCASE-style labelled datasets, and long
 //! recordings with a fault that starts part-way through.
 
-use super::{Fault, Gain, Machine, MachineKind, SynthError, dmath, render_inner};
+use super::{
+    Fault, Gain, Machine, MachineKind, SynthError, Take, dmath, render_inner, render_take,
+};
 use std::path::{Path, PathBuf};
 
 /// Sample rates the generator accepts (telephone-band up to studio rates).
@@ -49,26 +51,57 @@ fn create_dir(path: &Path) -> Result<(), SynthError> {
 /// Writes 16-bit PCM mono. Samples are clamped to [-1, 1] (NaN becomes silence) so a bad
 /// caller cannot produce a wrapped-around click.
 pub fn write_wav(path: &Path, samples: &[f32], sample_rate: u32) -> Result<(), SynthError> {
-    let wav_err = |source| SynthError::Wav {
-        path: path.to_path_buf(),
-        source,
-    };
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).map_err(wav_err)?;
-    {
-        let mut w16 = w.get_i16_writer(samples.len() as u32);
+    let mut out = WavOut::create(path, sample_rate)?;
+    out.write(samples)?;
+    out.finish()
+}
+
+/// A 16-bit mono WAV written block by block (see [`write_wav`] for the sample conversion).
+struct WavOut {
+    path: PathBuf,
+    w: hound::WavWriter<std::io::BufWriter<std::fs::File>>,
+}
+
+impl WavOut {
+    fn create(path: &Path, sample_rate: u32) -> Result<WavOut, SynthError> {
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let w = hound::WavWriter::create(path, spec).map_err(|source| SynthError::Wav {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Ok(WavOut {
+            path: path.to_path_buf(),
+            w,
+        })
+    }
+
+    fn err(&self, source: hound::Error) -> SynthError {
+        SynthError::Wav {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn write(&mut self, samples: &[f32]) -> Result<(), SynthError> {
+        let mut w16 = self.w.get_i16_writer(samples.len() as u32);
         for &s in samples {
             let v = if s.is_nan() { 0.0 } else { s.clamp(-1.0, 1.0) };
             w16.write_sample((v * 32767.0).round() as i16);
         }
-        w16.flush().map_err(wav_err)?;
+        w16.flush().map_err(|e| self.err(e))
     }
-    w.finalize().map_err(wav_err)
+
+    fn finish(self) -> Result<(), SynthError> {
+        let path = self.path;
+        self.w
+            .finalize()
+            .map_err(|source| SynthError::Wav { path, source })
+    }
 }
 
 /// A labelled dataset in DCASE style.
@@ -270,9 +303,24 @@ pub struct StreamSummary {
     pub headroom_db: f32,
 }
 
+/// Streams up to this long are rendered as one take (their samples are what they always were);
+/// longer ones in takes, so that an hour costs the memory of a take, not of the hour.
+const WHOLE_STREAM_MAX_S: f32 = 120.0;
+/// Length of one take of a long stream.
+const TAKE_S: f64 = 30.0;
+/// Overlap between consecutive takes, blended with an equal-power crossfade (the takes are
+/// different noise of the same machine, so power, not amplitude, must stay constant).
+const SEAM_S: f64 = 1.0;
+
 /// One continuous recording: normal operation, then the fault from `fault.onset_s` on. The
 /// gain is fixed from the fault-free sound, as with a real microphone, so a fault that adds
 /// energy makes the recording louder from the onset.
+///
+/// Up to two minutes it is one take; longer recordings are rendered take by take
+/// ([`TAKE_S`] each, crossfaded over [`SEAM_S`]) and written as they are made, so memory does
+/// not grow with the duration. All takes share the recording's seed for what a microphone
+/// would hear as constant (the machine's load, loudness, SNR, the fault's character) and the
+/// first take's gain.
 pub fn write_stream(
     path: &Path,
     machine: &Machine,
@@ -285,6 +333,9 @@ pub fn write_stream(
     check_fault(fault, seconds)?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         create_dir(parent)?;
+    }
+    if seconds > WHOLE_STREAM_MAX_S {
+        return write_stream_in_takes(path, machine, fault, seconds, sample_rate, seed);
     }
     let r = render_inner(
         machine,
@@ -303,5 +354,75 @@ pub fn write_stream(
         fault_shaft_hz: r.fault_shaft_hz,
         fault_rate_hz: r.fault_rate_hz,
         headroom_db: r.headroom_db(),
+    })
+}
+
+fn write_stream_in_takes(
+    path: &Path,
+    machine: &Machine,
+    fault: &Fault,
+    seconds: f32,
+    sample_rate: u32,
+    seed: u64,
+) -> Result<StreamSummary, SynthError> {
+    let sr = sample_rate as f64;
+    let total = (seconds as f64 * sr).round() as usize;
+    let onset = (fault.onset_s as f64 * sr).round() as usize;
+    let take_len = (TAKE_S * sr).round() as usize;
+    let seam = (SEAM_S * sr).round() as usize;
+    let mut out = WavOut::create(path, sample_rate)?;
+    let mut gain = Gain::Fixed;
+    let mut tail: Vec<f32> = Vec::new();
+    let mut shaft_hz = None;
+    let (mut fault_shaft_hz, mut fault_rate_hz) = (None, None);
+    let mut peak = 0.0f32;
+    let mut start = 0usize;
+    for k in 0u64.. {
+        let left = total - start;
+        // A remainder shorter than half a take joins the last take instead of becoming a
+        // tiny one of its own.
+        let last = left <= take_len + take_len / 2;
+        let n = if last { left } else { take_len + seam };
+        let take = Take {
+            base_seed: seed,
+            onset: onset as i64 - start as i64,
+            gain,
+        };
+        let clip_seed = if k == 0 { seed } else { dmath::mix(seed, k) };
+        let mut r = render_take(machine, Some(fault), n, sample_rate, clip_seed, &take);
+        gain = Gain::Given(r.gain as f64);
+        shaft_hz.get_or_insert(r.shaft_hz);
+        if fault_shaft_hz.is_none() && onset < start + n {
+            fault_shaft_hz = r.fault_shaft_hz;
+            fault_rate_hz = r.fault_rate_hz;
+        }
+        let x = &mut r.samples;
+        for (i, (v, t)) in x.iter_mut().zip(&tail).enumerate() {
+            let u = (i as f64 + 0.5) / tail.len() as f64;
+            let a = std::f64::consts::FRAC_PI_2 * u;
+            *v = (*t as f64 * a.cos() + *v as f64 * a.sin()) as f32;
+        }
+        let keep = if last { n } else { take_len };
+        peak = x[..keep].iter().fold(peak, |p, v| p.max(v.abs()));
+        out.write(&x[..keep])?;
+        if last {
+            break;
+        }
+        tail = x[take_len..].to_vec();
+        start += take_len;
+    }
+    out.finish()?;
+    Ok(StreamSummary {
+        path: path.to_path_buf(),
+        seconds: total as f64 / sr,
+        onset_s: fault.onset_s,
+        shaft_hz: shaft_hz.unwrap_or(0.0),
+        fault_shaft_hz,
+        fault_rate_hz,
+        headroom_db: if peak > 0.0 {
+            -20.0 * peak.log10()
+        } else {
+            f32::INFINITY
+        },
     })
 }

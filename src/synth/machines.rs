@@ -320,9 +320,22 @@ impl ClipState {
 }
 
 /// Speed track for a clip: load sets the slip (a few %), plus a slow random drift.
-pub(crate) fn speed_track(c: &Common, n: usize, sr: f64, clip_seed: u64) -> Vec<f64> {
+/// Shaft speed per sample. The mean load comes from `load_seed` (the recording's), the slow
+/// drift from `clip_seed` (the take's); for a plain clip they are the same seed.
+pub(crate) fn speed_track(
+    c: &Common,
+    n: usize,
+    sr: f64,
+    clip_seed: u64,
+    load_seed: u64,
+) -> Vec<f64> {
     let mut r = stream(clip_seed, 0x2001);
-    let load = r.random::<f64>();
+    let own_load = r.random::<f64>();
+    let load = if load_seed == clip_seed {
+        own_load
+    } else {
+        stream(load_seed, 0x2001).random::<f64>()
+    };
     let base = c.shaft_hz * (1.0 + c.slip_span * (0.5 - load));
     let drift = slow_noise(&mut r, n, sr, c.drift_rate);
     drift

@@ -311,7 +311,8 @@ pub struct Rendered {
     pub fault_rate_hz: Option<f32>,
     /// Output gain applied to the internal signal (for diagnostics).
     pub gain: f32,
-    /// Peak absolute sample value (always below 1: no clipping).
+    /// Peak absolute sample value (below 1, no clipping, except for a take rendered at a
+    /// [`Gain::Given`] gain).
     pub peak: f32,
 }
 
@@ -337,6 +338,24 @@ pub(crate) enum Gain {
     /// Fixed microphone gain set from the fault-free signal: a fault makes it louder, as in
     /// a continuous recording.
     Fixed,
+    /// A gain chosen earlier (by the first take of a long recording): every take of one
+    /// recording is heard through the same microphone. No peak ceiling is applied: the WAV
+    /// writer clamps, as a real converter would.
+    Given(f64),
+}
+
+/// Where a rendering sits in a longer recording. A plain clip is one take whose base seed is
+/// its own seed; a long stream is rendered as several takes (bounded memory) that share the
+/// recording's base seed, so that they sound like the same machine in the same plant.
+pub(crate) struct Take {
+    /// Seed of the whole recording: the machine's load (mean speed), the loudness, the SNR
+    /// and the fault's character come from it, so they do not jump from take to take.
+    pub base_seed: u64,
+    /// Fault onset relative to the take's first sample, in samples; negative when the fault
+    /// began in an earlier take (it is then fully developed from the first sample), at or
+    /// beyond the take's length when it has not begun yet.
+    pub onset: i64,
+    pub gain: Gain,
 }
 
 /// Deterministic: same arguments, same samples (bit-identical across runs and platforms).
@@ -361,6 +380,7 @@ pub fn render_detailed(
     render_inner(machine, fault, seconds, sample_rate, clip_seed, Gain::Clip)
 }
 
+/// One whole clip: a single take of `seconds`.
 pub(crate) fn render_inner(
     machine: &Machine,
     fault: Option<&Fault>,
@@ -384,12 +404,33 @@ pub(crate) fn render_inner(
         };
         ((o * sr).round() as usize).min(n)
     });
-    let fault_seed = dmath::mix(clip_seed, 0xFA17);
+    let take = Take {
+        base_seed: clip_seed,
+        onset: onset as i64,
+        gain: gain_mode,
+    };
+    render_take(machine, fault, n, sample_rate, clip_seed, &take)
+}
 
-    let mut speed = machines::speed_track(&machine.common, n, sr, clip_seed);
+/// `n` samples of one take. `clip_seed` drives everything that varies within a recording
+/// (noise, drift, events); `take.base_seed` what stays (see [`Take`]).
+pub(crate) fn render_take(
+    machine: &Machine,
+    fault: Option<&Fault>,
+    n: usize,
+    sample_rate: u32,
+    clip_seed: u64,
+    take: &Take,
+) -> Rendered {
+    let sr = sample_rate.max(1) as f64;
+    // Where the fault starts in this take (0 when it began earlier, n when not yet).
+    let onset = take.onset.clamp(0, n as i64) as usize;
+    let fault_seed = dmath::mix(take.base_seed, 0xFA17);
+
+    let mut speed = machines::speed_track(&machine.common, n, sr, clip_seed, take.base_seed);
     let normal_shaft = speed.iter().sum::<f64>() / n.max(1) as f64;
     if let Some(f) = fault.filter(|f| f.kind == FaultKind::SpeedChange) {
-        let factor = faults::speed_factor(f.level_db as f64, onset, n, sr, fault_seed);
+        let factor = faults::speed_factor(f.level_db as f64, take.onset, n, sr, fault_seed);
         speed.iter_mut().zip(&factor).for_each(|(s, k)| *s *= k);
     }
     let st = machines::ClipState {
@@ -401,7 +442,7 @@ pub(crate) fn render_inner(
     let (mach, ref_rms) = machines::render_machine(machine, &st, clip_seed);
     let bg = machines::render_background(machine, n, sr, clip_seed);
 
-    let mut r = stream(clip_seed, 0x7001);
+    let mut r = stream(take.base_seed, 0x7001);
     let snr_db = machine.common.plant.snr_db + uni(&mut r, -3.0, 3.0);
     let loudness_db = uni(&mut r, -30.0, -22.0);
     let wb = ref_rms * db_to_amp(-snr_db);
@@ -413,8 +454,13 @@ pub(crate) fn render_inner(
         let (mut fs, rate) =
             faults::render_additive(machine, f.kind, &st, &mach, onset, fault_seed);
         fault_rate = rate;
-        // 10 ms raised-cosine fade-in from the onset; exactly zero before it.
-        let ramp = (0.01 * sr).max(1.0);
+        // 10 ms raised-cosine fade-in from the onset; exactly zero before it. A fault that
+        // began in an earlier take is fully on from the first sample.
+        let ramp = if take.onset >= 0 {
+            (0.01 * sr).max(1.0)
+        } else {
+            0.0
+        };
         for (i, v) in fs.iter_mut().enumerate() {
             if i < onset {
                 *v = 0.0;
@@ -430,17 +476,20 @@ pub(crate) fn render_inner(
             signal.iter_mut().zip(&fs).for_each(|(s, v)| *s += g * v);
         }
     }
-    let reference_ms = match gain_mode {
+    let reference_ms = match take.gain {
         Gain::Clip => mean_square(&signal),
         Gain::Fixed => normal_ms,
+        Gain::Given(_) => 0.0,
     };
-    let mut gain = if reference_ms > 0.0 {
+    let mut gain = if let Gain::Given(g) = take.gain {
+        g
+    } else if reference_ms > 0.0 {
         db_to_amp(loudness_db) / reference_ms.sqrt()
     } else {
         1.0
     };
     let peak_in = signal.iter().fold(0.0f64, |a, v| a.max(v.abs()));
-    if peak_in * gain > PEAK_CEILING {
+    if peak_in * gain > PEAK_CEILING && !matches!(take.gain, Gain::Given(_)) {
         gain = PEAK_CEILING / peak_in;
     }
     let samples: Vec<f32> = signal.iter().map(|v| (v * gain) as f32).collect();
