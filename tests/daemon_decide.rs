@@ -117,6 +117,22 @@ fn faults_start_and_end_on_time_and_silence_is_no_signal() {
     assert_eq!((ns.len(), back.len()), (1, 1), "{events:#?}");
     let since = ns[0]["event"]["detail"].as_str().unwrap();
     assert!(since.contains("dBFS"), "{since}");
+    // The alert starts when the silence began (the first quiet window), not when it had
+    // lasted long enough to be called one, and at the instant its text names.
+    let ns_at = humantime::parse_rfc3339(ns[0]["startsAt"].as_str().unwrap()).unwrap();
+    let ns_s = ns_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (ns_s - SILENCE.0).abs() <= WINDOW / 2.0 + 1e-6,
+        "no signal from {ns_s} s; the silence from {} s",
+        SILENCE.0
+    );
+    assert!(
+        since.contains(&format!("since stream {ns_s:.2} s")),
+        "{since} vs {ns_s}"
+    );
     let back_at = humantime::parse_rfc3339(back[0]["startsAt"].as_str().unwrap()).unwrap();
     let back_s = back_at
         .duration_since(std::time::UNIX_EPOCH)

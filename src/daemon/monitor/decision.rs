@@ -106,7 +106,9 @@ impl DecisionStage {
                         None,
                         detail,
                     )
-                    .at_time(job.wall_start, None)
+                    // Detected with this window, but the silence began at `since_s`: that
+                    // is when the state (and its alert) starts, the instant the text names.
+                    .at_time(job.wall_at(since_s), None)
                     .with_severity(severity(expected)),
                 ));
             }

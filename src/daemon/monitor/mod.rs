@@ -103,6 +103,23 @@ struct Job {
     cut_at: Instant,
 }
 
+impl Job {
+    /// Wall time of a stream time at or before this window (a state that began in earlier
+    /// windows), on this window's clock stamps: the clock maps stream to wall time linearly
+    /// between its observations, so an offset in stream seconds is the same offset in wall
+    /// time.
+    fn wall_at(&self, stream_s: f64) -> SystemTime {
+        let back = self.start_s - stream_s;
+        if back.is_finite() && back > 0.0 {
+            self.wall_start
+                .checked_sub(std::time::Duration::from_secs_f64(back))
+                .unwrap_or(self.wall_start)
+        } else {
+            self.wall_start
+        }
+    }
+}
+
 impl Monitor {
     /// Loads the profile and model, opens the source and starts both threads. Any error
     /// names the monitor and the key to fix; nothing is left running on error. Everything the
