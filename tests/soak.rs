@@ -327,6 +327,10 @@ impl Run {
 struct Seen {
     monitor: String,
     start_s: f64,
+    /// Index of the daemon run that wrote it to the events file (None: known from alerts only).
+    run: Option<usize>,
+    /// Onset, end, rule and end reason as the events file has them, for failure messages.
+    detail: String,
     in_file: bool,
     ended_in_file: bool,
     /// target -> statuses received (with duplicates).
@@ -469,6 +473,8 @@ fn soak_with_faults_loses_nothing_and_grows_nothing() {
     let t0 = Instant::now();
     let (mut d, mut addr) = start_daemon(&config);
     let mut runs: Vec<Run> = vec![Run::default()];
+    // Index of the first events-file line of each run after the first.
+    let mut run_starts: Vec<usize> = Vec::new();
     let mut logs: Vec<String> = Vec::new();
     let mut faults: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut usages: Vec<Usage> = Vec::new();
@@ -546,9 +552,16 @@ fn soak_with_faults_loses_nothing_and_grows_nothing() {
                 }
                 Step::AzureClear => emu.clear_faults(),
                 Step::Kill => {
+                    // A fresh look just before the kill: the one before can be a second old
+                    // under load, hundreds of audio seconds behind where the daemon is.
+                    if let Some(text) = try_scrape(addr) {
+                        runs.last_mut().unwrap().update(&text);
+                    }
                     d.signal(libc::SIGKILL);
                     d.expect_exit(Duration::from_secs(20));
                     runs.last_mut().unwrap().killed = true;
+                    // Lines written so far belong to the runs before the next one.
+                    run_starts.push(read_events(&state.join("events.jsonl")).len());
                     logs.push(d.log());
                     drop(d);
                     (d, addr) = start_daemon(&config);
@@ -616,7 +629,7 @@ fn soak_with_faults_loses_nothing_and_grows_nothing() {
     let events = read_events(&state.join("events.jsonl"));
     let mut seen: BTreeMap<String, Seen> = BTreeMap::new();
     let mut live_kinds: BTreeMap<String, usize> = BTreeMap::new();
-    for e in &events {
+    for (line, e) in events.iter().enumerate() {
         let kind = e["kind"].as_str().unwrap_or("");
         let monitor = e["labels"]["monitor"].as_str().unwrap_or("").to_string();
         if monitor == LIVE {
@@ -629,6 +642,18 @@ fn soak_with_faults_loses_nothing_and_grows_nothing() {
         let s = seen.entry(id).or_default();
         s.monitor = monitor;
         s.start_s = e["event"]["start"]["stream_s"].as_f64().expect("stream_s");
+        s.run = Some(run_starts.iter().filter(|b| line >= **b).count());
+        let ev = &e["event"];
+        s.detail = format!(
+            "run {:?}, {:.1}..{} s, rule {}, ended {}",
+            s.run,
+            s.start_s,
+            ev["end"]["stream_s"]
+                .as_f64()
+                .map_or("open".to_string(), |x| format!("{x:.1}")),
+            ev["rule"],
+            ev["reason"]
+        );
         s.in_file = true;
         s.ended_in_file |= kind == "anomaly_ended";
     }
@@ -673,6 +698,9 @@ fn soak_with_faults_loses_nothing_and_grows_nothing() {
     let mut problems: Vec<String> = Vec::new();
     // Each event: inside a fault, alerted to both targets under one fingerprint.
     let mut count: BTreeMap<(&str, i64), usize> = BTreeMap::new();
+    // The same per daemon run, for the events the events file attributes to one.
+    let mut count_in_run: BTreeMap<(&str, usize, i64), usize> = BTreeMap::new();
+    let mut details: BTreeMap<(&str, i64), Vec<String>> = BTreeMap::new();
     let mut unresolved = 0;
     for (id, s) in &seen {
         let Some(l) = LOOPS.iter().find(|l| l.monitor == s.monitor) else {
@@ -692,6 +720,17 @@ fn soak_with_faults_loses_nothing_and_grows_nothing() {
             ));
         }
         *count.entry((l.monitor, k as i64)).or_default() += 1;
+        if let Some(r) = s.run {
+            *count_in_run.entry((l.monitor, r, k as i64)).or_default() += 1;
+        }
+        details
+            .entry((l.monitor, k as i64))
+            .or_default()
+            .push(if s.detail.is_empty() {
+                format!("alerts only, onset {:.1} s", s.start_s)
+            } else {
+                s.detail.clone()
+            });
         if s.fingerprints.len() > 1 {
             problems.push(format!("anomaly {id} has several fingerprints: {s:?}"));
         }
@@ -732,7 +771,8 @@ fn soak_with_faults_loses_nothing_and_grows_nothing() {
     for l in &LOOPS {
         let mut must: BTreeMap<i64, usize> = BTreeMap::new();
         let mut can: BTreeMap<i64, usize> = BTreeMap::new();
-        for r in &runs {
+        let mut bad: BTreeSet<i64> = BTreeSet::new();
+        for (ri, r) in runs.iter().enumerate() {
             let scored = r.scored_s.get(l.monitor).copied().unwrap_or(0.0);
             let captured = r.captured_s.get(l.monitor).copied().unwrap_or(0.0);
             // Fully played and decided: the fault ran for 5 s of windows before the stop.
@@ -742,11 +782,27 @@ fn soak_with_faults_loses_nothing_and_grows_nothing() {
                 k += 1;
             }
             let mut k = 0i64;
-            // Upper bound: the last scrape before a SIGKILL can be a second or more old
-            // under load (hundreds of audio seconds at this speed): allow two more passes.
+            // Upper bound: the daemon goes on between the last scrape and its SIGKILL (a
+            // fresh scrape is taken just before it, but under load even that is old by
+            // tens of audio seconds at this speed): allow two more passes.
             while k as f64 * l.seconds + l.onset < captured + 3.0 * l.seconds {
                 *can.entry(k).or_default() += 1;
                 k += 1;
+            }
+            // One run never raises two events for one pass (an event split in two), nor one
+            // for a pass it cannot have played.
+            for (&(_, _, k), &n) in
+                count_in_run.range((l.monitor, ri, i64::MIN)..=(l.monitor, ri, i64::MAX))
+            {
+                let played = (k as f64 * l.seconds + l.onset) < captured + 3.0 * l.seconds;
+                if n > usize::from(played) {
+                    problems.push(format!(
+                        "{} pass {k}: {n} anomaly events in daemon run {ri}, expected {}",
+                        l.monitor,
+                        usize::from(played)
+                    ));
+                    bad.insert(k);
+                }
             }
         }
         injected += must.values().sum::<usize>();
@@ -776,6 +832,12 @@ fn soak_with_faults_loses_nothing_and_grows_nothing() {
                         String::new()
                     }
                 ));
+                bad.insert(k);
+            }
+        }
+        for k in bad {
+            for d in details.get(&(l.monitor, k)).into_iter().flatten() {
+                problems.push(format!("  {} pass {k}: {d}", l.monitor));
             }
         }
     }
