@@ -142,3 +142,71 @@ fn an_unknown_fingerprint_says_what_to_do() {
     );
     assert!(!ok && out.contains("--list"), "{out}");
 }
+
+/// A running service on a looping replay (each pass ends in the "variation") picks the
+/// feedback up without a restart: it logs and counts the swap, and the passes after it raise
+/// no event.
+#[test]
+fn the_running_service_picks_feedback_up_live() {
+    let dir = test_dir();
+    let profile = own_profile(dir.path());
+    let cfg = format!(
+        "{}[evidence]\nmin_free_megabytes = 0\n{}",
+        daemon_header(dir.path()),
+        replay_monitor("press-1", &profile, &fixture().stream, false, true)
+    );
+    let cfg = write_config(dir.path(), &cfg);
+    let mut d = Daemon::start(&cfg, &[], &[]);
+    // The first event's evidence is written once it ended (in the next pass's normal part).
+    let state = d.state_dir.clone();
+    let mut fp = String::new();
+    d.wait_for("an event with evidence", RUN_LIMIT, |d| {
+        let started: Vec<_> = d
+            .events()
+            .into_iter()
+            .filter(|e| e["kind"] == "anomaly_started")
+            .collect();
+        match started.first() {
+            Some(e) => {
+                fp = e["fingerprint"].as_str().unwrap().to_owned();
+                let (m, h) = fp.rsplit_once('/').unwrap();
+                state
+                    .join("evidence")
+                    .join(m)
+                    .join(h)
+                    .join("clip.wav")
+                    .is_file()
+            }
+            None => false,
+        }
+    });
+    let pid = d.pid();
+    let (ok, out) = feedback(&[&fp, "--normal", "--config"], &[&cfg]);
+    assert!(ok, "{out}");
+    d.wait_log("normal memory reloaded", RUN_LIMIT);
+    assert_eq!(
+        d.metric("earshot_profile_memory_reloads_total", "press-1"),
+        Some(1.0)
+    );
+    // Events started so far (one may be in flight), then four more passes of 60 windows.
+    let count = |d: &Daemon| {
+        d.events()
+            .iter()
+            .filter(|e| e["kind"] == "anomaly_started")
+            .count()
+    };
+    let before = count(&d);
+    let w = d.windows("press-1");
+    d.wait_windows_above("press-1", w + 240.0, RUN_LIMIT);
+    let after = count(&d);
+    assert!(
+        after <= before + 1,
+        "events went on after the live reload: {before} -> {after}"
+    );
+    assert_eq!(d.pid(), pid, "same process: no restart");
+    assert_eq!(
+        d.log().matches("monitor starting").count(),
+        1,
+        "the monitor was not restarted"
+    );
+}
