@@ -71,6 +71,17 @@ fn feedback_normal_silences_the_event_and_undo_brings_it_back() {
         "the variation raises one event: {events:?}"
     );
     let fp = events[0]["fingerprint"].as_str().unwrap().to_owned();
+    // `earshot events` (and the events page) give the command to paste.
+    let listed = Command::new(EARSHOT)
+        .args(["events", "--format", "json", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(
+        listed[0]["feedback_command"],
+        format!("earshot feedback {fp} --normal")
+    );
 
     // The fingerprint as events.jsonl shows it, with the config naming the monitor's profile.
     let (ok, out) = feedback(
