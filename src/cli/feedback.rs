@@ -70,6 +70,13 @@ pub fn run(a: FeedbackArgs) -> anyhow::Result<()> {
             rec.event_id,
             dir.display()
         );
+        if let Some(m) = azure_monitor(&s, &rec.monitor) {
+            println!(
+                "note: monitor {m} scores k-NN in Azure AI Search, which still holds these {} vectors: removing them there is not automated yet; `earshot index --profile {} --config <F> --monitor {m} --recreate` rebuilds that index from the profile (and drops other machines' documents in it)",
+                rec.windows,
+                dir.display()
+            );
+        }
         return Ok(());
     }
     let event = feedback::find_event(&store, given)?;
@@ -105,6 +112,12 @@ pub fn run(a: FeedbackArgs) -> anyhow::Result<()> {
         dir.display()
     );
     recheck(&event, &before, &after, &windows)?;
+    if let Some(m) = azure_monitor(&s, &event.meta.monitor) {
+        println!(
+            "note: monitor {m} scores k-NN in Azure AI Search: upload the new vectors with `earshot index --profile {} --config <F> --monitor {m}` (deterministic keys: the rest is left as it is); the centroids apply at once",
+            dir.display()
+        );
+    }
     println!(
         "thresholds unchanged; the running service reloads the profile by itself; undo with `earshot feedback {} --undo`",
         event.meta.event_id
@@ -164,6 +177,16 @@ fn recheck(
         );
     }
     Ok(())
+}
+
+/// The monitor's name when its k-NN index is Azure AI Search (feedback changes the local
+/// profile; the remote copy of its embeddings is synced by `earshot index`).
+fn azure_monitor<'a>(s: &'a Settings, monitor: &str) -> Option<&'a str> {
+    s.monitors
+        .iter()
+        .find(|m| m.name == monitor)
+        .filter(|m| matches!(m.index, earshot::index::IndexConfig::Azure(_)))
+        .map(|m| m.name.as_str())
 }
 
 /// The profile to change: `--profile`, else the config's monitor of that name.
