@@ -19,6 +19,7 @@ pub mod dsp;
 pub mod embed;
 pub mod eval;
 pub mod evidence;
+pub mod feedback;
 pub mod files;
 pub mod index;
 pub mod metrics;

@@ -41,6 +41,8 @@ enum Command {
     Eval(cli::eval::EvalArgs),
     /// List anomaly events with their evidence (clip, spectrogram) from the state directory.
     Events(cli::events::EventsArgs),
+    /// "That was normal": add an event's sound to its monitor's normal memory (--normal), undo it, or list.
+    Feedback(cli::feedback::FeedbackArgs),
     /// Run the long-lived monitoring service described by a config file.
     Run(cli::run::RunArgs),
     /// Check a config and every model, profile, device and secret file it names, starting
@@ -66,6 +68,7 @@ fn main() -> std::process::ExitCode {
         Command::Score(a) => cli::score::run(a),
         Command::Eval(a) => cli::eval::run(a),
         Command::Events(a) => cli::events::run(a),
+        Command::Feedback(a) => cli::feedback::run(a),
         Command::Run(a) => cli::run::run(a),
         Command::Check(a) => cli::check::run(a),
         Command::Devices(a) => cli::devices::run(a),

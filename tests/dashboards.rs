@@ -50,6 +50,7 @@ fn exported_names() -> BTreeSet<String> {
     k.written.inc();
     k.failures.inc();
     m.set_monitor_up("mon", true);
+    m.memory_reloaded("mon");
     m.set_monitor_info(
         "mon",
         &BTreeMap::from([("machine".to_string(), "press".to_string())]),

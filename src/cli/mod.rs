@@ -6,6 +6,7 @@ pub mod check;
 pub mod devices;
 pub mod eval;
 pub mod events;
+pub mod feedback;
 pub mod index;
 pub mod learn;
 pub mod run;

@@ -70,6 +70,8 @@ pub struct EventView {
     /// Where the files are on disk (for `earshot events`).
     pub clip_path: String,
     pub image_path: Option<String>,
+    /// The command that marks this event normal (`earshot feedback`), ready to paste.
+    pub feedback_command: String,
 }
 
 impl EventView {
@@ -98,7 +100,21 @@ impl EventView {
             urls: EvidenceUrls::of(base, &m.event_id)?,
             clip_path: l.clip.display().to_string(),
             image_path: l.image.as_ref().map(|p| p.display().to_string()),
+            feedback_command: format!("earshot feedback {} --normal", shell_word(&m.event_id)),
         })
+    }
+}
+
+/// `s` as one shell word: as is when it is plain, else single-quoted (monitor names may hold
+/// spaces or quotes).
+fn shell_word(s: &str) -> String {
+    let plain = s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.' | ':' | '@'));
+    if plain && !s.is_empty() {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 
@@ -169,6 +185,7 @@ const EVENT: &str = r#"<article class="event" data-event-id="{{ e.event_id }}">
 {% if e.image %}<img class="spectrogram" src="{{ e.urls.image }}" alt="spectrogram of {{ e.event_id }}">{% endif %}
 <audio class="clip" controls preload="none" src="{{ e.urls.clip }}"></audio>
 <a class="download" href="{{ e.urls.clip }}" download>download clip ({{ "%.1f"|format(e.clip_seconds) }} s, {{ e.sample_rate }} Hz WAV)</a>
+<p class="feedback">That was normal? On this machine: <code>{{ e.feedback_command }}</code> (undo: <code>--undo</code> instead of <code>--normal</code>)</p>
 </article>
 "#;
 
@@ -404,5 +421,17 @@ pub fn parse_since(s: &str) -> Result<std::time::SystemTime, String> {
         Err(_) => Err(format!(
             "since = {s:?} is neither an RFC 3339 time (2026-01-31T08:00:00Z) nor a duration (2h, 7days)"
         )),
+    }
+}
+
+#[cfg(test)]
+mod feedback_command_tests {
+    use super::shell_word;
+
+    #[test]
+    fn event_ids_are_pasted_as_one_shell_word() {
+        assert_eq!(shell_word("press-1/00ff"), "press-1/00ff");
+        assert_eq!(shell_word("press 1/00ff"), "'press 1/00ff'");
+        assert_eq!(shell_word("it's/00ff"), "'it'\\''s/00ff'");
     }
 }

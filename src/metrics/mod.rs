@@ -166,6 +166,7 @@ pub struct Metrics {
     monitor_up: IntGaugeVec,
     monitor_info: IntGaugeVec,
     restart_required: IntGaugeVec,
+    memory_reloads: IntCounterVec,
     capture: capture::CaptureFamilies,
     pipeline: pipeline::PipelineFamilies,
     score: score::ScoreFamilies,
@@ -209,6 +210,12 @@ impl Metrics {
             "1 while the configuration file's section differs from the running one and only a restart applies it (a reload cannot).",
             &["section"],
         )?;
+        let memory_reloads = counter(
+            &r,
+            PROFILE_MEMORY_RELOADS,
+            "Times a monitor swapped in a changed normal memory (earshot feedback) without a restart.",
+            &["monitor"],
+        )?;
         for section in RELOAD_ONLY_AT_RESTART {
             restart_required.with_label_values(&[section]).set(0);
         }
@@ -219,6 +226,7 @@ impl Metrics {
             monitor_up,
             monitor_info,
             restart_required,
+            memory_reloads,
             capture,
             pipeline,
             score,
@@ -248,6 +256,11 @@ impl Metrics {
         self.restart_required
             .with_label_values(&[section])
             .set(required as i64);
+    }
+
+    /// Counts a live swap of a monitor's normal memory (`earshot_profile_memory_reloads_total`).
+    pub fn memory_reloaded(&self, monitor: &str) {
+        self.memory_reloads.with_label_values(&[monitor]).inc();
     }
 
     /// Sets `earshot_monitor_up` of a monitor directly (for monitors that never started; a

@@ -24,6 +24,8 @@ pub const SCORE: &str = "earshot_score";
 pub const SCORE_THRESHOLD: &str = "earshot_score_threshold";
 pub const ANOMALY_ACTIVE: &str = "earshot_anomaly_active";
 pub const ANOMALY_EVENTS: &str = "earshot_anomaly_events_total";
+/// Normal memory swapped in live after `earshot feedback` changed a monitor's profile.
+pub const PROFILE_MEMORY_RELOADS: &str = "earshot_profile_memory_reloads_total";
 
 pub const INDEX_QUERIES: &str = "earshot_index_queries_total";
 pub const INDEX_FAILURES: &str = "earshot_index_query_failures_total";
@@ -63,6 +65,7 @@ pub const ALL: &[&str] = &[
     SCORE_THRESHOLD,
     ANOMALY_ACTIVE,
     ANOMALY_EVENTS,
+    PROFILE_MEMORY_RELOADS,
     INDEX_QUERIES,
     INDEX_FAILURES,
     INDEX_DEGRADED,

@@ -14,6 +14,7 @@
 
 mod capture;
 mod decision;
+mod memory;
 mod scoring;
 
 use crate::alert::events::Sinks;
@@ -272,6 +273,7 @@ impl Monitor {
             name: name.clone(),
             index_metrics: shared.metrics.index(&name, index_backend(&ms.index)),
             index,
+            watch: memory::ProfileWatch::new(ms.profile.clone(), ms.index.clone()),
             rt,
             embedder,
             profile,

@@ -25,6 +25,8 @@ use crate::score::{self, CENTROID, KNN, Profile};
 pub(super) struct EmbedLoop {
     pub name: String,
     pub index: Arc<dyn VectorIndex>,
+    /// Notices `earshot feedback` changing the profile's normal memory (swapped in live).
+    pub watch: super::memory::ProfileWatch,
     pub index_metrics: IndexHandle,
     pub rt: tokio::runtime::Handle,
     pub embedder: Embedder,
@@ -125,6 +127,13 @@ impl EmbedLoop {
                 // Keep receiving (a waiting replay must not block) but score no more.
                 unscored += 1;
                 continue;
+            }
+            if let Some(swap) = self.watch.poll(&self.profile, &self.name) {
+                self.profile = swap.profile;
+                if let Some(i) = swap.index {
+                    self.index = i;
+                }
+                self.shared.metrics.memory_reloaded(&self.name);
             }
             let level = quietest_quarter_dbfs(&job.samples);
             if !self.decision.gate(&job, level) {

@@ -1,0 +1,269 @@
+//! "That was normal": an operator's verdict on an event, folded into the monitor's normal
+//! memory so that the same sound stops raising events.
+//!
+//! `earshot feedback FP --normal` re-embeds the event's span from its evidence clip with the
+//! profile's model and window, and appends those embeddings to the profile: as k-NN memory
+//! rows (ids `feedback:<event id>@<stream s>`, unique and removable) and, because the centroid
+//! scorer would otherwise still flag them, each as its own centroid. Thresholds are not moved:
+//! they were calibrated for a false-alarm rate, and moving them silently would change every
+//! other decision. The profile is rewritten whole and swapped in atomically (the same
+//! [`crate::score::profile::replace_dir`] as `learn`), with `feedback.json` (what was added,
+//! when, why) checksummed in its manifest, so `--undo` can remove exactly those rows.
+
+pub mod record;
+
+pub use record::{FEEDBACK_FILE, FeedbackRecord, Records};
+
+use crate::evidence::Store;
+use crate::evidence::store::Listed;
+use crate::score::profile::{DATA_FILES, Profile, ProfileError};
+use ndarray::{Array2, Axis};
+use std::path::{Path, PathBuf};
+
+/// Prefix of the window ids feedback adds to a profile.
+pub const ID_PREFIX: &str = "feedback:";
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeedbackError {
+    #[error(
+        "no event {given:?} with evidence under {root}: use the fingerprint (`<monitor>/<hex>`) or its hex part as `earshot events` lists it; events without a saved clip cannot be marked normal"
+    )]
+    UnknownEvent { given: String, root: PathBuf },
+    #[error(
+        "{given:?} matches {n} events ({first}, ...): give more of the fingerprint (`earshot events` lists them)"
+    )]
+    Ambiguous {
+        given: String,
+        n: usize,
+        first: String,
+    },
+    #[error(
+        "event {0} is already marked normal in this profile; `earshot feedback {0} --undo` first to redo it"
+    )]
+    AlreadyAdded(String),
+    #[error(
+        "event {event} has no feedback in {profile}: `earshot feedback --list` shows what can be undone"
+    )]
+    NotAdded { event: String, profile: PathBuf },
+    #[error(
+        "the evidence clip of {0} gave no window inside the event's span (clip shorter than one window?): nothing to add"
+    )]
+    NoWindows(String),
+    #[error("{path}: invalid feedback record: {detail}; restore it or re-run `earshot learn`")]
+    BadRecord { path: PathBuf, detail: String },
+    #[error(
+        "{path}: embedding size {got} is not the profile's {want}: the clip was embedded with another model"
+    )]
+    Dim {
+        path: PathBuf,
+        got: usize,
+        want: usize,
+    },
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+}
+
+/// Finds an event's evidence by what users see: the full fingerprint `<monitor>/<hex>`
+/// (events.jsonl `fingerprint`, alert `event_id`, the events page), the monitor's path segment
+/// form of it (`/events/<segment>/<hex>`), or the hex part alone or a prefix of it (at least 4
+/// characters) when that is unique.
+pub fn find_event(store: &Store, given: &str) -> Result<Listed, FeedbackError> {
+    let given = given.trim().trim_matches('/');
+    let unknown = || FeedbackError::UnknownEvent {
+        given: given.to_owned(),
+        root: store.root().to_owned(),
+    };
+    let all = store.list(None);
+    if let Some(l) = all.iter().find(|l| l.meta.event_id == given) {
+        return Ok(l.clone());
+    }
+    let (seg, hex) = match given.rsplit_once('/') {
+        Some((m, h)) => (Some(crate::evidence::monitor_segment(m)), h),
+        None => (None, given),
+    };
+    if hex.len() < 4 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(unknown());
+    }
+    let hex = hex.to_ascii_lowercase();
+    let hits: Vec<&Listed> = all
+        .iter()
+        .filter(|l| {
+            let Ok((m, h)) = crate::evidence::split_id(&l.meta.event_id) else {
+                return false;
+            };
+            seg.as_ref()
+                .is_none_or(|s| *s == crate::evidence::monitor_segment(m))
+                && h.to_ascii_lowercase().starts_with(&hex)
+        })
+        .collect();
+    match hits.as_slice() {
+        [] => Err(unknown()),
+        [one] => Ok((*one).clone()),
+        many => Err(FeedbackError::Ambiguous {
+            given: given.to_owned(),
+            n: many.len(),
+            first: many[0].meta.event_id.clone(),
+        }),
+    }
+}
+
+/// The span of the event inside its clip, in seconds from the clip's first sample: onset to
+/// end (or to the clip's end while the event was still open when the clip was finished).
+pub fn event_span(l: &Listed) -> (f64, f64) {
+    let from = l.meta.onset_offset_s.max(0.0);
+    let to = l
+        .meta
+        .duration_s()
+        .map_or(l.meta.clip_seconds, |d| from + d)
+        .min(l.meta.clip_seconds);
+    (from, to.max(from))
+}
+
+/// The windows (start in the clip, embedding) that overlap the event's span; what is added.
+pub fn span_windows(
+    windows: Vec<(f64, Vec<f32>)>,
+    window_s: f64,
+    span: (f64, f64),
+) -> Vec<(f64, Vec<f32>)> {
+    windows
+        .into_iter()
+        .filter(|(t, _)| *t < span.1 && t + window_s > span.0)
+        .collect()
+}
+
+/// Adds an event's windows to the profile in `dir` as normal memory (k-NN rows and own
+/// centroids) and records it; returns the new profile. `windows` are (stream seconds,
+/// normalised embedding).
+pub fn add(
+    dir: &Path,
+    event: &Listed,
+    note: Option<String>,
+    windows: &[(f64, Vec<f32>)],
+) -> Result<Profile, FeedbackError> {
+    let profile = Profile::load(dir)?;
+    let mut records = Records::load(&profile)?;
+    let event_id = &event.meta.event_id;
+    if records.get(event_id).is_some() {
+        return Err(FeedbackError::AlreadyAdded(event_id.clone()));
+    }
+    if windows.is_empty() {
+        return Err(FeedbackError::NoWindows(event_id.clone()));
+    }
+    let d = profile.dim();
+    if let Some((_, e)) = windows.iter().find(|(_, e)| e.len() != d) {
+        return Err(FeedbackError::Dim {
+            path: event.clip.clone(),
+            got: e.len(),
+            want: d,
+        });
+    }
+    let mut ids = Vec::with_capacity(windows.len());
+    for (t, _) in windows {
+        let mut id = format!("{ID_PREFIX}{event_id}@{t:.3}");
+        // Two windows of one event never share a start, but stay unique whatever the hop.
+        let mut n = 1;
+        while ids.contains(&id) || profile.ids.contains(&id) {
+            id = format!("{ID_PREFIX}{event_id}@{t:.3}#{n}");
+            n += 1;
+        }
+        ids.push(id);
+    }
+    let rows: Vec<f32> = windows
+        .iter()
+        .flat_map(|(_, e)| e.iter().copied())
+        .collect();
+    let new_rows =
+        Array2::from_shape_vec((windows.len(), d), rows).map_err(|e| FeedbackError::BadRecord {
+            path: event.clip.clone(),
+            detail: e.to_string(),
+        })?;
+    let mut p = profile.clone();
+    p.embeddings = concat(&p.embeddings, &new_rows);
+    p.centroids = concat(&p.centroids, &new_rows);
+    p.ids.extend(ids.iter().cloned());
+    records.entries.push(FeedbackRecord {
+        event_id: event_id.clone(),
+        monitor: event.meta.monitor.clone(),
+        added_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        note,
+        clip: event.clip.display().to_string(),
+        windows: ids.len(),
+        ids,
+    });
+    save(p, &records)
+}
+
+/// Removes exactly the rows one feedback added, and its record; returns the new profile.
+pub fn undo(dir: &Path, event_id: &str) -> Result<(Profile, FeedbackRecord), FeedbackError> {
+    let profile = Profile::load(dir)?;
+    let mut records = Records::load(&profile)?;
+    let Some(pos) = records.entries.iter().position(|r| r.event_id == event_id) else {
+        return Err(FeedbackError::NotAdded {
+            event: event_id.to_owned(),
+            profile: dir.to_owned(),
+        });
+    };
+    let rec = records.entries.remove(pos);
+    let remove: std::collections::BTreeSet<&str> = rec.ids.iter().map(String::as_str).collect();
+    let keep: Vec<usize> = (0..profile.ids.len())
+        .filter(|&i| !remove.contains(profile.ids[i].as_str()))
+        .collect();
+    // The centroids it added are copies of its rows: remove one matching centroid per row.
+    let gone: Vec<usize> = (0..profile.ids.len())
+        .filter(|&i| remove.contains(profile.ids[i].as_str()))
+        .collect();
+    let mut drop_centroid = vec![false; profile.centroids.nrows()];
+    for &i in &gone {
+        let row = profile.embeddings.row(i);
+        if let Some(c) = (0..profile.centroids.nrows())
+            .rev()
+            .find(|&c| !drop_centroid[c] && profile.centroids.row(c) == row)
+        {
+            drop_centroid[c] = true;
+        }
+    }
+    let keep_c: Vec<usize> = (0..drop_centroid.len())
+        .filter(|&c| !drop_centroid[c])
+        .collect();
+    let mut p = profile.clone();
+    p.embeddings = profile.embeddings.select(Axis(0), &keep);
+    p.centroids = profile.centroids.select(Axis(0), &keep_c);
+    p.ids = keep.iter().map(|&i| profile.ids[i].clone()).collect();
+    let p = save(p, &records)?;
+    Ok((p, rec))
+}
+
+fn concat(a: &Array2<f32>, b: &Array2<f32>) -> Array2<f32> {
+    ndarray::concatenate(Axis(0), &[a.view(), b.view()]).unwrap_or_else(|_| a.clone())
+}
+
+/// Writes the profile with its counts updated, keeping every other file it had (calibration,
+/// the reference clip), and `feedback.json` checksummed with them.
+fn save(mut p: Profile, records: &Records) -> Result<Profile, FeedbackError> {
+    let dir = p.dir.clone();
+    p.manifest.counts.fit_windows = p.embeddings.nrows();
+    p.manifest.kmeans_k = p.centroids.nrows();
+    let cal_path = dir.join("calibration.json");
+    let cal_text = crate::files::read_regular_string(&cal_path).map_err(ProfileError::from)?;
+    let cal = serde_json::from_str(&cal_text).map_err(|e| ProfileError::Invalid {
+        path: cal_path.clone(),
+        detail: e.to_string(),
+    })?;
+    let mut optional: Vec<(String, Vec<u8>)> = Vec::new();
+    for name in p.manifest.files.keys() {
+        if DATA_FILES.contains(&name.as_str()) || name == FEEDBACK_FILE {
+            continue;
+        }
+        let bytes = crate::files::read_regular(&dir.join(name)).map_err(ProfileError::from)?;
+        optional.push((name.clone(), bytes));
+    }
+    if !records.entries.is_empty() {
+        optional.push((FEEDBACK_FILE.to_owned(), records.to_bytes()));
+    }
+    let optional: Vec<(&str, Vec<u8>)> = optional
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.clone()))
+        .collect();
+    p.save_with(&dir, &cal, &optional)?;
+    Ok(Profile::load(&dir)?)
+}

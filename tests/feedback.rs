@@ -1,0 +1,223 @@
+//! "That was normal" end to end with the real binary and ONNX Runtime: a replayed variation
+//! that raised an event raises none once `earshot feedback --normal` has added it to the
+//! profile, `--undo` brings the event back, and an unknown fingerprint is a clear error.
+
+#[path = "common/daemon.rs"]
+mod daemon;
+
+use daemon::{
+    Daemon, EARSHOT, daemon_header, fixture, replay_monitor, run_bounded, test_dir, write_config,
+};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const RUN_LIMIT: Duration = Duration::from_secs(300);
+
+/// Copies the fixture's profile (feedback changes it) into `dir/profile`.
+fn own_profile(dir: &Path) -> PathBuf {
+    let to = dir.join("profile");
+    std::fs::create_dir_all(&to).unwrap();
+    for e in std::fs::read_dir(&fixture().profile).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+    to
+}
+
+/// One fast replay of the fixture's stream (a bearing fault from 15 s: here the "normal
+/// variation" an operator vouches for) against `profile`, in its own state directory under
+/// `dir/<run>`; returns (config, state dir, anomaly_started events).
+fn replay(dir: &Path, run: &str, profile: &Path) -> (PathBuf, PathBuf, Vec<serde_json::Value>) {
+    let d = dir.join(run);
+    std::fs::create_dir_all(&d).unwrap();
+    let cfg = format!(
+        "{}[evidence]\nmin_free_megabytes = 0\n{}",
+        daemon_header(&d),
+        replay_monitor("press-1", profile, &fixture().stream, false, false)
+    );
+    let cfg = write_config(&d, &cfg);
+    let mut daemon = Daemon::start(&cfg, &["--exit-when-done"], &[]);
+    let st = daemon.expect_exit(RUN_LIMIT);
+    assert!(st.success(), "{}", daemon.log());
+    let started = daemon
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "anomaly_started")
+        .collect();
+    (cfg, daemon.state_dir.clone(), started)
+}
+
+fn feedback(args: &[&str], extra: &[&Path]) -> (bool, String) {
+    let mut c = Command::new(EARSHOT);
+    c.arg("feedback").args(args).args(extra);
+    let (st, out) = run_bounded(&mut c, RUN_LIMIT);
+    (st.success(), out)
+}
+
+#[test]
+fn feedback_normal_silences_the_event_and_undo_brings_it_back() {
+    let dir = test_dir();
+    let profile = own_profile(dir.path());
+    let rows_before = std::fs::read_to_string(profile.join("ids.txt"))
+        .unwrap()
+        .lines()
+        .count();
+
+    let (cfg, state, events) = replay(dir.path(), "first", &profile);
+    assert_eq!(
+        events.len(),
+        1,
+        "the variation raises one event: {events:?}"
+    );
+    let fp = events[0]["fingerprint"].as_str().unwrap().to_owned();
+    // `earshot events` (and the events page) give the command to paste.
+    let listed = Command::new(EARSHOT)
+        .args(["events", "--format", "json", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(
+        listed[0]["feedback_command"],
+        format!("earshot feedback {fp} --normal")
+    );
+
+    // The fingerprint as events.jsonl shows it, with the config naming the monitor's profile.
+    let (ok, out) = feedback(
+        &[
+            &fp,
+            "--normal",
+            "--note",
+            "new belt, runs louder",
+            "--config",
+        ],
+        &[&cfg],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("added") && out.contains("below"), "{out}");
+    let ids = std::fs::read_to_string(profile.join("ids.txt")).unwrap();
+    let added: Vec<&str> = ids.lines().filter(|l| l.starts_with("feedback:")).collect();
+    assert!(!added.is_empty(), "feedback rows in ids.txt");
+    assert!(
+        added
+            .iter()
+            .all(|l| l.starts_with(&format!("feedback:{fp}@")))
+    );
+    // Twice is refused, and the record is listed with its note.
+    let (ok, out) = feedback(
+        &[&fp, "--normal", "--state-dir"],
+        &[&state, Path::new("--config"), &cfg],
+    );
+    assert!(!ok && out.contains("already marked normal"), "{out}");
+    let (ok, out) = feedback(&["--list", "--config"], &[&cfg]);
+    assert!(ok && out.contains(&fp) && out.contains("new belt"), "{out}");
+
+    let (_, _, events) = replay(dir.path(), "second", &profile);
+    assert!(
+        events.is_empty(),
+        "no event after feedback --normal: {events:?}"
+    );
+
+    // Undo by the hex part alone: exactly the added rows go, and the event comes back.
+    let hex = fp.rsplit_once('/').unwrap().1;
+    let (ok, out) = feedback(&[hex, "--undo", "--config"], &[&cfg]);
+    assert!(ok, "{out}");
+    let ids = std::fs::read_to_string(profile.join("ids.txt")).unwrap();
+    assert_eq!(ids.lines().count(), rows_before);
+    assert!(!ids.contains("feedback:"));
+    let (_, _, events) = replay(dir.path(), "third", &profile);
+    assert_eq!(
+        events.len(),
+        1,
+        "undo restores the former behaviour: {events:?}"
+    );
+}
+
+#[test]
+fn an_unknown_fingerprint_says_what_to_do() {
+    let dir = test_dir();
+    let profile = own_profile(dir.path());
+    let (ok, out) = feedback(
+        &["press-1/00000000deadbeef", "--normal", "--profile"],
+        &[&profile, Path::new("--state-dir"), dir.path()],
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("no event \"press-1/00000000deadbeef\"") && out.contains("earshot events"),
+        "{out}"
+    );
+    let (ok, out) = feedback(
+        &["press-1/00ff", "--undo", "--profile"],
+        &[&profile, Path::new("--state-dir"), dir.path()],
+    );
+    assert!(!ok && out.contains("--list"), "{out}");
+}
+
+/// A running service on a looping replay (each pass ends in the "variation") picks the
+/// feedback up without a restart: it logs and counts the swap, and the passes after it raise
+/// no event.
+#[test]
+fn the_running_service_picks_feedback_up_live() {
+    let dir = test_dir();
+    let profile = own_profile(dir.path());
+    let cfg = format!(
+        "{}[evidence]\nmin_free_megabytes = 0\n{}",
+        daemon_header(dir.path()),
+        replay_monitor("press-1", &profile, &fixture().stream, false, true)
+    );
+    let cfg = write_config(dir.path(), &cfg);
+    let mut d = Daemon::start(&cfg, &[], &[]);
+    // The first event's evidence is written once it ended (in the next pass's normal part).
+    let state = d.state_dir.clone();
+    let mut fp = String::new();
+    d.wait_for("an event with evidence", RUN_LIMIT, |d| {
+        let started: Vec<_> = d
+            .events()
+            .into_iter()
+            .filter(|e| e["kind"] == "anomaly_started")
+            .collect();
+        match started.first() {
+            Some(e) => {
+                fp = e["fingerprint"].as_str().unwrap().to_owned();
+                let (m, h) = fp.rsplit_once('/').unwrap();
+                state
+                    .join("evidence")
+                    .join(m)
+                    .join(h)
+                    .join("clip.wav")
+                    .is_file()
+            }
+            None => false,
+        }
+    });
+    let pid = d.pid();
+    let (ok, out) = feedback(&[&fp, "--normal", "--config"], &[&cfg]);
+    assert!(ok, "{out}");
+    d.wait_log("normal memory reloaded", RUN_LIMIT);
+    assert_eq!(
+        d.metric("earshot_profile_memory_reloads_total", "press-1"),
+        Some(1.0)
+    );
+    // Events started so far (one may be in flight), then four more passes of 60 windows.
+    let count = |d: &Daemon| {
+        d.events()
+            .iter()
+            .filter(|e| e["kind"] == "anomaly_started")
+            .count()
+    };
+    let before = count(&d);
+    let w = d.windows("press-1");
+    d.wait_windows_above("press-1", w + 240.0, RUN_LIMIT);
+    let after = count(&d);
+    assert!(
+        after <= before + 1,
+        "events went on after the live reload: {before} -> {after}"
+    );
+    assert_eq!(d.pid(), pid, "same process: no restart");
+    assert_eq!(
+        d.log().matches("monitor starting").count(),
+        1,
+        "the monitor was not restarted"
+    );
+}
