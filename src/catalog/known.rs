@@ -344,7 +344,9 @@ mod tests {
             .unwrap();
         assert_eq!(s.nearest(), Some("bearing squeal"));
         assert_eq!(s.labels.len(), 2, "forklift is orthogonal: {s:?}");
-        assert!(s.text().starts_with("bearing squeal (0.99"), "{}", s.text());
+        // The best pair counts: the second window is almost exactly the bearing entry.
+        assert!(s.labels[0].similarity > 0.99, "{s:?}");
+        assert_eq!(s.text(), "bearing squeal (1.00), belt slip (0.41)");
         assert_eq!(s.benign, None);
         assert!(!s.suppresses_alerts());
         assert_eq!(k.metric_label(Some(&s)), "bearing squeal");
