@@ -50,6 +50,10 @@ pub struct Settings {
     /// `[evidence]`: anomaly clips, spectrograms and their retention.
     #[serde(default)]
     pub evidence: crate::evidence::EvidenceConfig,
+    /// `[catalog]`: the sound catalog anomalies are compared with ("sounds like"), and which
+    /// of its labels are benign.
+    #[serde(default)]
+    pub catalog: crate::catalog::known::CatalogSettings,
     /// `[[monitor]]` tables: one per listened machine.
     #[serde(default, rename = "monitor")]
     pub monitors: Vec<MonitorSettings>,
@@ -421,6 +425,9 @@ impl Settings {
                 fix(p);
             }
         }
+        if let Some(d) = self.catalog.dir.as_mut() {
+            fix(d);
+        }
         for m in &mut self.monitors {
             fix(&mut m.profile);
             if let Some(f) = m.source.file.as_mut() {
@@ -521,6 +528,9 @@ impl Settings {
         self.alerts
             .validate()
             .map_err(|e| self.invalid(&format!("alerts.{}", e.key), e.detail))?;
+        self.catalog
+            .validate()
+            .map_err(|(k, d)| self.invalid(&format!("catalog.{k}"), d))?;
         let mut names = std::collections::BTreeSet::new();
         for (i, m) in self.monitors.iter().enumerate() {
             let key = |k: &str| format!("monitor[{i}] ({}).{k}", m.name);

@@ -49,6 +49,8 @@ fn exported_names() -> BTreeSet<String> {
     let k = m.sink("jsonl");
     k.written.inc();
     k.failures.inc();
+    m.catalog().in_use(3);
+    m.catalog().event("mon", "bearing squeal", false);
     m.set_monitor_up("mon", true);
     m.memory_reloaded("mon");
     m.set_monitor_info(

@@ -227,6 +227,16 @@ impl EventSink for OutboxSink {
     }
 
     fn emit(&mut self, event: &Event) -> Result<(), SinkError> {
+        // A benign event with `catalog.benign_action = "record"` is written by the other
+        // sinks but alerts no one; every message of the event carries the same verdict, so
+        // receivers get neither its firing nor its resolution.
+        if let Event::Anomaly(d) = event
+            && d.sounds_like
+                .as_ref()
+                .is_some_and(|s| s.suppresses_alerts())
+        {
+            return Ok(());
+        }
         let record = event.to_record();
         let alert = Alert::from_record(&record);
         let list: Vec<(String, Alert)> = self

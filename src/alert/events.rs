@@ -192,10 +192,11 @@ fn anomaly_record(ev: &Event, d: &DecisionEvent) -> EventRecord {
         DecisionKind::Ended => "ended",
         _ => "sounds abnormal",
     };
-    annotations.insert(
-        "summary".into(),
-        format!("{what} {verb} ({})", peaks.join("; ")),
-    );
+    let mut summary = format!("{what} {verb} ({})", peaks.join("; "));
+    if let Some(s) = &d.sounds_like {
+        sounds_like_fields(s, &mut labels, &mut annotations, &mut summary);
+    }
+    annotations.insert("summary".into(), summary);
     EventRecord {
         kind: kind.into(),
         status: if d.kind == DecisionKind::Ended {
@@ -210,6 +211,33 @@ fn anomaly_record(ev: &Event, d: &DecisionEvent) -> EventRecord {
         detected_at: d.detected.as_ref().map(|e| e.wall.clone()),
         fingerprint: d.event_id.clone(),
         event: ev.clone(),
+    }
+}
+
+/// What the event sounds like, in the record: the annotation `sounds_like` ("bearing squeal
+/// (0.93), belt slip (0.71)") and the summary's tail when a label matched (nothing when none
+/// did: an empty catalog answer is not news); for a benign match the annotation `benign`
+/// (the action) and, for `low_severity`, the label `severity = "info"`. The label is the same
+/// on every message of the event (decided at firing), so firing and resolved still pair.
+fn sounds_like_fields(
+    s: &crate::catalog::known::SoundsLike,
+    labels: &mut BTreeMap<String, String>,
+    annotations: &mut BTreeMap<String, String>,
+    summary: &mut String,
+) {
+    use crate::catalog::known::BenignAction;
+    if s.labels.is_empty() {
+        return;
+    }
+    let text = s.text();
+    summary.push_str(&format!("; sounds like: {text}"));
+    annotations.insert("sounds_like".into(), text);
+    if let Some(action) = s.benign {
+        annotations.insert("benign".into(), action.as_str().into());
+        summary.push_str(" [benign]");
+        if action == BenignAction::LowSeverity {
+            labels.insert("severity".into(), "info".into());
+        }
     }
 }
 

@@ -108,6 +108,9 @@ fn describe(r: &EventRecord) -> String {
     if let Some(f) = r.annotations.get("fired").filter(|f| !f.is_empty()) {
         s.push_str(&format!(" Fired: {f}."));
     }
+    if let Some(l) = r.annotations.get("sounds_like") {
+        s.push_str(&format!(" Sounds like (sound catalog): {l}."));
+    }
     s
 }
 

@@ -4,8 +4,10 @@
 //! [`store`] keeps the entries (one per window of a labelled recording, or one per recording
 //! with `--whole-clip`) with their embeddings in a directory written atomically, refusing
 //! embeddings of another model; [`search`] finds the catalog clips most like a query sound,
-//! aggregated per clip so that one long recording cannot fill the whole answer.
+//! aggregated per clip so that one long recording cannot fill the whole answer; [`known`]
+//! names what an anomaly event sounds like, and whether that sound is a benign one.
 
+pub mod known;
 pub mod search;
 pub mod store;
 

@@ -95,9 +95,46 @@ fn check_settings(s: &Settings, a: &CheckArgs, r: &mut Report) {
     for m in &s.monitors {
         check_monitor(m, embedder.as_ref(), a.require_devices, r);
     }
+    check_catalog(s, embedder.as_ref(), r);
     check_alerts(s, r);
     check_http(s, r);
     check_state_dir(s, r);
+}
+
+/// The sound catalog events are compared with. A refused one is a warning, not an error: the
+/// service runs without `sounds_like` rather than not at all.
+fn check_catalog(s: &Settings, embedder: Option<&Embedder>, r: &mut Report) {
+    use earshot::catalog::known::KnownSounds;
+    let dir = s.catalog.dir(&s.state_dir());
+    let (Some(e), Ok(model_dir)) = (embedder, s.find_model_dir()) else {
+        return;
+    };
+    let card_path = model_dir.join(earshot::embed::card::CARD_FILE);
+    match KnownSounds::load(&s.catalog, &s.state_dir(), e.card(), &card_path) {
+        Ok(None) if !s.catalog.sounds_like => r.ok("catalog.sounds_like = false"),
+        Ok(None) => r.ok(format!(
+            "catalog {}: no entries; events will carry no `sounds_like`",
+            dir.display()
+        )),
+        Ok(Some(k)) => {
+            r.ok(format!(
+                "catalog {}: {} entries ({}) match the model",
+                dir.display(),
+                k.catalog().len(),
+                k.catalog().known_labels()
+            ));
+            let unknown = k.unknown_benign();
+            if !unknown.is_empty() {
+                r.warn(format!(
+                    "catalog.benign: {unknown:?} not in the catalog (its labels: {}); they cannot match",
+                    k.catalog().known_labels()
+                ));
+            }
+        }
+        Err(err) => r.warn(format!(
+            "catalog: {err}; the service would run without `sounds_like`"
+        )),
+    }
 }
 
 /// The model the service would load: found, checksum right, ONNX Runtime found and a session

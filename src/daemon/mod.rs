@@ -8,3 +8,4 @@ pub mod clock;
 pub mod monitor;
 pub mod notify;
 pub mod service;
+pub mod sounds;

@@ -4,7 +4,8 @@
 //! fix and reported down; the others run) -> READY=1 -> run until SIGTERM/SIGINT (stop within
 //! 2 s, flushing events) ; SIGHUP re-reads the config: unchanged monitors keep running without
 //! losing audio, changed ones restart, removed ones stop, new ones start; an invalid new
-//! config is refused and the running one kept.
+//! config is refused and the running one kept. The sound catalog (`[catalog]`) is read again
+//! at every reload and handed to running monitors as well (`daemon::sounds`).
 //!
 //! Start-up and reload are bounded by `daemon.start_timeout_seconds`: loading a model or
 //! checking an Azure index (with its retries) can take tens of seconds, and systemd kills a
@@ -105,8 +106,11 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
         sinks.add(Box::new(a.sink()), Some(metrics.sink("alerts")));
     }
     tracing::info!(file = %state_dir.join(&settings.events.file_name).display(), "events are written here");
+    let known = crate::daemon::sounds::KnownHandle::default();
+    crate::daemon::sounds::reload(&known, &settings, &metrics);
     let shared = Shared {
         evidence: Some(evidence),
+        known,
         metrics,
         health: health.clone(),
         sinks: Arc::new(Mutex::new(sinks)),
@@ -166,6 +170,8 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
                         let _ = notifier.extend_timeout(limit + STOP_TIMEOUT + Duration::from_secs(30));
                         let _ = notifier.status("reloading the configuration");
                         let busy = Watchdog::busy(notifier.clone(), limit + STOP_TIMEOUT + Duration::from_secs(10));
+                        // Before the monitors: those that restart check their windows against it.
+                        crate::daemon::sounds::reload(&shared.known, &new, &shared.metrics);
                         monitors = reload(&current, &new, &shared, monitors, &mut starter).await;
                         drop(busy);
                         watchdog = arm_watchdog(&notifier, &monitors, &starter, limit);

@@ -63,6 +63,10 @@ pub struct EventView {
     pub peak: Option<f64>,
     pub threshold: Option<f64>,
     pub reason: Option<String>,
+    /// "bearing squeal (0.93), belt slip (0.71)": what the event sounds like in the catalog.
+    pub sounds_like: Option<String>,
+    /// The benign action when the nearest label is benign ("record", "low_severity").
+    pub benign: Option<String>,
     pub clip_seconds: f64,
     pub sample_rate: u32,
     pub image: bool,
@@ -94,6 +98,18 @@ impl EventView {
             peak: peak.map(|p| p.1),
             threshold: peak.map(|p| p.2),
             reason: m.event.reason.map(|r| format!("{r:?}").to_lowercase()),
+            sounds_like: m
+                .event
+                .sounds_like
+                .as_ref()
+                .map(|s| s.text())
+                .filter(|t| !t.is_empty()),
+            benign: m
+                .event
+                .sounds_like
+                .as_ref()
+                .and_then(|s| s.benign)
+                .map(|a| a.as_str().to_string()),
             clip_seconds: m.clip_seconds,
             sample_rate: m.sample_rate,
             image: l.image.is_some(),
@@ -182,6 +198,7 @@ const EVENT: &str = r#"<article class="event" data-event-id="{{ e.event_id }}">
 <p>{% if e.duration_s is not none %}duration {{ "%.1f"|format(e.duration_s) }} s{% else %}still open when the clip ended{% endif %}
 {% if e.peak is not none %} · peak {{ e.peak_scorer }} {{ "%.3f"|format(e.peak) }} vs threshold {{ "%.3f"|format(e.threshold) }}{% endif %}
 {% if e.reason %} · ended: {{ e.reason }}{% endif %}</p>
+{% if e.sounds_like %}<p class="sounds-like">sounds like: {{ e.sounds_like }}{% if e.benign %} <span class="benign">(benign: {{ e.benign }})</span>{% endif %}</p>{% endif %}
 {% if e.image %}<img class="spectrogram" src="{{ e.urls.image }}" alt="spectrogram of {{ e.event_id }}">{% endif %}
 <audio class="clip" controls preload="none" src="{{ e.urls.clip }}"></audio>
 <a class="download" href="{{ e.urls.clip }}" download>download clip ({{ "%.1f"|format(e.clip_seconds) }} s, {{ e.sample_rate }} Hz WAV)</a>

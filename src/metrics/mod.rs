@@ -22,6 +22,7 @@
 //! to every route.
 
 mod capture;
+mod catalog;
 pub mod health;
 mod index;
 mod lease;
@@ -44,6 +45,7 @@ use prometheus::{
 use serde::{Deserialize, Serialize};
 
 pub use capture::{CaptureHandle, CaptureState};
+pub use catalog::CatalogMetrics;
 pub use health::{DevicePart, Health, IndexPart, MonitorStatus, StatusHandle};
 pub use index::{BreakerState, IndexHandle};
 pub use lease::Lease;
@@ -172,6 +174,7 @@ pub struct Metrics {
     score: score::ScoreFamilies,
     index: index::IndexFamilies,
     sinks: sinks::SinkFamilies,
+    catalog: CatalogMetrics,
 }
 
 impl Metrics {
@@ -184,6 +187,7 @@ impl Metrics {
         let score = score::ScoreFamilies::register(&r)?;
         let index = index::IndexFamilies::register(&r)?;
         let sinks = sinks::SinkFamilies::register(&r)?;
+        let catalog = CatalogMetrics::register(&r)?;
         let uptime = Gauge::new(UPTIME, "Seconds since earshot started.")?;
         r.register(Box::new(uptime.clone()))?;
         let build = IntGaugeVec::new(
@@ -232,6 +236,7 @@ impl Metrics {
             score,
             index,
             sinks,
+            catalog,
         })
     }
 
@@ -320,6 +325,11 @@ impl Metrics {
     /// Handle for one monitor's index backend ("embedded", "azure").
     pub fn index(&self, monitor: &str, backend: &str) -> IndexHandle {
         self.index.handle(monitor, backend)
+    }
+
+    /// The sound catalog's metrics (shared by every monitor).
+    pub fn catalog(&self) -> &CatalogMetrics {
+        &self.catalog
     }
 
     /// Handle for one event sink ("jsonl", "log", ...).

@@ -40,6 +40,10 @@ pub const MONITOR_UP: &str = "earshot_monitor_up";
 pub const MONITOR_INFO: &str = "earshot_monitor_info";
 pub const CONFIG_RESTART_REQUIRED: &str = "earshot_config_restart_required";
 
+pub const CATALOG_ENTRIES: &str = "earshot_catalog_entries";
+pub const CATALOG_REFUSED: &str = "earshot_catalog_refused";
+pub const SOUNDS_LIKE_EVENTS: &str = "earshot_sounds_like_events_total";
+
 pub const EVENTS_WRITTEN: &str = "earshot_events_written_total";
 pub const EVENT_WRITE_FAILURES: &str = "earshot_event_write_failures_total";
 
@@ -77,6 +81,9 @@ pub const ALL: &[&str] = &[
     MONITOR_UP,
     MONITOR_INFO,
     CONFIG_RESTART_REQUIRED,
+    CATALOG_ENTRIES,
+    CATALOG_REFUSED,
+    SOUNDS_LIKE_EVENTS,
     EVENTS_WRITTEN,
     EVENT_WRITE_FAILURES,
 ];

@@ -383,6 +383,11 @@ pub struct DecisionEvent {
     pub time_base: TimeBase,
     /// Set on `ended`.
     pub reason: Option<EndReason>,
+    /// What the event sounds like among the sound catalog's labelled sounds. The decider
+    /// never sets it: the daemon's decision stage looks the event up when it fires and copies
+    /// the answer into every later message of the event (see `daemon::monitor::decision`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sounds_like: Option<crate::catalog::known::SoundsLike>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -771,6 +776,7 @@ impl Decider {
                 rule: None,
                 time_base: self.time_base,
                 reason: None,
+                sounds_like: None,
             };
         };
         DecisionEvent {
@@ -799,6 +805,7 @@ impl Decider {
             rule: Some(ev.rule),
             time_base: self.time_base,
             reason: None,
+            sounds_like: None,
         }
     }
 }

@@ -413,6 +413,7 @@ mod tests {
             health: health.clone(),
             sinks: Arc::new(Mutex::new(Sinks::new())),
             evidence: None,
+            known: Default::default(),
         };
         let (tx, rx) = crossbeam_channel::bounded::<Job>(64);
         let lp = CaptureLoop {

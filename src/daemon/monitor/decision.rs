@@ -26,6 +26,8 @@ pub(super) struct DecisionStage {
     lease: Lease,
     /// Clips and spectrograms of this monitor's events (None: `[evidence] enabled = false`).
     evidence: Option<crate::evidence::writer::MonitorEvidence>,
+    /// What events sound like (None: not wired, as in unit tests of the decisions alone).
+    sounds_like: Option<super::sounds_like::SoundsLikeStage>,
 }
 
 impl DecisionStage {
@@ -54,6 +56,7 @@ impl DecisionStage {
             sinks,
             lease,
             evidence: None,
+            sounds_like: None,
         }
     }
 
@@ -62,6 +65,11 @@ impl DecisionStage {
         e: Option<crate::evidence::writer::MonitorEvidence>,
     ) -> Self {
         self.evidence = e;
+        self
+    }
+
+    pub(super) fn with_sounds_like(mut self, s: super::sounds_like::SoundsLikeStage) -> Self {
+        self.sounds_like = Some(s);
         self
     }
 
@@ -132,9 +140,18 @@ impl DecisionStage {
         signal
     }
 
-    /// Feeds one window (no scores while there is no signal) to the decider; its decisions
-    /// go to the sinks and the anomaly metrics (each event counted once, on `started`).
-    pub(super) fn decide(&mut self, job: &Job, scores: &[ScoreSample<'_>]) {
+    /// Feeds one window (no scores and no embedding while there is no signal) to the decider;
+    /// its decisions get what the event sounds like, then go to the evidence, the sinks and the
+    /// anomaly metrics (each event counted once, on `started`).
+    pub(super) fn decide(
+        &mut self,
+        job: &Job,
+        scores: &[ScoreSample<'_>],
+        embedding: Option<&[f32]>,
+    ) {
+        if let Some(s) = self.sounds_like.as_mut() {
+            s.window(job.start_s, embedding, scores);
+        }
         let w = ScoredWindow {
             start: job.start_s,
             end: job.end_s,
@@ -143,7 +160,10 @@ impl DecisionStage {
             decided_at: self.decided_at(job),
             scores,
         };
-        let decided = self.decider.push(&w);
+        let mut decided = self.decider.push(&w);
+        if let (Some(s), Some(ev)) = (self.sounds_like.as_mut(), decided.as_mut()) {
+            s.stamp(ev);
+        }
         if let Some(e) = self.evidence.as_mut() {
             e.window(job.start_s, job.end_s, scores, decided.as_ref());
         }
@@ -157,6 +177,9 @@ impl DecisionStage {
     /// a successor may run under the same name) closes nothing: its event would be stale.
     pub(super) fn finish(&mut self) {
         let mut decided = self.decider.finish();
+        if let (Some(s), Some(ev)) = (self.sounds_like.as_mut(), decided.as_mut()) {
+            s.stamp(ev);
+        }
         if let Some(ev) = decided.as_ref() {
             let emitted = self.lease.with(|| {
                 self.metrics.decision(ev);
@@ -247,18 +270,18 @@ mod tests {
         let mut i = 0;
         for _ in 0..10 {
             assert!(stage.gate(&job(i), -20.0));
-            stage.decide(&job(i), &loud);
+            stage.decide(&job(i), &loud, None);
             i += 1;
         }
         for _ in 0..10 {
             assert!(stage.gate(&job(i), -20.0));
-            stage.decide(&job(i), &quiet);
+            stage.decide(&job(i), &quiet, None);
             i += 1;
         }
         // Silence: not scored, no anomaly, one no-signal state.
         for _ in 0..10 {
             assert!(!stage.gate(&job(i), -200.0));
-            stage.decide(&job(i), &[]);
+            stage.decide(&job(i), &[], None);
             i += 1;
         }
         assert!(stage.gate(&job(i), -20.0));

@@ -16,6 +16,7 @@ mod capture;
 mod decision;
 mod memory;
 mod scoring;
+mod sounds_like;
 
 use crate::alert::events::Sinks;
 use crate::capture::{self as cap, CaptureError, Source};
@@ -73,6 +74,8 @@ pub struct Shared {
     pub sinks: Arc<Mutex<Sinks>>,
     /// Anomaly clips and spectrograms (None: disabled).
     pub evidence: Option<Arc<crate::evidence::Evidence>>,
+    /// The sound catalog events are compared with (replaced at reload).
+    pub known: crate::daemon::sounds::KnownHandle,
 }
 
 /// A running monitor.
@@ -268,7 +271,14 @@ impl Monitor {
             shared.sinks.clone(),
             lease.clone(),
         )
-        .with_evidence(monitor_evidence);
+        .with_evidence(monitor_evidence)
+        .with_sounds_like(sounds_like::SoundsLikeStage::new(
+            &name,
+            shared.known.clone(),
+            shared.metrics.catalog().clone(),
+            ms.decide.trigger_m,
+        ));
+        warn_window_mismatch(&name, shared, &window);
         let embed = scoring::EmbedLoop {
             name: name.clone(),
             index_metrics: shared.metrics.index(&name, index_backend(&ms.index)),
@@ -354,6 +364,27 @@ impl Monitor {
         }
         self.lease.retire();
         all
+    }
+}
+
+/// Warns when the catalog in use was cut into other windows than the monitor's profile (or
+/// levelled otherwise): its embeddings still compare, but less closely, so `sounds_like`
+/// similarities come out lower than `earshot search` shows for the same sounds.
+fn warn_window_mismatch(name: &str, shared: &Shared, window: &crate::score::profile::WindowSpec) {
+    let Some(k) = shared.known.current() else {
+        return;
+    };
+    let c = k.catalog().window();
+    if c.seconds != window.seconds || c.level_dbfs != window.level_dbfs {
+        tracing::warn!(
+            monitor = %name,
+            catalog = %k.catalog().dir().display(),
+            catalog_window_s = c.seconds,
+            catalog_level_dbfs = ?c.level_dbfs,
+            profile_window_s = window.seconds,
+            profile_level_dbfs = ?window.level_dbfs,
+            "the sound catalog's windows differ from this monitor's profile: `sounds_like` similarities will be lower; build the catalog with the profile's [window] settings"
+        );
     }
 }
 

@@ -139,7 +139,7 @@ impl EmbedLoop {
             if !self.decision.gate(&job, level) {
                 // No signal: nothing to score (silence is not an anomaly), but the decider
                 // still sees the window pass (an open event can end).
-                self.decision.decide(&job, &[]);
+                self.decision.decide(&job, &[], None);
                 self.progress.tick();
                 continue;
             }
@@ -179,7 +179,7 @@ impl EmbedLoop {
                 samples.push(s);
             }
             tracing::debug!(monitor = %self.name, start_s = job.start_s, level_dbfs = level, centroid = c, knn = ?k, impulse_db = imp, "window scored");
-            self.decision.decide(&job, &samples);
+            self.decision.decide(&job, &samples, Some(&emb));
             pipe.window_done(embed_s, job.cut_at.elapsed().as_secs_f64());
             pipe.queue_depth.set(self.rx.len() as i64);
             self.progress.tick();
