@@ -49,6 +49,7 @@ fn exported_names() -> BTreeSet<String> {
     let k = m.sink("jsonl");
     k.written.inc();
     k.failures.inc();
+    k.skipped.inc();
     m.catalog().in_use(3);
     m.catalog().event("mon", "bearing squeal", false);
     m.set_monitor_up("mon", true);

@@ -108,9 +108,24 @@ fn replay(dir: &Path, catalog_toml: &str) -> (Daemon, Vec<Received>, String) {
     let config = write_config(dir, &cfg);
     let mut d = Daemon::start(&config, &[], &[]);
     d.wait_event("anomaly_started", RUN_LIMIT);
-    // Counted when it fired, before it was written.
+    // The events file is written before the alerts sink takes the event: wait until that sink
+    // has counted it (queued or deliberately skipped), then keep that page.
     let addr = d.metrics_addr();
-    let metrics = http_get(addr, "/metrics");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        let m = http_get(addr, "/metrics");
+        let alerts = [
+            "earshot_events_written_total",
+            "earshot_events_skipped_total",
+        ]
+        .iter()
+        .filter_map(|n| sample(&m, n, &["sink=\"alerts\""]))
+        .sum::<f64>();
+        if alerts >= 1.0 || std::time::Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     // Stopping ends the open event: its resolution is delivered within the grace.
     d.signal(libc::SIGTERM);
     let st = d.expect_exit(Duration::from_secs(30));
@@ -188,6 +203,14 @@ fn alerts_of_a_replayed_fault_say_what_it_sounds_like() {
         Some(true)
     );
     assert_eq!(sample(&metrics, "earshot_catalog_refused", &[]), Some(0.0));
+    assert!(
+        sample(
+            &metrics,
+            "earshot_events_written_total",
+            &["sink=\"alerts\""]
+        ) >= Some(1.0),
+        "{metrics}"
+    );
     assert_eq!(
         sample(
             &metrics,
@@ -241,6 +264,26 @@ fn a_benign_label_keeps_the_event_but_sends_no_alert() {
             &[&format!("sounds_like=\"{BEARING}\""), "benign=\"true\""]
         ),
         Some(1.0),
+        "{metrics}"
+    );
+    // The alerts sink counts the event as skipped, not as an alert queued.
+    assert_eq!(
+        sample(
+            &metrics,
+            "earshot_events_skipped_total",
+            &["sink=\"alerts\""]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "earshot_events_written_total",
+            &["sink=\"alerts\""]
+        )
+        .unwrap_or(0.0),
+        0.0,
         "{metrics}"
     );
 }

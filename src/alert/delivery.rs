@@ -29,7 +29,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use super::config::{AlertConfigError, AlertsConfig, Secret, TargetConfig, kind_selected};
-use super::events::{AlertStatus, Event, EventSink, SinkError};
+use super::events::{AlertStatus, Emitted, Event, EventSink, SinkError};
 use super::metrics::AlertMetrics;
 use super::outbox::{Caps, Discarded, Outbox, OutboxError, now_ms};
 use super::payload::{self, Alert, WebhookContext};
@@ -226,7 +226,7 @@ impl EventSink for OutboxSink {
         "alerts"
     }
 
-    fn emit(&mut self, event: &Event) -> Result<(), SinkError> {
+    fn emit(&mut self, event: &Event) -> Result<Emitted, SinkError> {
         // A benign event with `catalog.benign_action = "record"` is written by the other
         // sinks but alerts no one; every message of the event carries the same verdict, so
         // receivers get neither its firing nor its resolution.
@@ -235,7 +235,7 @@ impl EventSink for OutboxSink {
                 .as_ref()
                 .is_some_and(|s| s.suppresses_alerts())
         {
-            return Ok(());
+            return Ok(Emitted::Skipped);
         }
         let record = event.to_record();
         let alert = Alert::from_record(&record);
@@ -247,7 +247,7 @@ impl EventSink for OutboxSink {
             .map(|t| (t.name.clone(), alert.clone()))
             .collect();
         if list.is_empty() {
-            return Ok(());
+            return Ok(Emitted::Skipped);
         }
         let (_, discarded, res) = self.inner.outbox.lock().put(list, now_ms());
         self.inner.count_discards(&discarded);
@@ -272,7 +272,8 @@ impl EventSink for OutboxSink {
                     source: std::io::Error::other(other.to_string()),
                 },
             }
-        })
+        })?;
+        Ok(Emitted::Written)
     }
 }
 

@@ -317,12 +317,23 @@ pub enum SinkError {
     Encode(#[from] serde_json::Error),
 }
 
+/// What a sink did with an event it did not fail on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emitted {
+    /// Written or queued for delivery.
+    Written,
+    /// Deliberately not sent: no alert target wants this kind, or a benign "sounds like"
+    /// match with `catalog.benign_action = "record"`. Counted apart from written events so
+    /// that `earshot_events_written_total{sink="alerts"}` means alerts queued.
+    Skipped,
+}
+
 /// A destination for events.
 pub trait EventSink: Send {
     /// Short name, used as the `sink` metric label.
     fn name(&self) -> &'static str;
     /// Delivers one event; returns once it is as durable as this sink makes it.
-    fn emit(&mut self, event: &Event) -> Result<(), SinkError>;
+    fn emit(&mut self, event: &Event) -> Result<Emitted, SinkError>;
     /// Flushes and releases resources; called once at shutdown.
     fn close(&mut self) -> Result<(), SinkError> {
         Ok(())
@@ -484,7 +495,7 @@ impl EventSink for JsonlSink {
         "jsonl"
     }
 
-    fn emit(&mut self, event: &Event) -> Result<(), SinkError> {
+    fn emit(&mut self, event: &Event) -> Result<Emitted, SinkError> {
         let mut line = Vec::new();
         if self.needs_newline {
             line.push(b'\n');
@@ -519,7 +530,7 @@ impl EventSink for JsonlSink {
         }
         self.size += line.len() as u64;
         self.needs_newline = false;
-        Ok(())
+        Ok(Emitted::Written)
     }
 
     fn close(&mut self) -> Result<(), SinkError> {
@@ -548,7 +559,7 @@ impl EventSink for LogSink {
         "log"
     }
 
-    fn emit(&mut self, event: &Event) -> Result<(), SinkError> {
+    fn emit(&mut self, event: &Event) -> Result<Emitted, SinkError> {
         let r = event.to_record();
         let labels = serde_json::to_string(&r.labels)?;
         let monitor = r.labels.get("monitor").map(String::as_str).unwrap_or("");
@@ -564,7 +575,7 @@ impl EventSink for LogSink {
         } else {
             tracing::info!(target: "earshot::events", kind = %r.kind, monitor, fingerprint = %r.fingerprint, starts_at = %r.starts_at, ends_at, labels = %labels, "{summary}");
         }
-        Ok(())
+        Ok(Emitted::Written)
     }
 }
 
@@ -602,9 +613,14 @@ impl Sinks {
         let mut failed = 0;
         for (sink, m) in &mut self.sinks {
             match sink.emit(event) {
-                Ok(()) => {
+                Ok(Emitted::Written) => {
                     if let Some(m) = m {
                         m.written.inc();
+                    }
+                }
+                Ok(Emitted::Skipped) => {
+                    if let Some(m) = m {
+                        m.skipped.inc();
                     }
                 }
                 Err(e) => {
@@ -911,7 +927,7 @@ mod tests {
             fn name(&self) -> &'static str {
                 "broken"
             }
-            fn emit(&mut self, _: &Event) -> Result<(), SinkError> {
+            fn emit(&mut self, _: &Event) -> Result<Emitted, SinkError> {
                 Err(SinkError::Write {
                     path: "/dev/full".into(),
                     source: std::io::Error::other("disk full"),

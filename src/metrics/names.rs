@@ -46,6 +46,7 @@ pub const SOUNDS_LIKE_EVENTS: &str = "earshot_sounds_like_events_total";
 
 pub const EVENTS_WRITTEN: &str = "earshot_events_written_total";
 pub const EVENT_WRITE_FAILURES: &str = "earshot_event_write_failures_total";
+pub const EVENTS_SKIPPED: &str = "earshot_events_skipped_total";
 
 /// Every name above, for tests and documentation.
 pub const ALL: &[&str] = &[
@@ -86,4 +87,5 @@ pub const ALL: &[&str] = &[
     SOUNDS_LIKE_EVENTS,
     EVENTS_WRITTEN,
     EVENT_WRITE_FAILURES,
+    EVENTS_SKIPPED,
 ];

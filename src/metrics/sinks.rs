@@ -1,4 +1,4 @@
-//! Event sink metrics: events written and failed, per sink.
+//! Event sink metrics: events written, deliberately skipped and failed, per sink.
 
 use prometheus::{IntCounter, IntCounterVec, Registry};
 
@@ -8,6 +8,7 @@ use super::names::*;
 pub(super) struct SinkFamilies {
     written: IntCounterVec,
     failures: IntCounterVec,
+    skipped: IntCounterVec,
 }
 
 impl SinkFamilies {
@@ -25,6 +26,12 @@ impl SinkFamilies {
                 "Events an event sink failed to write.",
                 &["sink"],
             )?,
+            skipped: counter(
+                r,
+                EVENTS_SKIPPED,
+                "Events an event sink deliberately did not send (alerts: no target takes the kind, or a benign sounds-like match with benign_action = record).",
+                &["sink"],
+            )?,
         })
     }
 
@@ -32,6 +39,7 @@ impl SinkFamilies {
         SinkHandle {
             written: self.written.with_label_values(&[sink]),
             failures: self.failures.with_label_values(&[sink]),
+            skipped: self.skipped.with_label_values(&[sink]),
         }
     }
 }
@@ -41,4 +49,5 @@ impl SinkFamilies {
 pub struct SinkHandle {
     pub written: IntCounter,
     pub failures: IntCounter,
+    pub skipped: IntCounter,
 }
