@@ -61,7 +61,9 @@ pub struct AzureCatalog {
 }
 
 fn remote(doing: &str, location: &str, e: IndexError, todo: &str) -> CatalogError {
-    let todo = if e.is_degraded() {
+    // Items the service kept refusing (at capacity) are worth another run too.
+    let transient = e.is_degraded() || matches!(e, IndexError::Upload { .. });
+    let todo = if transient {
         todo.to_owned()
     } else {
         // A wrong key, schema or config does not heal by waiting.
