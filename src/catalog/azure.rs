@@ -616,3 +616,40 @@ impl CatalogBackend for AzureCatalog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_definition_passes_both_checks_and_a_normal_index_is_refused() {
+        let cfg = AzureConfig::new("https://x.search.windows.net", "cat", "KEY_VAR");
+        let def = catalog_definition(&cfg, "cat", 64);
+        assert!(check_definition(&def, 64, "m").is_ok());
+        assert!(check_catalog_fields(&def).is_ok());
+        // Another model's dimension is named.
+        let err = check_definition(&def, 128, "m").map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("64") && err.contains("128"), "{err}");
+        let normal = IndexSchema::from_config(&cfg, 64).definition("normals");
+        let err = check_catalog_fields(&normal).unwrap_err().to_string();
+        assert!(
+            err.contains("not a sound catalog") && err.contains("index_name"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn hits_become_entries_with_their_scores() {
+        let v = json!({ "value": [{
+            "@search.score": 0.8, "id": "ab", "label": "rub", "machine": null,
+            "source": "/a.wav", "offset_s": 0.5, "end_s": 1.5, "whole_clip": false,
+            "note": null, "added": "2026-12-06T00:00:00Z"
+        }]});
+        let h = hits(&v).unwrap();
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].0.label, "rub");
+        assert_eq!(h[0].0.machine, None);
+        assert_eq!(h[0].1, Some(0.8));
+        assert!(hits(&json!({ "value": [{ "id": "x" }] })).is_err());
+    }
+}
