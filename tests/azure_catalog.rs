@@ -65,8 +65,24 @@ async fn clip(dir: &Path, fault: &str, seed: u32) -> PathBuf {
     let seed = seed.to_string();
     ok(
         earshot(args(&[
-            "synth", "stream", "--out", s(&p), "--machine", "motor", "--id", "1", "--fault",
-            fault, "--level-db", "-6", "--seconds", "5", "--onset", "0", "--seed", &seed,
+            "synth",
+            "stream",
+            "--out",
+            s(&p),
+            "--machine",
+            "motor",
+            "--id",
+            "1",
+            "--fault",
+            fault,
+            "--level-db",
+            "-6",
+            "--seconds",
+            "5",
+            "--onset",
+            "0",
+            "--seed",
+            &seed,
         ]))
         .await,
         "synth",
@@ -113,12 +129,26 @@ async fn listing(at: &[String]) -> Value {
 
 /// The same clips, labels, windows and order; similarities equal to float precision.
 fn assert_same(embedded: &[Value], azure: &[Value], what: &str) {
-    assert_eq!(embedded.len(), azure.len(), "{what}: {embedded:?} vs {azure:?}");
+    assert_eq!(
+        embedded.len(),
+        azure.len(),
+        "{what}: {embedded:?} vs {azure:?}"
+    );
     for (e, a) in embedded.iter().zip(azure) {
-        for f in ["source", "label", "machine", "offset_s", "query_offset_s", "entry"] {
+        for f in [
+            "source",
+            "label",
+            "machine",
+            "offset_s",
+            "query_offset_s",
+            "entry",
+        ] {
             assert_eq!(e[f], a[f], "{what}: field {f}: {e} vs {a}");
         }
-        let (x, y) = (e["similarity"].as_f64().unwrap(), a["similarity"].as_f64().unwrap());
+        let (x, y) = (
+            e["similarity"].as_f64().unwrap(),
+            a["similarity"].as_f64().unwrap(),
+        );
         assert!((x - y).abs() < 1e-4, "{what}: similarity {x} vs {y}");
     }
 }
@@ -183,7 +213,11 @@ async fn azure_catalog_answers_like_the_embedded_one() {
         assert_same(&e, &a, &format!("held-back {fault}, whole clip"));
     }
     println!("top-1: {right}/{} (chance 1/3)", held_back.len());
-    assert_eq!(right, FAULTS.len(), "each held-back clip is identified by its type");
+    assert_eq!(
+        right,
+        FAULTS.len(),
+        "each held-back clip is identified by its type"
+    );
 
     // Another model's catalog is refused before anything is embedded, naming what to do.
     let other = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/aisfx-cnn9");
@@ -203,7 +237,10 @@ async fn azure_catalog_answers_like_the_embedded_one() {
         let mut c = args(&["catalog", "remove", "--label", "rub"]);
         c.extend_from_slice(a);
         let out = ok(earshot(c).await, "remove");
-        assert!(out.contains("removed 27 entries") && out.contains("54 left"), "{out}");
+        assert!(
+            out.contains("removed 27 entries") && out.contains("54 left"),
+            "{out}"
+        );
     }
     assert_eq!(emu.docs("sounds").len(), 54 + 1);
     let (le, la) = (listing(&embedded).await, listing(&azure).await);
@@ -211,7 +248,10 @@ async fn azure_catalog_answers_like_the_embedded_one() {
     let mut c = args(&["catalog", "remove", "--label", "rub"]);
     c.extend_from_slice(&azure);
     let err = failed(earshot(c).await, "remove again");
-    assert!(err.contains("\"rub\"") && err.contains("bearing, impact"), "{err}");
+    assert!(
+        err.contains("\"rub\"") && err.contains("bearing, impact"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,7 +264,16 @@ async fn an_outage_during_catalog_add_is_finished_by_running_it_again() {
     // Nothing listening: refused before anything is embedded, saying nothing changed.
     let down = azure_config(dir.path(), "http://127.0.0.1:9", "down");
     let err = failed(
-        earshot(args(&["catalog", "add", "--config", s(&down), "--label", "rub", s(&a)])).await,
+        earshot(args(&[
+            "catalog",
+            "add",
+            "--config",
+            s(&down),
+            "--label",
+            "rub",
+            s(&a),
+        ]))
+        .await,
         "add with Azure down",
     );
     assert!(

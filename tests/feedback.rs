@@ -265,9 +265,18 @@ fn feedback_on_an_azure_monitor_uploads_and_undo_deletes() {
         let (st, out) = run_bounded(&mut c, RUN_LIMIT);
         (st.success(), out)
     };
-    let (ok, out) = run(&["index", "--profile", profile.to_str().unwrap(), "--monitor", "press-1"]);
+    let (ok, out) = run(&[
+        "index",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--monitor",
+        "press-1",
+    ]);
     assert!(ok, "{out}");
-    let rows = std::fs::read_to_string(profile.join("ids.txt")).unwrap().lines().count();
+    let rows = std::fs::read_to_string(profile.join("ids.txt"))
+        .unwrap()
+        .lines()
+        .count();
     let docs = || emu.docs("normal");
     assert_eq!(docs().len(), rows);
     let feedback_docs = || {
@@ -286,7 +295,8 @@ fn feedback_on_an_azure_monitor_uploads_and_undo_deletes() {
     let (ok, out) = run(&["feedback", &fp, "--normal"]);
     assert!(!ok, "{out}");
     assert!(
-        out.contains("is marked normal") && out.contains(&format!("earshot feedback {fp} --normal` again")),
+        out.contains("is marked normal")
+            && out.contains(&format!("earshot feedback {fp} --normal` again")),
         "{out}"
     );
     let ids = std::fs::read_to_string(profile.join("ids.txt")).unwrap();
@@ -307,7 +317,10 @@ fn feedback_on_an_azure_monitor_uploads_and_undo_deletes() {
     // Undo with Azure down changes nothing; once it answers, the windows go from both.
     emu.set_outage(Op::IndexDocs, Some(503));
     let (ok, out) = run(&["feedback", &fp, "--undo"]);
-    assert!(!ok && out.contains("nothing was undone") && out.contains("--undo` again"), "{out}");
+    assert!(
+        !ok && out.contains("nothing was undone") && out.contains("--undo` again"),
+        "{out}"
+    );
     assert_eq!(
         std::fs::read_to_string(profile.join("ids.txt")).unwrap(),
         ids,

@@ -20,6 +20,7 @@
 use super::backend::{AddReport, CatalogBackend, Header, Removal};
 use super::search::{Filter, Match, aggregate};
 use super::store::{CatalogError, Entry};
+use crate::index::IndexError;
 use crate::index::azure::{
     AzureClient, IndexSchema, KEY_FIELD, MACHINE_FIELD, MODEL_FIELD, VECTOR_FIELD,
     check_definition, score_to_distance,
@@ -29,7 +30,6 @@ use crate::index::embedded::normalise;
 use crate::index::keys::odata_string;
 use crate::index::retry::RetryPolicy;
 use crate::index::upload::{UploadOptions, delete_documents, index_documents};
-use crate::index::IndexError;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -77,8 +77,7 @@ fn remote(doing: &str, location: &str, e: IndexError, todo: &str) -> CatalogErro
     }
 }
 
-const READ_AGAIN: &str =
-    "nothing was changed; run the command again once Azure AI Search answers";
+const READ_AGAIN: &str = "nothing was changed; run the command again once Azure AI Search answers";
 
 impl AzureCatalog {
     /// Connects (reading the api-key from the env var or file the config names) and reads the
@@ -185,8 +184,7 @@ impl AzureCatalog {
     }
 
     fn put_header(&mut self, header: &Header) -> Result<(), CatalogError> {
-        let text =
-            serde_json::to_string(header).map_err(|e| self.invalid(e.to_string()))?;
+        let text = serde_json::to_string(header).map_err(|e| self.invalid(e.to_string()))?;
         let doc = json!({
             "@search.action": "mergeOrUpload",
             KEY_FIELD: MANIFEST_KEY,
@@ -247,7 +245,9 @@ impl AzureCatalog {
                     RetryPolicy::MANAGEMENT,
                     self.client.management_timeout(),
                 ))
-                .map_err(|e| remote("listing the sound catalog", &self.location(), e, READ_AGAIN))?;
+                .map_err(|e| {
+                    remote("listing the sound catalog", &self.location(), e, READ_AGAIN)
+                })?;
             let page = hits(&v).map_err(|d| self.invalid(d))?;
             let n = page.len();
             after = page.last().map(|(e, _)| e.id.clone());
@@ -266,7 +266,14 @@ impl AzureCatalog {
         self.rt
             .block_on(self.client.count_filtered(filter))
             .map(|n| n as usize)
-            .map_err(|e| remote("counting the sound catalog", &self.location(), e, READ_AGAIN))
+            .map_err(|e| {
+                remote(
+                    "counting the sound catalog",
+                    &self.location(),
+                    e,
+                    READ_AGAIN,
+                )
+            })
     }
 
     /// One window's k nearest entries passing `filter`, nearest first, as cosine distances.
@@ -292,7 +299,14 @@ impl AzureCatalog {
                 RetryPolicy::MANAGEMENT,
                 self.client.management_timeout(),
             ))
-            .map_err(|e| remote("searching the sound catalog", &self.location(), e, READ_AGAIN))?;
+            .map_err(|e| {
+                remote(
+                    "searching the sound catalog",
+                    &self.location(),
+                    e,
+                    READ_AGAIN,
+                )
+            })?;
         let mut h = hits(&v).map_err(|d| self.invalid(d))?;
         let mut out = Vec::with_capacity(h.len());
         for (e, score) in h.drain(..) {
@@ -598,8 +612,7 @@ impl CatalogBackend for AzureCatalog {
                 .map(|(t, h)| (*t, h.iter().map(|(e, d)| (e, *d)).collect::<Vec<_>>()));
             let matches = aggregate(refs, top);
             let proven = k >= n
-                || (matches.len() >= top
-                    && matches.last().is_some_and(|m| m.similarity > unseen));
+                || (matches.len() >= top && matches.last().is_some_and(|m| m.similarity > unseen));
             if proven {
                 return Ok(matches);
             }
@@ -628,7 +641,10 @@ mod tests {
         assert!(check_definition(&def, 64, "m").is_ok());
         assert!(check_catalog_fields(&def).is_ok());
         // Another model's dimension is named.
-        let err = check_definition(&def, 128, "m").map(|_| ()).unwrap_err().to_string();
+        let err = check_definition(&def, 128, "m")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("64") && err.contains("128"), "{err}");
         let normal = IndexSchema::from_config(&cfg, 64).definition("normals");
         let err = check_catalog_fields(&normal).unwrap_err().to_string();

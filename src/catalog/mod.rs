@@ -15,6 +15,6 @@ pub mod known;
 pub mod search;
 pub mod store;
 
-pub use search::{Filter, Match, aggregate, format_sounds_like, search_embedded, sounds_like};
 pub use backend::{AddReport, CatalogBackend, EmbeddedCatalog, Header, Removal};
+pub use search::{Filter, Match, aggregate, format_sounds_like, search_embedded, sounds_like};
 pub use store::{Catalog, CatalogError, Entry, entry_id};

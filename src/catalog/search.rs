@@ -180,12 +180,19 @@ pub fn search_embedded(
 
 /// The message for a filter that leaves nothing: what the catalog does hold.
 pub fn nothing_matches(catalog: &Catalog, filter: &Filter) -> CatalogError {
-    nothing_matches_in(&catalog.dir().display().to_string(), catalog.entries(), filter)
+    nothing_matches_in(
+        &catalog.dir().display().to_string(),
+        catalog.entries(),
+        filter,
+    )
 }
 
 /// [`nothing_matches`] for the entries of a catalog anywhere (`location` names it).
 pub fn nothing_matches_in(location: &str, entries: &[Entry], filter: &Filter) -> CatalogError {
-    let machines: BTreeSet<&str> = entries.iter().filter_map(|e| e.machine.as_deref()).collect();
+    let machines: BTreeSet<&str> = entries
+        .iter()
+        .filter_map(|e| e.machine.as_deref())
+        .collect();
     let asked = match (&filter.label, &filter.machine) {
         (Some(l), Some(m)) => format!("label {l:?} on machine {m:?}"),
         (Some(l), None) => format!("label {l:?}"),

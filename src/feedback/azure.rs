@@ -4,10 +4,10 @@
 //! deletes exactly those keys. Both are idempotent, so a command cut short by an outage is
 //! finished by running it again.
 
+use crate::index::IndexError;
 use crate::index::azure::AzureClient;
 use crate::index::keys::doc_key;
 use crate::index::upload::{UploadOptions, UploadReport, delete_documents, upload_embeddings};
-use crate::index::IndexError;
 use crate::score::profile::Profile;
 use ndarray::Axis;
 
