@@ -96,7 +96,7 @@ impl Removal {
     pub fn matches(&self, e: &Entry) -> bool {
         match self {
             Removal::Label(l) => e.label == *l,
-            Removal::Source(s) => s.iter().any(|x| *x == e.source),
+            Removal::Source(s) => s.contains(&e.source),
         }
     }
 

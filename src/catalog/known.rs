@@ -56,7 +56,7 @@ impl BenignAction {
 pub enum CatalogIndex {
     #[default]
     Embedded,
-    Azure(crate::index::AzureConfig),
+    Azure(Box<crate::index::AzureConfig>),
 }
 
 /// `[catalog]`: the sound catalog the daemon compares anomalies with.
