@@ -1,7 +1,11 @@
 //! "That was normal" end to end with the real binary and ONNX Runtime: a replayed variation
 //! that raised an event raises none once `earshot feedback --normal` has added it to the
-//! profile, `--undo` brings the event back, and an unknown fingerprint is a clear error.
+//! profile, `--undo` brings the event back, and an unknown fingerprint is a clear error. With
+//! the monitor's normal memory in Azure AI Search (the emulator on 127.0.0.1), `--normal`
+//! uploads the windows and `--undo` deletes them, and an outage is finished by a re-run.
 
+#[path = "common/azure_emulator.rs"]
+mod azure_emulator;
 #[path = "common/daemon.rs"]
 mod daemon;
 
@@ -220,4 +224,115 @@ fn the_running_service_picks_feedback_up_live() {
         1,
         "the monitor was not restarted"
     );
+}
+
+/// The monitor's k-NN memory in Azure AI Search: `--normal` uploads the added windows under
+/// the keys `earshot index` gives them, `--undo` deletes them; with the service down each says
+/// what holds and how to finish, and a re-run does.
+#[test]
+fn feedback_on_an_azure_monitor_uploads_and_undo_deletes() {
+    use azure_emulator::{ADMIN_KEY, Emulator, Op};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let emu = rt.block_on(Emulator::start());
+    let dir = test_dir();
+    let profile = own_profile(dir.path());
+    let (_, _, events) = replay(dir.path(), "first", &profile);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let fp = events[0]["fingerprint"].as_str().unwrap().to_owned();
+
+    // The same monitor, its k-NN memory in the emulator's index `normal`.
+    let cfg = dir.path().join("azure.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}{}index = {{ kind = \"azure\", endpoint = \"{}\", index_name = \"normal\", api_key_env = \"EARSHOT_TEST_AZURE_KEY\", upload_max_attempts = 2 }}\n",
+            daemon_header(&dir.path().join("first")),
+            replay_monitor("press-1", &profile, &fixture().stream, false, false),
+            emu.endpoint()
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let mut c = Command::new(EARSHOT);
+        c.args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .env("EARSHOT_TEST_AZURE_KEY", ADMIN_KEY);
+        let (st, out) = run_bounded(&mut c, RUN_LIMIT);
+        (st.success(), out)
+    };
+    let (ok, out) = run(&[
+        "index",
+        "--profile",
+        profile.to_str().unwrap(),
+        "--monitor",
+        "press-1",
+    ]);
+    assert!(ok, "{out}");
+    let rows = std::fs::read_to_string(profile.join("ids.txt"))
+        .unwrap()
+        .lines()
+        .count();
+    let docs = || emu.docs("normal");
+    assert_eq!(docs().len(), rows);
+    let feedback_docs = || {
+        docs()
+            .values()
+            .filter(|d| {
+                d.fields["window_id"]
+                    .as_str()
+                    .is_some_and(|w| w.starts_with("feedback:"))
+            })
+            .count()
+    };
+
+    // Azure down: the feedback holds locally (centroids apply), the error says to re-run.
+    emu.set_outage(Op::IndexDocs, Some(503));
+    let (ok, out) = run(&["feedback", &fp, "--normal"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("is marked normal")
+            && out.contains(&format!("earshot feedback {fp} --normal` again")),
+        "{out}"
+    );
+    let ids = std::fs::read_to_string(profile.join("ids.txt")).unwrap();
+    let added = ids.lines().filter(|l| l.starts_with("feedback:")).count();
+    assert!(added > 0, "the local record is kept");
+    assert_eq!(docs().len(), rows, "nothing reached the index");
+
+    // Back up: the re-run uploads exactly the recorded windows.
+    emu.set_outage(Op::IndexDocs, None);
+    let (ok, out) = run(&["feedback", &fp, "--normal"]);
+    assert!(ok && out.contains("already marked normal"), "{out}");
+    assert_eq!(docs().len(), rows + added);
+    assert_eq!(feedback_docs(), added);
+    let (ok, _) = run(&["feedback", &fp, "--normal"]);
+    assert!(ok);
+    assert_eq!(docs().len(), rows + added, "a third run duplicates nothing");
+
+    // Undo with Azure down changes nothing; once it answers, the windows go from both.
+    emu.set_outage(Op::IndexDocs, Some(503));
+    let (ok, out) = run(&["feedback", &fp, "--undo"]);
+    assert!(
+        !ok && out.contains("nothing was undone") && out.contains("--undo` again"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(profile.join("ids.txt")).unwrap(),
+        ids,
+        "the record stays while the index holds the windows"
+    );
+    assert_eq!(docs().len(), rows + added);
+    emu.set_outage(Op::IndexDocs, None);
+    let (ok, out) = run(&["feedback", &fp, "--undo"]);
+    assert!(ok && out.contains("removed"), "{out}");
+    assert_eq!(docs().len(), rows);
+    assert_eq!(feedback_docs(), 0);
+    let ids = std::fs::read_to_string(profile.join("ids.txt")).unwrap();
+    assert_eq!(ids.lines().count(), rows);
+    drop(rt);
 }

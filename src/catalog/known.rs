@@ -47,6 +47,18 @@ impl BenignAction {
     }
 }
 
+/// Where the catalog's entries live: `[catalog.index]`, `kind = "embedded"` (the default: a
+/// directory, `dir`) or `kind = "azure"` (an Azure AI Search index of its own, with the same
+/// keys as `[[monitor]] index`). A shared Azure catalog lets several edge PCs add to and search
+/// one set of labelled sounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum CatalogIndex {
+    #[default]
+    Embedded,
+    Azure(Box<crate::index::AzureConfig>),
+}
+
 /// `[catalog]`: the sound catalog the daemon compares anomalies with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -71,6 +83,9 @@ pub struct CatalogSettings {
     pub benign: Vec<String>,
     #[serde(default)]
     pub benign_action: BenignAction,
+    /// Embedded (in `dir`) or Azure AI Search.
+    #[serde(default)]
+    pub index: CatalogIndex,
 }
 
 fn default_true() -> bool {
@@ -92,6 +107,7 @@ impl Default for CatalogSettings {
             min_similarity: default_min_similarity(),
             benign: Vec::new(),
             benign_action: BenignAction::default(),
+            index: CatalogIndex::default(),
         }
     }
 }
@@ -112,6 +128,9 @@ impl CatalogSettings {
         for b in &self.benign {
             check_name("label", b, 128)
                 .map_err(|e| ("benign".into(), format!("{e} (a catalog label)")))?;
+        }
+        if let CatalogIndex::Azure(a) = &self.index {
+            a.validate().map_err(|e| ("index".into(), e.to_string()))?;
         }
         Ok(())
     }
@@ -186,7 +205,8 @@ impl KnownSounds {
         card: &ModelCard,
         card_path: &Path,
     ) -> Result<Option<KnownSounds>, CatalogError> {
-        if !settings.sounds_like {
+        // The daemon compares events with an embedded catalog only (see `daemon::sounds`).
+        if !settings.sounds_like || settings.index != CatalogIndex::Embedded {
             return Ok(None);
         }
         let Some(catalog) = Catalog::open(&settings.dir(state_dir))? else {

@@ -180,8 +180,16 @@ pub fn search_embedded(
 
 /// The message for a filter that leaves nothing: what the catalog does hold.
 pub fn nothing_matches(catalog: &Catalog, filter: &Filter) -> CatalogError {
-    let machines: BTreeSet<&str> = catalog
-        .entries()
+    nothing_matches_in(
+        &catalog.dir().display().to_string(),
+        catalog.entries(),
+        filter,
+    )
+}
+
+/// [`nothing_matches`] for the entries of a catalog anywhere (`location` names it).
+pub fn nothing_matches_in(location: &str, entries: &[Entry], filter: &Filter) -> CatalogError {
+    let machines: BTreeSet<&str> = entries
         .iter()
         .filter_map(|e| e.machine.as_deref())
         .collect();
@@ -192,10 +200,10 @@ pub fn nothing_matches(catalog: &Catalog, filter: &Filter) -> CatalogError {
         (None, None) => "any label".into(),
     };
     CatalogError::Invalid {
-        path: catalog.dir().to_owned(),
+        path: std::path::PathBuf::from(location),
         detail: format!(
             "no entries with {asked}; the catalog's labels are: {}; its machines: {}",
-            catalog.known_labels(),
+            super::backend::known_labels(entries),
             if machines.is_empty() {
                 "(none given)".to_string()
             } else {

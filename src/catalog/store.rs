@@ -75,13 +75,24 @@ pub enum CatalogError {
     #[error("{path}: invalid sound catalog: {detail}")]
     Invalid { path: PathBuf, detail: String },
     #[error(
-        "{path} was made with model {ours} but this run uses {theirs} (card {card}): embeddings of different models cannot be compared; pass the catalog's model (--model or model.dir), or start a new catalog for this model (--catalog DIR)"
+        "{location} was made with model {ours} but this run uses {theirs} (card {card}): embeddings of different models cannot be compared; pass the catalog's model (--model or model.dir), or {elsewhere}"
     )]
     OtherModel {
-        path: PathBuf,
+        /// The catalog directory, or the Azure index.
+        location: String,
         ours: String,
         theirs: String,
         card: PathBuf,
+        /// How to start a catalog for this model where this backend keeps catalogs.
+        elsewhere: String,
+    },
+    /// The Azure AI Search catalog did not answer as it should; `todo` says how to go on.
+    #[error("{doing} ({location}): {detail}; {todo}")]
+    Remote {
+        doing: String,
+        location: String,
+        detail: String,
+        todo: String,
     },
     #[error("no catalog entries labelled {label:?}; the labels are: {known}")]
     NoSuchLabel { label: String, known: String },
@@ -132,6 +143,44 @@ pub fn entry_id(source: &str, offset_s: Option<f64>) -> String {
     };
     let h = crate::score::profile::sha256_hex(format!("{source}\n{at}").as_bytes());
     h[..32].to_owned()
+}
+
+/// Refuses a card other than the one a catalog's embeddings were made with (another network,
+/// front end or embedding size): their similarities would be meaningless. `location` names the
+/// catalog and `elsewhere` says how to start one for this model, both for the message.
+pub fn check_model_ref(
+    m: &ModelRef,
+    location: &str,
+    elsewhere: &str,
+    card: &ModelCard,
+    card_path: &Path,
+) -> Result<(), CatalogError> {
+    let same = m.onnx_sha256.eq_ignore_ascii_case(&card.onnx.sha256)
+        && m.sample_rate == card.sample_rate
+        && m.embedding_dim == card.embedding_dim;
+    if same {
+        return Ok(());
+    }
+    let short = |s: &str| s[..12.min(s.len())].to_owned();
+    Err(CatalogError::OtherModel {
+        location: location.to_owned(),
+        ours: format!(
+            "{:?} (onnx sha256 {}, {} Hz, {}-d)",
+            m.name,
+            short(&m.onnx_sha256),
+            m.sample_rate,
+            m.embedding_dim
+        ),
+        theirs: format!(
+            "{:?} (onnx sha256 {}, {} Hz, {}-d)",
+            card.name,
+            short(&card.onnx.sha256),
+            card.sample_rate,
+            card.embedding_dim
+        ),
+        card: card_path.to_owned(),
+        elsewhere: elsewhere.to_owned(),
+    })
 }
 
 /// Checks a label, machine (`field`) or note given on the command line.
@@ -327,32 +376,13 @@ impl Catalog {
 
     /// Refuses a model other than the catalog's (another network, front end or embedding size).
     pub fn check_model(&self, card: &ModelCard, card_path: &Path) -> Result<(), CatalogError> {
-        let m = &self.manifest.model;
-        let same = m.onnx_sha256.eq_ignore_ascii_case(&card.onnx.sha256)
-            && m.sample_rate == card.sample_rate
-            && m.embedding_dim == card.embedding_dim;
-        if same {
-            return Ok(());
-        }
-        let short = |s: &str| s[..12.min(s.len())].to_owned();
-        Err(CatalogError::OtherModel {
-            path: self.dir.clone(),
-            ours: format!(
-                "{:?} (onnx sha256 {}, {} Hz, {}-d)",
-                m.name,
-                short(&m.onnx_sha256),
-                m.sample_rate,
-                m.embedding_dim
-            ),
-            theirs: format!(
-                "{:?} (onnx sha256 {}, {} Hz, {}-d)",
-                card.name,
-                short(&card.onnx.sha256),
-                card.sample_rate,
-                card.embedding_dim
-            ),
-            card: card_path.to_owned(),
-        })
+        check_model_ref(
+            &self.manifest.model,
+            &self.dir.display().to_string(),
+            "start a new catalog for this model (--catalog DIR)",
+            card,
+            card_path,
+        )
     }
 
     pub fn dir(&self) -> &Path {

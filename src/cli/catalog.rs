@@ -1,13 +1,17 @@
 //! `earshot catalog add|list|remove`: the sound catalog of labelled example sounds, kept in
-//! the state directory (`<daemon.state_dir>/catalog`) unless `--catalog DIR` names another.
+//! the state directory (`<daemon.state_dir>/catalog`) unless `--catalog DIR` names another, or
+//! in an Azure AI Search index when `[catalog.index]` says `kind = "azure"`.
 
 use anyhow::Context;
-use earshot::catalog::store::{CatalogLock, check_names};
-use earshot::catalog::{Catalog, Entry, entry_id};
+use earshot::catalog::azure::AzureCatalog;
+use earshot::catalog::known::CatalogIndex;
+use earshot::catalog::store::check_names;
+use earshot::catalog::{CatalogBackend, EmbeddedCatalog, Entry, Header, Removal, entry_id};
 use earshot::config::Settings;
 use earshot::embed::card::ModelCard;
 use earshot::embed::file::embed_file;
 use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -34,20 +38,26 @@ pub struct Location {
     /// variables override it.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Catalog directory (default: `catalog` in the state directory).
+    /// Catalog directory (default: `catalog` in the state directory, or the Azure AI Search
+    /// index of `[catalog.index]`); a directory given here wins over the config.
     #[arg(long, value_name = "DIR")]
     catalog: Option<PathBuf>,
 }
 
 impl Location {
-    /// The settings and the catalog directory they (or `--catalog`) name.
-    pub fn resolve(&self) -> anyhow::Result<(Settings, PathBuf)> {
+    /// The settings and the catalog they (or `--catalog`) name, opened for reading, or for
+    /// changing it (`write`: the embedded catalog is locked).
+    pub fn open(&self, write: bool) -> anyhow::Result<(Settings, Box<dyn CatalogBackend>)> {
         let s = super::settings(self.config.as_deref())?;
-        let dir = match &self.catalog {
-            Some(d) => d.clone(),
-            None => s.state_dir().join("catalog"),
+        let backend: Box<dyn CatalogBackend> = match (&self.catalog, &s.catalog.index) {
+            (Some(d), _) => Box::new(EmbeddedCatalog::open(d, write)?),
+            (None, CatalogIndex::Embedded) => Box::new(EmbeddedCatalog::open(
+                &s.catalog.dir(&s.state_dir()),
+                write,
+            )?),
+            (None, CatalogIndex::Azure(a)) => Box::new(AzureCatalog::open(a)?),
         };
-        Ok((s, dir))
+        Ok((s, backend))
     }
 }
 
@@ -119,7 +129,7 @@ pub fn model_dir(s: &Settings, model: Option<&Path>) -> anyhow::Result<PathBuf> 
 }
 
 /// Refuses a model other than the catalog's from its card alone, before the network loads.
-pub fn check_card(catalog: &Catalog, model_dir: &Path) -> anyhow::Result<()> {
+pub fn check_card(catalog: &dyn CatalogBackend, model_dir: &Path) -> anyhow::Result<()> {
     let (card, card_path) = ModelCard::load(model_dir)
         .with_context(|| format!("loading model {}", model_dir.display()))?;
     Ok(catalog.check_model(&card, &card_path)?)
@@ -135,31 +145,31 @@ fn source_name(path: &Path) -> String {
 }
 
 fn add(a: AddArgs) -> anyhow::Result<()> {
-    let (s, dir) = a.at.resolve()?;
     check_names(&a.label, a.machine.as_deref(), a.note.as_deref())?;
     let files = super::collect_wavs(&a.inputs)?;
-    let _lock = CatalogLock::acquire(&dir)?;
-    let existing = Catalog::open(&dir)?;
+    let (s, mut catalog) = a.at.open(true)?;
     let mdir = model_dir(&s, a.model.as_deref())?;
-    if let Some(c) = &existing {
-        check_card(c, &mdir)?;
-    }
+    check_card(catalog.as_ref(), &mdir)?;
     let mut e = super::embedder(&s, Some(&mdir))?;
-    let mut catalog = match existing {
-        Some(c) => {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let header = match catalog.header() {
+        Some(h) => {
             // Entries are comparable only when cut and levelled alike: the catalog's window
             // wins over the config's.
-            e.set_level_dbfs(c.window().level_dbfs);
-            c
+            e.set_level_dbfs(h.window.level_dbfs);
+            h.clone()
         }
-        None => {
-            let window = super::learn_window(&s, &mut e)?;
-            Catalog::new(&dir, super::model_ref(&e), window)
-        }
+        None => Header {
+            window: super::learn_window(&s, &mut e)?,
+            model: super::model_ref(&e),
+            created: now.clone(),
+            updated: now.clone(),
+        },
     };
-    let window = catalog.window();
-    let added_at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let (mut new, mut replaced, mut failed) = (0usize, 0usize, 0usize);
+    let window = header.window;
+    let dim = header.model.embedding_dim;
+    let mut failed = 0usize;
+    let mut rows = Vec::new();
     for f in &files {
         let (wins, report) = match embed_file(&mut e, f, window.seconds, window.hop_seconds) {
             Ok(r) => r,
@@ -181,13 +191,12 @@ fn add(a: AddArgs) -> anyhow::Result<()> {
             end_s,
             whole_clip: offset.is_none(),
             note: a.note.clone(),
-            added: added_at.clone(),
+            added: now.clone(),
         };
-        let mut rows = Vec::new();
         if a.whole_clip {
             let mean = earshot::catalog::store::mean_embedding(
                 wins.iter().map(|w| w.embedding.as_slice()),
-                catalog.dim(),
+                dim,
             );
             let end = wins.last().map_or(0.0, |w| w.end_s);
             rows.push((entry(None, end), mean));
@@ -196,21 +205,13 @@ fn add(a: AddArgs) -> anyhow::Result<()> {
                 rows.push((entry(Some(w.start_s), w.end_s), w.embedding));
             }
         }
-        for (en, emb) in rows {
-            match catalog.upsert(en, emb) {
-                Ok(true) => new += 1,
-                Ok(false) => replaced += 1,
-                // A silent window has no direction to compare: leave it out, keep the rest.
-                Err(err) => tracing::warn!(error = %err, "window left out of the catalog"),
-            }
-        }
     }
-    if new + replaced > 0 {
-        catalog.save()?;
-    }
+    let r = catalog.add(header, rows)?;
     println!(
-        "catalog {}: {new} new and {replaced} replaced {} labelled {:?} from {} recording(s); it now holds {} entries",
-        dir.display(),
+        "catalog {}: {} new and {} replaced {} labelled {:?} from {} recording(s); it now holds {} entries",
+        catalog.location(),
+        r.new,
+        r.replaced,
         if a.whole_clip {
             "clip entries"
         } else {
@@ -218,7 +219,7 @@ fn add(a: AddArgs) -> anyhow::Result<()> {
         },
         a.label,
         files.len() - failed,
-        catalog.len()
+        r.total
     );
     if failed > 0 {
         anyhow::bail!(
@@ -259,21 +260,39 @@ struct Listing<'a> {
     sources: Vec<SourceRow<'a>>,
 }
 
+/// Entries and distinct recordings per (label, machine); machine "" when none was given.
+fn counts(entries: &[Entry]) -> BTreeMap<(String, String), (usize, BTreeSet<&str>)> {
+    let mut out: BTreeMap<(String, String), (usize, BTreeSet<&str>)> = BTreeMap::new();
+    for e in entries {
+        let key = (e.label.clone(), e.machine.clone().unwrap_or_default());
+        let c = out.entry(key).or_default();
+        c.0 += 1;
+        c.1.insert(&e.source);
+    }
+    out
+}
+
 fn list(a: ListArgs) -> anyhow::Result<()> {
-    let (_, dir) = a.at.resolve()?;
-    let c = Catalog::load(&dir)?;
-    let counts = c.counts();
+    let (_, c) = a.at.open(false)?;
+    let entries = c.entries()?;
+    let Some(h) = c.header() else {
+        return Err(earshot::catalog::CatalogError::Missing {
+            path: PathBuf::from(c.location()),
+        }
+        .into());
+    };
+    let counts = counts(&entries);
     let labels: Vec<LabelRow> = counts
         .iter()
-        .map(|((l, m), n)| LabelRow {
+        .map(|((l, m), (n, clips))| LabelRow {
             label: l,
             machine: m,
-            clips: n.clips,
-            entries: n.entries,
+            clips: clips.len(),
+            entries: *n,
         })
         .collect();
     let mut sources: Vec<SourceRow> = Vec::new();
-    for e in c.entries() {
+    for e in &entries {
         match sources
             .iter_mut()
             .find(|r| r.source == e.source && r.label == e.label)
@@ -293,11 +312,11 @@ fn list(a: ListArgs) -> anyhow::Result<()> {
     match a.format {
         Format::Json => {
             let l = Listing {
-                catalog: dir.display().to_string(),
-                model: c.model(),
-                window: c.window(),
-                updated: &c.manifest().updated,
-                entries: c.len(),
+                catalog: c.location(),
+                model: &h.model,
+                window: h.window,
+                updated: &h.updated,
+                entries: entries.len(),
                 labels,
                 sources,
             };
@@ -305,18 +324,18 @@ fn list(a: ListArgs) -> anyhow::Result<()> {
             writeln!(out)?;
         }
         Format::Text => {
-            let w = c.window();
+            let w = h.window;
             writeln!(
                 out,
                 "catalog {}: {} entries, model {} ({} s windows every {} s), updated {}",
-                dir.display(),
-                c.len(),
-                c.model().name,
+                c.location(),
+                entries.len(),
+                h.model.name,
                 w.seconds,
                 w.hop_seconds,
-                c.manifest().updated
+                h.updated
             )?;
-            if c.is_empty() {
+            if entries.is_empty() {
                 writeln!(
                     out,
                     "(empty: add labelled sounds with `earshot catalog add --label NAME WAV_OR_DIR...`)"
@@ -342,27 +361,24 @@ fn list(a: ListArgs) -> anyhow::Result<()> {
 }
 
 fn remove(a: RemoveArgs) -> anyhow::Result<()> {
-    let (_, dir) = a.at.resolve()?;
-    let _lock = CatalogLock::acquire(&dir)?;
-    let mut c = Catalog::load(&dir)?;
-    let (n, what) = match (&a.label, &a.source) {
-        (Some(l), _) => (c.remove_label(l)?, format!("labelled {l:?}")),
+    let (_, mut c) = a.at.open(true)?;
+    let (which, what) = match (&a.label, &a.source) {
+        (Some(l), _) => (Removal::Label(l.clone()), format!("labelled {l:?}")),
         (None, Some(p)) => {
             // Stored paths are canonical; a file already deleted is matched as given.
             let canonical = source_name(p);
-            let n = match c.remove_source(&canonical) {
-                Ok(n) => n,
-                Err(_) => c.remove_source(&p.display().to_string())?,
-            };
-            (n, format!("of {canonical}"))
+            let what = format!("of {canonical}");
+            (
+                Removal::Source(vec![canonical, p.display().to_string()]),
+                what,
+            )
         }
         (None, None) => anyhow::bail!("give --label or --source"),
     };
-    c.save()?;
+    let (n, left) = c.remove(&which)?;
     println!(
-        "catalog {}: removed {n} entries {what}; {} left",
-        dir.display(),
-        c.len()
+        "catalog {}: removed {n} entries {what}; {left} left",
+        c.location()
     );
     Ok(())
 }

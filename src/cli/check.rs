@@ -110,6 +110,13 @@ fn check_catalog(s: &Settings, embedder: Option<&Embedder>, r: &mut Report) {
         return;
     };
     let card_path = model_dir.join(earshot::embed::card::CARD_FILE);
+    if let earshot::catalog::known::CatalogIndex::Azure(a) = &s.catalog.index {
+        r.warn(format!(
+            "catalog.index: Azure AI Search index `{}`: `earshot catalog` and `earshot search` use it, but events are compared with an embedded catalog only and will carry no `sounds_like`",
+            a.index_name
+        ));
+        return;
+    }
     match KnownSounds::load(&s.catalog, &s.state_dir(), e.card(), &card_path) {
         Ok(None) if !s.catalog.sounds_like => r.ok("catalog.sounds_like = false"),
         Ok(None) => r.ok(format!(

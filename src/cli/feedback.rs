@@ -8,7 +8,10 @@ use anyhow::{Context, bail};
 use earshot::config::Settings;
 use earshot::evidence::Store;
 use earshot::evidence::store::Listed;
-use earshot::feedback::{self, Records};
+use earshot::feedback::{self, FeedbackRecord, Records};
+use earshot::index::AzureConfig;
+use earshot::index::azure::AzureClient;
+use earshot::index::upload::UploadOptions;
 use earshot::score::{Profile, Scorer};
 
 #[derive(clap::Args)]
@@ -63,6 +66,41 @@ pub fn run(a: FeedbackArgs) -> anyhow::Result<()> {
             ),
         };
         let dir = profile_dir(&s, a.profile.as_deref(), monitor.as_deref())?;
+        // Azure first: the local record holds the keys to delete, so it goes only once the
+        // index has let go of them (an outage then changes nothing, and a re-run finishes).
+        let profile = Profile::load(&dir)?;
+        if let Some(rec) = Records::load(&profile)?.get(&id)
+            && let Some(cfg) = azure_index(&s, &rec.monitor)
+        {
+            let (client, opts, location) = azure_client(cfg)?;
+            let r = runtime()?.block_on(feedback::azure::delete_rows(
+                &client,
+                &profile.machine,
+                &rec.ids,
+                &opts,
+            ));
+            if let Err(e) = r {
+                return Err(feedback::FeedbackError::Azure {
+                    done: format!(
+                        "nothing was undone: the feedback on {} stays recorded in {}",
+                        rec.event_id,
+                        dir.display()
+                    ),
+                    location,
+                    detail: e.to_string(),
+                    todo: format!(
+                        "run `earshot feedback {} --undo` again once the service answers (removing is idempotent)",
+                        rec.event_id
+                    ),
+                }
+                .into());
+            }
+            println!(
+                "removed {} vectors of {} from Azure AI Search {location}",
+                rec.ids.len(),
+                rec.event_id
+            );
+        }
         let (_, rec) = feedback::undo(&dir, &id)?;
         println!(
             "undone: {} windows of {} removed from {} (the service reloads it by itself)",
@@ -70,18 +108,25 @@ pub fn run(a: FeedbackArgs) -> anyhow::Result<()> {
             rec.event_id,
             dir.display()
         );
-        if let Some(m) = azure_monitor(&s, &rec.monitor) {
-            println!(
-                "note: monitor {m} scores k-NN in Azure AI Search, which still holds these {} vectors: removing them there is not automated yet; `earshot index --profile {} --config <F> --monitor {m} --recreate` rebuilds that index from the profile (and drops other machines' documents in it)",
-                rec.windows,
-                dir.display()
-            );
-        }
         return Ok(());
     }
     let event = feedback::find_event(&store, given)?;
     let dir = profile_dir(&s, a.profile.as_deref(), Some(&event.meta.monitor))?;
     let before = Profile::load(&dir)?;
+    let azure = azure_index(&s, &event.meta.monitor);
+    if let Some(cfg) = azure
+        && let Some(rec) = Records::load(&before)?.get(&event.meta.event_id)
+    {
+        // Recorded before, but maybe not uploaded (Azure was down): finish that.
+        upload(cfg, &before, rec)?;
+        println!(
+            "{} was already marked normal in {}; its {} vectors are in Azure AI Search now",
+            rec.event_id,
+            dir.display(),
+            rec.ids.len()
+        );
+        return Ok(());
+    }
     let mut e = super::embedder(&s, a.model.as_deref())?;
     let card_path = e.dir().join("card.json");
     before.check_model(e.card(), &card_path)?;
@@ -112,11 +157,11 @@ pub fn run(a: FeedbackArgs) -> anyhow::Result<()> {
         dir.display()
     );
     recheck(&event, &before, &after, &windows)?;
-    if let Some(m) = azure_monitor(&s, &event.meta.monitor) {
-        println!(
-            "note: monitor {m} scores k-NN in Azure AI Search: upload the new vectors with `earshot index --profile {} --config <F> --monitor {m}` (deterministic keys: the rest is left as it is); the centroids apply at once",
-            dir.display()
-        );
+    if let Some(cfg) = azure {
+        let records = Records::load(&after)?;
+        if let Some(rec) = records.get(&event.meta.event_id) {
+            upload(cfg, &after, rec)?;
+        }
     }
     println!(
         "thresholds unchanged; the running service reloads the profile by itself; undo with `earshot feedback {} --undo`",
@@ -179,14 +224,63 @@ fn recheck(
     Ok(())
 }
 
-/// The monitor's name when its k-NN index is Azure AI Search (feedback changes the local
-/// profile; the remote copy of its embeddings is synced by `earshot index`).
-fn azure_monitor<'a>(s: &'a Settings, monitor: &str) -> Option<&'a str> {
+/// The Azure AI Search settings of the monitor, when its normal memory (k-NN) is there.
+fn azure_index<'a>(s: &'a Settings, monitor: &str) -> Option<&'a AzureConfig> {
     s.monitors
         .iter()
         .find(|m| m.name == monitor)
-        .filter(|m| matches!(m.index, earshot::index::IndexConfig::Azure(_)))
-        .map(|m| m.name.as_str())
+        .and_then(|m| match &m.index {
+            earshot::index::IndexConfig::Azure(a) => Some(a),
+            earshot::index::IndexConfig::Embedded(_) => None,
+        })
+}
+
+/// A client for the monitor's index (the api-key from its env var or file), the upload
+/// options its config asks for, and how messages name the index.
+fn azure_client(cfg: &AzureConfig) -> anyhow::Result<(AzureClient, UploadOptions, String)> {
+    let client = AzureClient::from_config(cfg)?;
+    let location = format!("`{}` at {}", client.index_name(), client.endpoint());
+    Ok((client, UploadOptions::from_config(cfg), location))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Uploads what one feedback added to the monitor's Azure index; on failure says that the
+/// feedback holds locally and how to finish the upload.
+fn upload(cfg: &AzureConfig, profile: &Profile, rec: &FeedbackRecord) -> anyhow::Result<()> {
+    let (client, opts, location) = azure_client(cfg)?;
+    let r = runtime()?.block_on(feedback::azure::upload_rows(
+        &client, profile, &rec.ids, &opts,
+    ));
+    match r {
+        Ok(rep) => {
+            println!(
+                "uploaded {} vectors of {} to Azure AI Search {location} (the keys `earshot index` gives them)",
+                rep.documents, rec.event_id
+            );
+            Ok(())
+        }
+        Err(e) => Err(feedback::FeedbackError::Azure {
+            done: format!(
+                "{} is marked normal in {} (its centroids apply at once)",
+                rec.event_id,
+                profile.dir.display()
+            ),
+            location,
+            detail: e.to_string(),
+            todo: format!(
+                "its {} k-NN vectors are not all uploaded yet: run `earshot feedback {} --normal` again once the service answers (same keys: nothing is duplicated)",
+                rec.ids.len(),
+                rec.event_id
+            ),
+        }
+        .into()),
+    }
 }
 
 /// The profile to change: `--profile`, else the config's monitor of that name.

@@ -6,13 +6,11 @@
 //! is read from the environment variable or file the settings name, never from the command line.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use earshot::index::azure::{AzureClient, IndexSchema};
 use earshot::index::config::DEFAULT_API_VERSION;
 use earshot::index::manage::{EnsureOutcome, check_index, ensure_index};
-use earshot::index::retry::RetryPolicy;
 use earshot::index::upload::{UploadOptions, upload_embeddings};
 use earshot::index::{AzureConfig, IndexConfig};
 use earshot::score::Profile;
@@ -96,12 +94,7 @@ async fn run_async(args: &IndexArgs, cfg: &AzureConfig, profile: &Profile) -> an
             eprintln!("{where_} exists and fits the profile; updating documents")
         }
     }
-    let opts = UploadOptions {
-        max_docs: cfg.batch_max_docs,
-        max_bytes: cfg.batch_max_bytes,
-        policy: RetryPolicy::UPLOAD,
-        timeout: Duration::from_millis(cfg.timeout_ms).max(Duration::from_secs(60)),
-    };
+    let opts = UploadOptions::from_config(cfg);
     let report = upload_embeddings(
         &client,
         &profile.machine,

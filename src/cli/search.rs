@@ -2,7 +2,7 @@
 
 use super::catalog::{Format, Location, check_card, model_dir};
 use anyhow::Context;
-use earshot::catalog::{Catalog, Filter, Match, search_embedded};
+use earshot::catalog::{Filter, Match};
 use earshot::embed::file::embed_file;
 use serde::Serialize;
 use std::io::Write;
@@ -46,15 +46,24 @@ struct Answer<'a> {
 }
 
 pub fn run(a: SearchArgs) -> anyhow::Result<()> {
-    let (s, dir) = a.at.resolve()?;
-    let catalog = Catalog::load(&dir)?;
-    if catalog.is_empty() {
-        return Err(earshot::catalog::CatalogError::Empty { path: dir }.into());
+    let (s, catalog) = a.at.open(false)?;
+    let Some(header) = catalog.header().cloned() else {
+        return Err(earshot::catalog::CatalogError::Missing {
+            path: PathBuf::from(catalog.location()),
+        }
+        .into());
+    };
+    let entries = catalog.count()?;
+    if entries == 0 {
+        return Err(earshot::catalog::CatalogError::Empty {
+            path: PathBuf::from(catalog.location()),
+        }
+        .into());
     }
     let mdir = model_dir(&s, a.model.as_deref())?;
-    check_card(&catalog, &mdir)?;
+    check_card(catalog.as_ref(), &mdir)?;
     let mut e = super::embedder(&s, Some(&mdir))?;
-    let w = catalog.window();
+    let w = header.window;
     e.set_level_dbfs(w.level_dbfs);
     let (wins, report) = embed_file(&mut e, &a.query, w.seconds, w.hop_seconds)?;
     super::warn_report(&a.query, &report);
@@ -65,7 +74,7 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
             0.0,
             earshot::catalog::store::mean_embedding(
                 query.iter().map(|(_, v)| v.as_slice()),
-                catalog.dim(),
+                header.model.embedding_dim,
             ),
         )];
     }
@@ -73,7 +82,7 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
         machine: a.machine,
         label: a.label,
     };
-    let matches = search_embedded(&catalog, &query, &filter, a.top as usize)?;
+    let matches = catalog.search(&query, &filter, a.top as usize)?;
     if let Some(dir) = &a.spectrogram {
         let png = picture(dir, &a.query, &matches)?;
         eprintln!("spectrogram: {}", png.display());
@@ -83,7 +92,7 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
         Format::Json => {
             let answer = Answer {
                 query: a.query.display().to_string(),
-                catalog: dir.display().to_string(),
+                catalog: catalog.location(),
                 matches: &matches,
             };
             serde_json::to_writer_pretty(&mut out, &answer).context("writing JSON")?;
@@ -95,8 +104,8 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
                 "{}: the {} most similar of the catalog's clips ({} entries in {})",
                 a.query.display(),
                 matches.len(),
-                catalog.len(),
-                dir.display()
+                entries,
+                catalog.location()
             )?;
             let labels = earshot::catalog::sounds_like(&matches, 3);
             writeln!(

@@ -51,6 +51,17 @@ pub fn reload(handle: &KnownHandle, settings: &Settings, metrics: &Metrics) {
         handle.set(None);
         return;
     }
+    if let crate::catalog::known::CatalogIndex::Azure(a) = &cfg.index {
+        // Looking an event up in Azure would put a network round trip (and its failures)
+        // between an anomaly and its alert; the shared catalog is for `earshot search`.
+        tracing::warn!(
+            index = %a.index_name,
+            "the sound catalog is in Azure AI Search: `earshot catalog` and `earshot search` use it, but events are compared with an embedded catalog only, so they carry no `sounds_like`"
+        );
+        metrics.catalog().in_use(0);
+        handle.set(None);
+        return;
+    }
     let card = settings
         .find_model_dir()
         .map_err(|e| e.to_string())

@@ -10,6 +10,7 @@
 //! [`crate::score::profile::replace_dir`] as `learn`), with `feedback.json` (what was added,
 //! when, why) checksummed in its manifest, so `--undo` can remove exactly those rows.
 
+pub mod azure;
 pub mod record;
 
 pub use record::{FEEDBACK_FILE, FeedbackRecord, Records};
@@ -58,6 +59,15 @@ pub enum FeedbackError {
         path: PathBuf,
         got: usize,
         want: usize,
+    },
+    /// Azure AI Search did not take a change: `done` says what holds locally, `todo` how to
+    /// finish.
+    #[error("{done}, but Azure AI Search index {location} did not take it: {detail}; {todo}")]
+    Azure {
+        done: String,
+        location: String,
+        detail: String,
+        todo: String,
     },
     #[error(transparent)]
     Profile(#[from] ProfileError),

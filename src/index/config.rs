@@ -135,6 +135,10 @@ pub struct AzureConfig {
     pub batch_max_docs: usize,
     #[serde(default = "default_batch_max_bytes")]
     pub batch_max_bytes: usize,
+    /// Attempts per upload batch (throttling, outage) before a command gives up and says to
+    /// run it again; uploads resume without duplicates, so giving up early loses nothing.
+    #[serde(default = "default_upload_max_attempts")]
+    pub upload_max_attempts: u32,
 }
 
 fn default_api_version() -> String {
@@ -154,6 +158,9 @@ fn default_max_concurrency() -> usize {
 }
 fn default_batch_max_docs() -> usize {
     1000
+}
+fn default_upload_max_attempts() -> u32 {
+    super::retry::RetryPolicy::UPLOAD.max_attempts
 }
 fn default_batch_max_bytes() -> usize {
     // Under the documented 16 MB with room for headers and JSON number formatting variance.
@@ -178,6 +185,7 @@ impl AzureConfig {
             allow_insecure_http: false,
             batch_max_docs: default_batch_max_docs(),
             batch_max_bytes: default_batch_max_bytes(),
+            upload_max_attempts: default_upload_max_attempts(),
         }
     }
 }
@@ -356,6 +364,12 @@ impl AzureConfig {
             return bad(
                 "batch_max_bytes",
                 format!("must be 64 KiB..=16 MiB, got {}", self.batch_max_bytes),
+            );
+        }
+        if !(1..=50).contains(&self.upload_max_attempts) {
+            return bad(
+                "upload_max_attempts",
+                format!("must be 1..=50, got {}", self.upload_max_attempts),
             );
         }
         Ok(())

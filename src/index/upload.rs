@@ -48,6 +48,23 @@ impl Default for UploadOptions {
     }
 }
 
+impl UploadOptions {
+    /// The batch limits and patience a config asks for (`batch_max_docs`, `batch_max_bytes`,
+    /// `upload_max_attempts`), with at least a minute per request: a 12 MB batch is slow
+    /// on an edge PC's uplink.
+    pub fn from_config(cfg: &super::AzureConfig) -> Self {
+        UploadOptions {
+            max_docs: cfg.batch_max_docs,
+            max_bytes: cfg.batch_max_bytes,
+            policy: RetryPolicy {
+                max_attempts: cfg.upload_max_attempts.max(1),
+                ..RetryPolicy::UPLOAD
+            },
+            timeout: Duration::from_millis(cfg.timeout_ms).max(Duration::from_secs(60)),
+        }
+    }
+}
+
 /// What an upload did, for the CLI summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UploadReport {
@@ -116,13 +133,28 @@ pub async fn upload_embeddings(
         docs.push(text);
         keys.push(key);
     }
+    index_documents(client, &docs, &keys, ids, opts).await
+}
+
+/// Sends prepared documents (`docs[i]` serialised JSON with its `@search.action` and key
+/// `keys[i]`; `names[i]` is what messages call it) in batches, resending transient failures:
+/// the machinery of [`upload_embeddings`], shared with the sound catalog and feedback, which
+/// store other fields but need the same limits, retries and idempotence.
+pub async fn index_documents(
+    client: &AzureClient,
+    docs: &[String],
+    keys: &[String],
+    names: &[String],
+    opts: &UploadOptions,
+) -> Result<UploadReport, IndexError> {
+    let ids = names;
     let index_of: HashMap<&str, usize> = keys
         .iter()
         .enumerate()
         .map(|(i, k)| (k.as_str(), i))
         .collect();
 
-    let mut queue: VecDeque<Batch> = pack(&docs, opts.max_docs.clamp(1, 1000), opts.max_bytes)
+    let mut queue: VecDeque<Batch> = pack(docs, opts.max_docs.clamp(1, 1000), opts.max_bytes)
         .into_iter()
         .map(|docs| Batch { docs, attempt: 1 })
         .collect();
@@ -130,7 +162,7 @@ pub async fn upload_embeddings(
     let mut failed: Vec<(usize, String)> = Vec::new();
 
     while let Some(batch) = queue.pop_front() {
-        let body = batch_body(&docs, &batch.docs);
+        let body = batch_body(docs, &batch.docs);
         let r = client
             .send(
                 Method::POST,
@@ -254,6 +286,20 @@ pub async fn upload_embeddings(
         });
     }
     Ok(report)
+}
+
+/// Deletes the documents with these keys, batched and retried like an upload. Deleting a key
+/// the index does not hold succeeds, so an interrupted delete can simply be run again.
+pub async fn delete_documents(
+    client: &AzureClient,
+    keys: &[String],
+    opts: &UploadOptions,
+) -> Result<UploadReport, IndexError> {
+    let docs: Vec<String> = keys
+        .iter()
+        .map(|k| serde_json::json!({ "@search.action": "delete", KEY_FIELD: k }).to_string())
+        .collect();
+    index_documents(client, &docs, keys, keys, opts).await
 }
 
 /// Cuts documents into batches of at most `max_docs` and `max_bytes` of request body.

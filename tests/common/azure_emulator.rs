@@ -753,12 +753,18 @@ fn index_docs(
     )
 }
 
-/// Supports `field eq 'value'` clauses joined by ` and ` (OData quotes doubled).
-fn parse_filter(f: &str) -> Option<Vec<(String, String)>> {
+/// Supports `field eq 'value'` and `field gt 'value'` (string order, for paging by key)
+/// clauses joined by ` and ` (OData quotes doubled). Returns (field, op, value).
+fn parse_filter(f: &str) -> Option<Vec<(String, String, String)>> {
     let mut out = Vec::new();
     let mut rest = f.trim();
     while !rest.is_empty() {
-        let (field, after) = rest.split_once(" eq ")?;
+        let (field, op, after) = match (rest.split_once(" eq "), rest.split_once(" gt ")) {
+            (Some((fe, ae)), Some((fg, _))) if fe.len() < fg.len() => (fe, "eq", ae),
+            (_, Some((fg, ag))) => (fg, "gt", ag),
+            (Some((fe, ae)), None) => (fe, "eq", ae),
+            (None, None) => return None,
+        };
         let after = after.trim_start().strip_prefix('\'')?;
         let mut value = String::new();
         let mut chars = after.char_indices().peekable();
@@ -776,7 +782,7 @@ fn parse_filter(f: &str) -> Option<Vec<(String, String)>> {
                 value.push(c);
             }
         }
-        out.push((field.trim().to_string(), value));
+        out.push((field.trim().to_string(), op.to_string(), value));
         rest = after[end?..].trim_start();
         if !rest.is_empty() {
             rest = rest.strip_prefix("and ")?;
@@ -807,9 +813,13 @@ fn search(i: &Inner, name: &str, body: Value) -> Response<Body> {
         },
     };
     let matches = |d: &StoredDoc| {
-        filter
-            .iter()
-            .all(|(k, v)| d.fields.get(k).and_then(Value::as_str) == Some(v.as_str()))
+        filter.iter().all(|(k, op, v)| {
+            let got = d.fields.get(k).and_then(Value::as_str);
+            match op.as_str() {
+                "gt" => got.is_some_and(|g| g > v.as_str()),
+                _ => got == Some(v.as_str()),
+            }
+        })
     };
     let top = body.get("top").and_then(Value::as_u64).unwrap_or(50) as usize;
     let vqs = body
@@ -859,7 +869,8 @@ fn search(i: &Inner, name: &str, body: Value) -> Response<Body> {
             let mut scored: Vec<(f64, &StoredDoc)> = idx
                 .docs
                 .values()
-                .filter(|d| matches(d))
+                // A document without a vector is not in the vector index, as in Azure.
+                .filter(|d| matches(d) && d.vector.len() == idx.dims)
                 .map(|d| {
                     let dot: f64 = d.vector.iter().zip(&q).map(|(a, b)| *a as f64 * b).sum();
                     let dn = d
