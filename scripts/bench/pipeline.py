@@ -172,7 +172,8 @@ def main():
     ap.add_argument("--python", help="a Python with torch, torchlibrosa and librosa for the python row")
     ap.add_argument("--monitors", default="", help="monitor counts to replay in real time together, e.g. 1,4,8: "
                     "windows shed tell whether the machine keeps up")
-    ap.add_argument("--monitor-hop", type=float, help="hop of the --monitors runs (default window/4)")
+    ap.add_argument("--monitor-hop", default="", help="hop(s) of the --monitors runs, e.g. 0.5,0.25 "
+                    "(default window/4)")
     ap.add_argument("--json-out")
     a = ap.parse_args()
     if not os.path.exists(EXE):
@@ -243,10 +244,10 @@ def main():
                            "target_s": w + hop + 0.2, "ready_s": r["ready_s"],
                            "peak_rss_mb": r["peak_rss_mb"]}
         # How many monitors this machine sustains in real time (no window shed).
-        mh = a.monitor_hop or w / 4
         doc["monitors"] = []
-        for n in [int(x) for x in a.monitors.split(",") if x]:
-            cfg, _ = config(d, model, prof, live, mh, True, threads[0], f"mon{n}", monitors=n)
+        for mh, n in [(mh, n) for mh in ([float(x) for x in a.monitor_hop.split(",") if x] or [w / 4])
+                      for n in [int(x) for x in a.monitors.split(",") if x]]:
+            cfg, _ = config(d, model, prof, live, mh, True, threads[0], f"mon{n}-{mh}", monitors=n)
             r = run_daemon(cfg)
             windows = n * int((a.realtime_seconds - w) / mh + 1)
             doc["monitors"].append({"monitors": n, "hop_s": mh, "seconds": a.realtime_seconds,
