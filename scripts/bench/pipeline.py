@@ -172,8 +172,11 @@ def main():
     ap.add_argument("--python", help="a Python with torch, torchlibrosa and librosa for the python row")
     ap.add_argument("--monitors", default="", help="monitor counts to replay in real time together, e.g. 1,4,8: "
                     "windows shed tell whether the machine keeps up")
-    ap.add_argument("--monitor-hop", type=float, help="hop of the --monitors runs (default window/4)")
+    ap.add_argument("--monitor-hop", default="", help="hop(s) of the --monitors runs, e.g. 0.5,0.25 "
+                    "(default window/4)")
     ap.add_argument("--json-out")
+    ap.add_argument("--skip-limit", action="store_true", help="leave out the limit and embed-stage rows "
+                    "(benches/pipeline.rs), e.g. when the bench binary is not built: no x-limit column")
     a = ap.parse_args()
     if not os.path.exists(EXE):
         sys.exit("build first: cargo build --release (or run scripts/bench.sh --pipeline)")
@@ -202,10 +205,13 @@ def main():
         prof = f"{d}/profile"
         sh([EXE, "learn", "--normal", f"{d}/data/motor_id01/train", "--out", prof, "--model", model])
         for t in threads:
-            lim = rust_limit(model, long, w, t, hops)
-            limit = lim["limit"]["cpu_per_audio_s"]
-            doc["rows"].append({"what": "limit", "threads": t, "hop_s": None, "cpu_per_audio_s": limit,
-                                "ratio_to_limit": 1.0, "detail": lim["limit"]})
+            if a.skip_limit:
+                lim, limit = {"embed": [None] * len(hops)}, None
+            else:
+                lim = rust_limit(model, long, w, t, hops)
+                limit = lim["limit"]["cpu_per_audio_s"]
+                doc["rows"].append({"what": "limit", "threads": t, "hop_s": None, "cpu_per_audio_s": limit,
+                                    "ratio_to_limit": 1.0, "detail": lim["limit"]})
             for hop, emb in zip(hops, lim["embed"]):
                 runs = {}
                 for name, wav in (("long", long), ("short", short)):
@@ -214,7 +220,7 @@ def main():
                 cpu = (runs["long"]["cpu_s"] - runs["short"]["cpu_s"]) / (a.seconds - a.short_seconds)
                 doc["rows"].append({
                     "what": "earshot run", "threads": t, "hop_s": hop, "cpu_per_audio_s": cpu,
-                    "ratio_to_limit": cpu / limit,
+                    "ratio_to_limit": None if limit is None else cpu / limit,
                     "startup_cpu_s": runs["short"]["cpu_s"] - cpu * a.short_seconds,
                     "peak_rss_mb": max(r["peak_rss_mb"] for r in runs.values()),
                     "ready_s": runs["long"]["ready_s"],
@@ -243,10 +249,10 @@ def main():
                            "target_s": w + hop + 0.2, "ready_s": r["ready_s"],
                            "peak_rss_mb": r["peak_rss_mb"]}
         # How many monitors this machine sustains in real time (no window shed).
-        mh = a.monitor_hop or w / 4
         doc["monitors"] = []
-        for n in [int(x) for x in a.monitors.split(",") if x]:
-            cfg, _ = config(d, model, prof, live, mh, True, threads[0], f"mon{n}", monitors=n)
+        for mh, n in [(mh, n) for mh in ([float(x) for x in a.monitor_hop.split(",") if x] or [w / 4])
+                      for n in [int(x) for x in a.monitors.split(",") if x]]:
+            cfg, _ = config(d, model, prof, live, mh, True, threads[0], f"mon{n}-{mh}", monitors=n)
             r = run_daemon(cfg)
             windows = n * int((a.realtime_seconds - w) / mh + 1)
             doc["monitors"].append({"monitors": n, "hop_s": mh, "seconds": a.realtime_seconds,
@@ -262,11 +268,11 @@ def main():
                       "--model-card", os.path.join(model, "card.json"), "--window", str(w), "--hop", str(hop),
                       "--threads", str(threads[0]), "--json"]).stdout
             res = json.loads(out)
-            lim = next(x["cpu_per_audio_s"] for x in doc["rows"] if x["what"] == "limit")
+            lim = next((x["cpu_per_audio_s"] for x in doc["rows"] if x["what"] == "limit"), None)
             ours = next(x["cpu_per_audio_s"] for x in doc["rows"] if x["what"] == "earshot run" and x["hop_s"] == hop)
             doc["rows"].append({"what": "python (librosa + PyTorch eager)", "threads": threads[0], "hop_s": hop,
                                 "cpu_per_audio_s": res["cpu_per_audio_s"],
-                                "ratio_to_limit": res["cpu_per_audio_s"] / lim,
+                                "ratio_to_limit": None if lim is None else res["cpu_per_audio_s"] / lim,
                                 "python_over_earshot": res["cpu_per_audio_s"] / ours, "detail": res})
     finally:
         shutil.rmtree(d, ignore_errors=True)
@@ -311,7 +317,10 @@ def print_table(doc):
         rss = f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") else ""
         ready = f"{r['ready_s']:.2f}" if r.get("ready_s") is not None else ""
         print(f"| {r['what']} | {r.get('threads', '')} | {hop} | {r['cpu_per_audio_s']:.4f} | "
-              f"{r['ratio_to_limit']:.2f} | {es} | {rss} | {ready} |")
+              f"{'-' if r.get('ratio_to_limit') is None else format(r['ratio_to_limit'], '.2f')} | {es} | {rss} | {ready} |")
+    for r in doc["rows"]:
+        if r.get("python_over_earshot"):
+            print(f"python / earshot run at hop {r['hop_s']:g} s: {r['python_over_earshot']:.2f}x the CPU per audio s")
     for m in doc.get("monitors", []):
         print(f"{m['monitors']} monitor(s) in real time, hop {m['hop_s']:g} s, {m['seconds']:.0f} s: "
               f"{m['shed']} of {m['windows']} windows shed, {m['cpu_s_per_audio_s_per_monitor']:.4f} CPU s per audio s "

@@ -153,6 +153,8 @@ def stream(args, torch):
     fe = card["frontend"]
     sr = card["sample_rate"]
     torch.set_num_threads(int(str(args.threads).split(",")[0]))
+    if card["architecture"] == "Cnn_9layers":
+        return stream_aisfx(args, torch, librosa, card)
     with tempfile.TemporaryDirectory() as tmp:
         models = load_reference(args, tmp)
         torch.manual_seed(0)
@@ -174,6 +176,44 @@ def stream(args, torch):
     print(json.dumps({"torch": torch.__version__, "librosa": librosa.__version__, "windows": n,
                       "audio_s": audio_s, "load_cpu_s": c1 - c0, "forward_cpu_s": c2 - c1,
                       "cpu_per_audio_s": (c2 - c0) / audio_s}))
+
+
+def stream_aisfx(args, torch, librosa, card):
+    """The aisfx package's own way (its `spectrogram_librosa` front end: librosa HTK mel, norm 1,
+    log10(1e4 x + 1); its `EmbeddingNet('max', 3, 1, 64)`, as `aisfx.inference` builds it), per
+    window. Needs the `aisfx` package (PyPI, 0.1.2; `pip install --no-deps aisfx==0.1.2`: its
+    pins are old, only its torch model code is used). Weights stay at their random init:
+    speed does not depend on them."""
+    import numpy as np
+    from aisfx.models.cnn2d import EmbeddingNet
+
+    fe = card["frontend"]
+    sr = card["sample_rate"]
+    torch.manual_seed(0)
+    model = EmbeddingNet("max", 3, 1, 64).eval()
+
+    def window_embedding(y):
+        spec = librosa.feature.melspectrogram(
+            y=y, sr=sr, n_mels=fe["mel_bins"], norm=1.0, fmin=fe["fmin"], fmax=fe["fmax"], htk=True,
+            power=fe["power"], n_fft=fe["window_size"], hop_length=fe["hop_size"], win_length=fe["window_size"])
+        spec = np.log10(spec * fe.get("log_scale", 10000.0) + 1)
+        return model(torch.from_numpy(spec.T.astype(np.float32))[None, :, :])
+
+    with torch.no_grad():
+        window_embedding(np.zeros(sr, dtype=np.float32))  # warm-up, outside the timing
+        c0 = time.process_time()
+        x, _ = librosa.load(args.stream, sr=sr, mono=True)
+        c1 = time.process_time()
+        win, hop = int(round(args.window * sr)), max(1, int(round(args.hop * sr)))
+        n = 0
+        for s in range(0, len(x) - win + 1, hop):
+            window_embedding(x[s:s + win])
+            n += 1
+        c2 = time.process_time()
+    audio_s = len(x) / sr
+    print(json.dumps({"torch": torch.__version__, "librosa": librosa.__version__, "windows": n,
+                      "audio_s": audio_s, "load_cpu_s": c1 - c0, "forward_cpu_s": c2 - c1,
+                      "cpu_per_audio_s": (c2 - c0) / audio_s, "reference": "aisfx 0.1.2 librosa front end"}))
 
 
 if __name__ == "__main__":
