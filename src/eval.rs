@@ -8,6 +8,9 @@
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
+pub mod identify;
+pub mod after_feedback;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("{path}: cannot read manifest: {source}")]
@@ -37,10 +40,14 @@ pub struct Entry {
     pub machine: String,
     pub split: Split,
     pub anomaly: bool,
+    /// The fault of an anomalous clip (the optional `anomaly_type` column, DCASE's name for
+    /// it): what fault identification ([`identify`]) must name. `None` for normal clips, and
+    /// when the column is missing or empty.
+    pub anomaly_type: Option<String>,
 }
 
-/// Reads a `path,machine,split,label` CSV (extra columns ignored). Relative paths are taken
-/// from `root`, else from the manifest's directory.
+/// Reads a `path,machine,split,label[,anomaly_type]` CSV (other columns ignored). Relative
+/// paths are taken from `root`, else from the manifest's directory.
 pub fn read_manifest(path: &Path, root: Option<&Path>) -> Result<Vec<Entry>, ManifestError> {
     let base = root
         .map(Path::to_owned)
@@ -63,6 +70,7 @@ pub fn read_manifest(path: &Path, root: Option<&Path>) -> Result<Vec<Entry>, Man
             found: headers.iter().collect::<Vec<_>>().join(","),
         });
     };
+    let tc = col("anomaly_type");
     let mut out = Vec::new();
     for rec in rdr.records() {
         let rec = rec.map_err(read_err)?;
@@ -101,6 +109,10 @@ pub fn read_manifest(path: &Path, root: Option<&Path>) -> Result<Vec<Entry>, Man
             machine: get(mc).to_owned(),
             split,
             anomaly,
+            anomaly_type: tc
+                .map(get)
+                .filter(|t| anomaly && !t.is_empty())
+                .map(str::to_owned),
         });
     }
     Ok(out)
