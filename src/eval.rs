@@ -4,12 +4,15 @@
 //!
 //! pAUC is standardised like scikit-learn's `roc_auc_score(max_fpr=0.1)` (McClish), which
 //! is what the DCASE baselines call; 0.5 is chance for both numbers.
+//!
+//! [`identify`] measures how well the sound catalog names a fault it has examples of, and
+//! [`after_feedback`] how many false events "that was normal" removes on audio it never saw.
 
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
-pub mod identify;
 pub mod after_feedback;
+pub mod identify;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {

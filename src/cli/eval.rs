@@ -1,4 +1,7 @@
-//! `earshot eval`: AUC and pAUC per machine and scorer on a labelled manifest.
+//! `earshot eval`: AUC and pAUC per machine and scorer on a labelled manifest, the replayed
+//! daemon decisions, false events on held-back normal clips before and after feedback
+//! ([`earshot::eval::after_feedback`]) and, with `--catalog`, known-fault identification
+//! ([`earshot::eval::identify`]).
 
 use earshot::embed::file::WindowEmbedding;
 use earshot::eval::after_feedback::{self, AfterFeedback};
@@ -315,8 +318,13 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
                 })
                 .collect()
         };
-        let after_feedback =
-            after_feedback::after_feedback(&profile, &decide, machine, &clips(false), &clips(true))?;
+        let after_feedback = after_feedback::after_feedback(
+            &profile,
+            &decide,
+            machine,
+            &clips(false),
+            &clips(true),
+        )?;
         let identification = if a.catalog {
             let typed: Vec<identify::Clip> = embedded
                 .iter()
@@ -539,7 +547,14 @@ fn print_identification(r: &Report) {
     );
     println!(
         "{:<20} {:>5} {:>8} {:>7}  {:>9} {:>9}  {:>9} {:>9}",
-        "machine", "types", "catalog", "queries", "top-1 win", "top-3 win", "top-1 clp", "top-3 clp"
+        "machine",
+        "types",
+        "catalog",
+        "queries",
+        "top-1 win",
+        "top-3 win",
+        "top-1 clp",
+        "top-3 clp"
     );
     for m in &r.machines {
         let Some(i) = &m.identification else { continue };
@@ -583,10 +598,7 @@ fn print_identification(r: &Report) {
 
 fn print_after_feedback(r: &Report) {
     let fd = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |x| format!("{x:.1}"));
-    println!(
-        "\nfalse alarms after feedback: {}",
-        after_feedback::SPLIT
-    );
+    println!("\nfalse alarms after feedback: {}", after_feedback::SPLIT);
     println!(
         "{:<20} {:>8} {:>9} {:>7}  {:>9} {:>6} {:>6}  {:>10} {:>9}  {:>8}",
         "machine",

@@ -109,11 +109,7 @@ pub fn after_feedback(
         let clip_end = c.windows.last().map_or(0.0, |w| w.end_s);
         for ev in events.iter().filter(|e| e.kind == DecisionKind::Ended) {
             let onset = ev.start.stream_s;
-            let span = span_in_clip(
-                onset,
-                ev.end.as_ref().map(|e| e.stream_s - onset),
-                clip_end,
-            );
+            let span = span_in_clip(onset, ev.end.as_ref().map(|e| e.stream_s - onset), clip_end);
             let windows = span_windows(
                 c.windows
                     .iter()
@@ -126,6 +122,7 @@ pub fn after_feedback(
                 continue;
             }
             out.feedback_events += 1;
+            tracing::debug!(clip = %c.path.display(), ?span, fired = ?ev.fired, "feedback event");
             let id = format!("eval:{}:{}", c.path.display(), ev.event_id);
             let (p, ids) = with_normal(&learned, &id, c.path, &windows)?;
             out.windows_added += ids.len();

@@ -211,7 +211,10 @@ pub fn identify(
             .collect();
         let mean = vec![(
             0.0,
-            mean_embedding(q.windows.iter().map(|w| w.embedding.as_slice()), whole.dim()),
+            mean_embedding(
+                q.windows.iter().map(|w| w.embedding.as_slice()),
+                whole.dim(),
+            ),
         )];
         let labels = |cat: &Catalog, query: &[(f64, Vec<f32>)]| {
             search_embedded(cat, query, &filter, cat.len()).map(|m| sounds_like(&m, TOP))
@@ -267,7 +270,11 @@ mod tests {
         };
         let clips = [c("/d", "a"), c("/b", "a"), c("/c", "b"), c("/a", "a")];
         let (cat, q) = split(&clips);
-        let names = |v: &[Clip]| v.iter().map(|c| c.path.to_str().unwrap()).collect::<Vec<_>>();
+        let names = |v: &[Clip]| {
+            v.iter()
+                .map(|c| c.path.to_str().unwrap())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(&cat), ["/a", "/d", "/c"]);
         assert_eq!(names(&q), ["/b"]);
     }

@@ -110,7 +110,11 @@ pub fn find_event(store: &Store, given: &str) -> Result<Listed, FeedbackError> {
 /// The span of the event inside its clip, in seconds from the clip's first sample: onset to
 /// end (or to the clip's end while the event was still open when the clip was finished).
 pub fn event_span(l: &Listed) -> (f64, f64) {
-    span_in_clip(l.meta.onset_offset_s, l.meta.duration_s(), l.meta.clip_seconds)
+    span_in_clip(
+        l.meta.onset_offset_s,
+        l.meta.duration_s(),
+        l.meta.clip_seconds,
+    )
 }
 
 /// The span of an event that starts `onset_s` into a clip of `clip_seconds` and lasts
@@ -118,7 +122,9 @@ pub fn event_span(l: &Listed) -> (f64, f64) {
 /// [`event_span`] and `eval`'s replayed feedback, so both add the same windows of an event.
 pub fn span_in_clip(onset_s: f64, duration_s: Option<f64>, clip_seconds: f64) -> (f64, f64) {
     let from = onset_s.max(0.0);
-    let to = duration_s.map_or(clip_seconds, |d| from + d).min(clip_seconds);
+    let to = duration_s
+        .map_or(clip_seconds, |d| from + d)
+        .min(clip_seconds);
     (from, to.max(from))
 }
 
