@@ -272,7 +272,7 @@ mod tests {
         let (cat, q) = split(&clips);
         let names = |v: &[Clip]| {
             v.iter()
-                .map(|c| c.path.to_str().unwrap())
+                .map(|c| c.path.display().to_string())
                 .collect::<Vec<_>>()
         };
         assert_eq!(names(&cat), ["/a", "/d", "/c"]);
