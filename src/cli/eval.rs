@@ -22,7 +22,8 @@ pub enum Format {
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
-    /// CSV with columns path,machine,split,label (split train|test, label normal|anomaly).
+    /// CSV with columns path,machine,split,label (split train|test, label normal|anomaly), and
+    /// anomaly_type (the fault of each anomalous clip) for --catalog.
     #[arg(long)]
     manifest: PathBuf,
     /// Directory relative paths are taken from (default: the manifest's directory).
