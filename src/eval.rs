@@ -4,9 +4,15 @@
 //!
 //! pAUC is standardised like scikit-learn's `roc_auc_score(max_fpr=0.1)` (McClish), which
 //! is what the DCASE baselines call; 0.5 is chance for both numbers.
+//!
+//! [`identify`] measures how well the sound catalog names a fault it has examples of, and
+//! [`after_feedback`] how many false events "that was normal" removes on audio it never saw.
 
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+
+pub mod after_feedback;
+pub mod identify;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -37,10 +43,14 @@ pub struct Entry {
     pub machine: String,
     pub split: Split,
     pub anomaly: bool,
+    /// The fault of an anomalous clip (the optional `anomaly_type` column, DCASE's name for
+    /// it): what fault identification ([`identify`]) must name. `None` for normal clips, and
+    /// when the column is missing or empty.
+    pub anomaly_type: Option<String>,
 }
 
-/// Reads a `path,machine,split,label` CSV (extra columns ignored). Relative paths are taken
-/// from `root`, else from the manifest's directory.
+/// Reads a `path,machine,split,label[,anomaly_type]` CSV (other columns ignored). Relative
+/// paths are taken from `root`, else from the manifest's directory.
 pub fn read_manifest(path: &Path, root: Option<&Path>) -> Result<Vec<Entry>, ManifestError> {
     let base = root
         .map(Path::to_owned)
@@ -63,6 +73,7 @@ pub fn read_manifest(path: &Path, root: Option<&Path>) -> Result<Vec<Entry>, Man
             found: headers.iter().collect::<Vec<_>>().join(","),
         });
     };
+    let tc = col("anomaly_type");
     let mut out = Vec::new();
     for rec in rdr.records() {
         let rec = rec.map_err(read_err)?;
@@ -101,6 +112,10 @@ pub fn read_manifest(path: &Path, root: Option<&Path>) -> Result<Vec<Entry>, Man
             machine: get(mc).to_owned(),
             split,
             anomaly,
+            anomaly_type: tc
+                .map(get)
+                .filter(|t| anomaly && !t.is_empty())
+                .map(str::to_owned),
         });
     }
     Ok(out)

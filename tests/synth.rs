@@ -184,7 +184,7 @@ fn manifest_matches_the_files() {
     let text = std::fs::read_to_string(dir.path().join("manifest.csv")).unwrap();
     assert_eq!(
         text.lines().next().unwrap(),
-        "path,machine,split,label,fault,level_db"
+        "path,machine,split,label,anomaly_type,level_db"
     );
     let mut rdr = csv::Reader::from_path(dir.path().join("manifest.csv")).unwrap();
     let mut seen = Vec::new();

@@ -1,5 +1,11 @@
-//! `earshot eval`: AUC and pAUC per machine and scorer on a labelled manifest.
+//! `earshot eval`: AUC and pAUC per machine and scorer on a labelled manifest, the replayed
+//! daemon decisions, false events on held-back normal clips before and after feedback
+//! ([`earshot::eval::after_feedback`]) and, with `--catalog`, known-fault identification
+//! ([`earshot::eval::identify`]).
 
+use earshot::embed::file::WindowEmbedding;
+use earshot::eval::after_feedback::{self, AfterFeedback};
+use earshot::eval::identify::{self, Identification};
 use earshot::eval::{self, Entry, Split};
 use earshot::score::decide::DecideConfig;
 use earshot::score::replay::{self, ClipScore, Levels};
@@ -16,7 +22,8 @@ pub enum Format {
 
 #[derive(clap::Args)]
 pub struct EvalArgs {
-    /// CSV with columns path,machine,split,label (split train|test, label normal|anomaly).
+    /// CSV with columns path,machine,split,label (split train|test, label normal|anomaly), and
+    /// anomaly_type (the fault of each anomalous clip) for --catalog.
     #[arg(long)]
     manifest: PathBuf,
     /// Directory relative paths are taken from (default: the manifest's directory).
@@ -38,6 +45,11 @@ pub struct EvalArgs {
     /// k of the top-k clip score.
     #[arg(long, default_value_t = 3)]
     top_k: usize,
+    /// Also measure known-fault identification: per machine, half of each anomaly type's test
+    /// clips become a sound catalog labelled with their type and the other half are looked up
+    /// in it (top-1 and top-3 accuracy). Needs the manifest's anomaly_type column.
+    #[arg(long)]
+    catalog: bool,
 }
 
 /// The clip scores every scorer is evaluated with.
@@ -124,6 +136,11 @@ struct MachineResult {
     /// Per scorer (see [`ScorerFigures`]).
     scorers: BTreeMap<String, ScorerFigures>,
     decision: DecisionResult,
+    /// Known-fault identification (`--catalog`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    identification: Option<Identification>,
+    /// Events on held-back normal clips before and after feedback on the other half.
+    after_feedback: AfterFeedback,
 }
 
 /// A file left out because it could not be read or embedded.
@@ -132,6 +149,29 @@ struct Skipped {
     path: PathBuf,
     machine: String,
     error: String,
+}
+
+/// Means over machines of top-1/top-3 accuracy (machines without queries left out).
+#[derive(Serialize, Default)]
+struct MeanIdentification {
+    chance_top1: Option<f64>,
+    chance_top3: Option<f64>,
+    windows_top1: Option<f64>,
+    windows_top3: Option<f64>,
+    whole_clip_top1: Option<f64>,
+    whole_clip_top3: Option<f64>,
+    queries: usize,
+}
+
+#[derive(Serialize, Default)]
+struct TotalAfterFeedback {
+    feedback_events: usize,
+    windows_added: usize,
+    held_back_seconds: f64,
+    events_before: usize,
+    events_after: usize,
+    per_day_before: Option<f64>,
+    per_day_after: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -145,6 +185,11 @@ struct Report {
     mean: BTreeMap<String, ScorerFigures>,
     /// Means over machines of the decision figures.
     mean_decision: DecisionResult,
+    /// Means over machines of the identification figures (`--catalog`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mean_identification: Option<MeanIdentification>,
+    /// Sums over machines of the feedback figures.
+    total_after_feedback: TotalAfterFeedback,
     /// Files left out of the figures (each also reported on stderr as it happened).
     skipped: Vec<Skipped>,
 }
@@ -152,6 +197,10 @@ struct Report {
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     let s = super::settings(a.config.as_deref())?;
     let entries = eval::read_manifest(&a.manifest, a.root.as_deref())?;
+    if a.catalog {
+        // Before anything is embedded: a manifest without fault types cannot be used.
+        identify::check_types(&entries, &a.manifest)?;
+    }
     let mut e = super::embedder(&s, a.model.as_deref())?;
     let window = super::learn_window(&s, &mut e)?;
     let mut by_machine: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
@@ -204,8 +253,10 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             ..Default::default()
         };
         let (mut flagged_normal, mut flagged_anom) = (0usize, 0usize);
+        // Each test clip's windows, kept for identification and the feedback replay.
+        let mut embedded: Vec<(&Entry, Vec<WindowEmbedding>)> = Vec::new();
         for t in &test {
-            let w = match super::score::score_file(&mut e, &scorer, &t.path) {
+            let wins = match embed_test(&mut e, window, &t.path) {
                 Ok(w) => w,
                 Err(err) => {
                     n_skipped += 1;
@@ -213,6 +264,8 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
                     continue;
                 }
             };
+            let w = replay::scored_windows(&scorer, &wins);
+            embedded.push((t, wins));
             let events = replay::replay(Levels::of(&profile), &decide, machine, &w)?;
             let started = replay::started(&events);
             if t.anomaly {
@@ -256,6 +309,43 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             }
             scorers.insert(name.to_string(), ScorerFigures::from(by));
         }
+        let clips = |anomaly: bool| -> Vec<after_feedback::Clip> {
+            embedded
+                .iter()
+                .filter(|(t, _)| t.anomaly == anomaly)
+                .map(|(t, w)| after_feedback::Clip {
+                    path: &t.path,
+                    windows: w,
+                })
+                .collect()
+        };
+        let after_feedback = after_feedback::after_feedback(
+            &profile,
+            &decide,
+            machine,
+            &clips(false),
+            &clips(true),
+        )?;
+        let identification = if a.catalog {
+            let typed: Vec<identify::Clip> = embedded
+                .iter()
+                .filter_map(|(t, w)| {
+                    Some(identify::Clip {
+                        path: &t.path,
+                        anomaly_type: t.anomaly_type.as_deref()?,
+                        windows: w,
+                    })
+                })
+                .collect();
+            Some(identify::identify(
+                machine,
+                &super::model_ref(&e),
+                window,
+                &typed,
+            )?)
+        } else {
+            None
+        };
         machines.push(MachineResult {
             machine: machine.clone(),
             train_clips: train.len(),
@@ -264,6 +354,8 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
             skipped: n_skipped,
             scorers,
             decision: dec,
+            identification,
+            after_feedback,
         });
     }
     let avg = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
@@ -302,6 +394,37 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         low_per_day: md(&|d| d.low_per_day),
         high_per_day: md(&|d| d.high_per_day),
     };
+    let mean_identification = a.catalog.then(|| {
+        let ids: Vec<&Identification> = machines
+            .iter()
+            .filter_map(|m| m.identification.as_ref())
+            .filter(|i| i.queries > 0)
+            .collect();
+        let m = |f: &dyn Fn(&Identification) -> Option<f64>| {
+            avg(ids.iter().filter_map(|i| f(i)).collect())
+        };
+        MeanIdentification {
+            chance_top1: m(&|i| i.chance_top1),
+            chance_top3: m(&|i| i.chance_top3),
+            windows_top1: m(&|i| i.windows.top1),
+            windows_top3: m(&|i| i.windows.top3),
+            whole_clip_top1: m(&|i| i.whole_clip.top1),
+            whole_clip_top3: m(&|i| i.whole_clip.top3),
+            queries: ids.iter().map(|i| i.queries).sum(),
+        }
+    });
+    let mut total_after_feedback = TotalAfterFeedback::default();
+    for f in machines.iter().map(|m| &m.after_feedback) {
+        total_after_feedback.feedback_events += f.feedback_events;
+        total_after_feedback.windows_added += f.windows_added;
+        total_after_feedback.held_back_seconds += f.held_back_seconds;
+        total_after_feedback.events_before += f.events_before;
+        total_after_feedback.events_after += f.events_after;
+    }
+    let secs = total_after_feedback.held_back_seconds;
+    let per_day = |n: usize| (secs > 0.0).then(|| n as f64 * 86_400.0 / secs);
+    total_after_feedback.per_day_before = per_day(total_after_feedback.events_before);
+    total_after_feedback.per_day_after = per_day(total_after_feedback.events_after);
     let report = Report {
         model: e.card().name.clone(),
         untrained_model: e.card().is_untrained(),
@@ -310,6 +433,8 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         machines,
         mean,
         mean_decision,
+        mean_identification,
+        total_after_feedback,
         skipped,
     };
     match a.format {
@@ -401,7 +526,136 @@ fn print_text(r: &Report, how: &str) {
         r.max_fpr,
         fd(r.mean_decision.target_per_day)
     );
+    print_identification(r);
+    print_after_feedback(r);
     for s in &r.skipped {
         println!("skipped ({}): {}", s.machine, s.error);
     }
+}
+
+/// A share as a fixed-width figure, `n/a` without one.
+fn share(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".to_string(), |x| format!("{x:.2}"))
+}
+
+fn print_identification(r: &Report) {
+    let Some(mean) = &r.mean_identification else {
+        return;
+    };
+    println!(
+        "\nfault identification: catalog and queries split {}",
+        identify::SPLIT
+    );
+    println!(
+        "{:<20} {:>5} {:>8} {:>7}  {:>9} {:>9}  {:>9} {:>9}",
+        "machine",
+        "types",
+        "catalog",
+        "queries",
+        "top-1 win",
+        "top-3 win",
+        "top-1 clp",
+        "top-3 clp"
+    );
+    for m in &r.machines {
+        let Some(i) = &m.identification else { continue };
+        println!(
+            "{:<20} {:>5} {:>8} {:>7}  {:>9} {:>9}  {:>9} {:>9}",
+            m.machine,
+            i.types,
+            i.catalog_clips,
+            i.queries,
+            share(i.windows.top1),
+            share(i.windows.top3),
+            share(i.whole_clip.top1),
+            share(i.whole_clip.top3)
+        );
+        if !i.unqueried_types.is_empty() {
+            println!(
+                "  (in the catalog but with no clip left to query: {})",
+                i.unqueried_types.join(", ")
+            );
+        }
+    }
+    println!(
+        "{:<20} {:>5} {:>8} {:>7}  {:>9} {:>9}  {:>9} {:>9}",
+        "mean",
+        "",
+        "",
+        mean.queries,
+        share(mean.windows_top1),
+        share(mean.windows_top3),
+        share(mean.whole_clip_top1),
+        share(mean.whole_clip_top3)
+    );
+    println!(
+        "(win: one catalog entry per window, queried window by window, as `catalog add` and `search` do;\n \
+         clp: one entry per clip, queried with the clip's mean, as with --whole-clip; labels ranked by `sounds like`;\n \
+         chance: top-1 {}, top-3 {} on average over machines)",
+        share(mean.chance_top1),
+        share(mean.chance_top3)
+    );
+}
+
+fn print_after_feedback(r: &Report) {
+    let fd = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |x| format!("{x:.1}"));
+    println!("\nfalse alarms after feedback: {}", after_feedback::SPLIT);
+    println!(
+        "{:<20} {:>8} {:>9} {:>7}  {:>9} {:>6} {:>6}  {:>10} {:>9}  {:>8}",
+        "machine",
+        "fb clips",
+        "fb events",
+        "windows",
+        "held back",
+        "before",
+        "after",
+        "before/day",
+        "after/day",
+        "detected"
+    );
+    for m in &r.machines {
+        let f = &m.after_feedback;
+        println!(
+            "{:<20} {:>8} {:>9} {:>7}  {:>9} {:>6} {:>6}  {:>10} {:>9}  {:>8}",
+            m.machine,
+            f.feedback_clips,
+            f.feedback_events,
+            f.windows_added,
+            f.held_back_clips,
+            f.events_before,
+            f.events_after,
+            fd(f.per_day_before),
+            fd(f.per_day_after),
+            format!("{}->{}", share(f.detected_before), share(f.detected_after))
+        );
+    }
+    let t = &r.total_after_feedback;
+    println!(
+        "{:<20} {:>8} {:>9} {:>7}  {:>9} {:>6} {:>6}  {:>10} {:>9}",
+        "total",
+        "",
+        t.feedback_events,
+        t.windows_added,
+        "",
+        t.events_before,
+        t.events_after,
+        fd(t.per_day_before),
+        fd(t.per_day_after)
+    );
+    println!(
+        "(each event on the feedback half marked normal as `earshot feedback --normal` does; events counted on the\n \
+         held-back half with the daemon's rule before and after; detected: anomalous test clips with an event, before->after)"
+    );
+}
+
+/// Embeds a test clip with the profile's window (the level normalisation is set on `e`).
+fn embed_test(
+    e: &mut earshot::embed::Embedder,
+    window: earshot::score::profile::WindowSpec,
+    path: &std::path::Path,
+) -> anyhow::Result<Vec<WindowEmbedding>> {
+    let (wins, report) =
+        earshot::embed::file::embed_file(e, path, window.seconds, window.hop_seconds)?;
+    super::warn_report(path, &report);
+    Ok(wins)
 }

@@ -67,16 +67,7 @@ pub fn score_file(
     let w = scorer.profile.manifest.window;
     let (wins, report) = embed_file(e, path, w.seconds, w.hop_seconds)?;
     super::warn_report(path, &report);
-    Ok(wins
-        .iter()
-        .map(|win| WindowRecord {
-            start_s: win.start_s,
-            end_s: win.end_s,
-            level_dbfs: win.level_dbfs,
-            scores: scorer.score(&win.embedding),
-            impulse_db: Some(win.impulse_db),
-        })
-        .collect())
+    Ok(earshot::score::replay::scored_windows(scorer, &wins))
 }
 
 /// Refuses a profile learned with another model: its embeddings would be meaningless here.

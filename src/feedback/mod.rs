@@ -120,12 +120,21 @@ pub fn find_event(store: &Store, given: &str) -> Result<Listed, FeedbackError> {
 /// The span of the event inside its clip, in seconds from the clip's first sample: onset to
 /// end (or to the clip's end while the event was still open when the clip was finished).
 pub fn event_span(l: &Listed) -> (f64, f64) {
-    let from = l.meta.onset_offset_s.max(0.0);
-    let to = l
-        .meta
-        .duration_s()
-        .map_or(l.meta.clip_seconds, |d| from + d)
-        .min(l.meta.clip_seconds);
+    span_in_clip(
+        l.meta.onset_offset_s,
+        l.meta.duration_s(),
+        l.meta.clip_seconds,
+    )
+}
+
+/// The span of an event that starts `onset_s` into a clip of `clip_seconds` and lasts
+/// `duration_s` (`None`: still open when the clip ended), clamped to the clip. Shared by
+/// [`event_span`] and `eval`'s replayed feedback, so both add the same windows of an event.
+pub fn span_in_clip(onset_s: f64, duration_s: Option<f64>, clip_seconds: f64) -> (f64, f64) {
+    let from = onset_s.max(0.0);
+    let to = duration_s
+        .map_or(clip_seconds, |d| from + d)
+        .min(clip_seconds);
     (from, to.max(from))
 }
 
@@ -156,13 +165,37 @@ pub fn add(
     if records.get(event_id).is_some() {
         return Err(FeedbackError::AlreadyAdded(event_id.clone()));
     }
+    let (p, ids) = with_normal(&profile, event_id, &event.clip, windows)?;
+    records.entries.push(FeedbackRecord {
+        event_id: event_id.clone(),
+        monitor: event.meta.monitor.clone(),
+        added_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        note,
+        clip: event.clip.display().to_string(),
+        windows: ids.len(),
+        ids,
+    });
+    save(p, &records)
+}
+
+/// `profile` with an event's windows appended as normal memory, in memory only: each window
+/// a k-NN row (id `feedback:<event_id>@<t>`, unique in the profile) and its own centroid.
+/// Returns the new profile and the ids added. [`add`] saves and records the result; `eval`
+/// uses it directly to measure what feedback does to false alarms, so the figure comes from
+/// the same rule the command applies. `clip` only names the source in errors.
+pub fn with_normal(
+    profile: &Profile,
+    event_id: &str,
+    clip: &Path,
+    windows: &[(f64, Vec<f32>)],
+) -> Result<(Profile, Vec<String>), FeedbackError> {
     if windows.is_empty() {
-        return Err(FeedbackError::NoWindows(event_id.clone()));
+        return Err(FeedbackError::NoWindows(event_id.to_owned()));
     }
     let d = profile.dim();
     if let Some((_, e)) = windows.iter().find(|(_, e)| e.len() != d) {
         return Err(FeedbackError::Dim {
-            path: event.clip.clone(),
+            path: clip.to_owned(),
             got: e.len(),
             want: d,
         });
@@ -184,23 +217,14 @@ pub fn add(
         .collect();
     let new_rows =
         Array2::from_shape_vec((windows.len(), d), rows).map_err(|e| FeedbackError::BadRecord {
-            path: event.clip.clone(),
+            path: clip.to_owned(),
             detail: e.to_string(),
         })?;
     let mut p = profile.clone();
     p.embeddings = concat(&p.embeddings, &new_rows);
     p.centroids = concat(&p.centroids, &new_rows);
     p.ids.extend(ids.iter().cloned());
-    records.entries.push(FeedbackRecord {
-        event_id: event_id.clone(),
-        monitor: event.meta.monitor.clone(),
-        added_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        note,
-        clip: event.clip.display().to_string(),
-        windows: ids.len(),
-        ids,
-    });
-    save(p, &records)
+    Ok((p, ids))
 }
 
 /// Removes exactly the rows one feedback added, and its record; returns the new profile.

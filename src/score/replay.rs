@@ -48,6 +48,25 @@ impl WindowRecord {
     }
 }
 
+/// The daemon's view of embedded windows under `scorer`: `score`, `eval` and `eval`'s
+/// replayed feedback all build their [`WindowRecord`]s here, so a re-scored window is the
+/// same record the first scoring made.
+pub fn scored_windows(
+    scorer: &super::Scorer<'_>,
+    windows: &[crate::embed::file::WindowEmbedding],
+) -> Vec<WindowRecord> {
+    windows
+        .iter()
+        .map(|win| WindowRecord {
+            start_s: win.start_s,
+            end_s: win.end_s,
+            level_dbfs: win.level_dbfs,
+            scores: scorer.score(&win.embedding),
+            impulse_db: Some(win.impulse_db),
+        })
+        .collect()
+}
+
 /// What a profile contributes to a decision: thresholds per scorer, the level floor and the
 /// impulse level.
 #[derive(Debug, Clone, Copy)]

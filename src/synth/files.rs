@@ -163,7 +163,8 @@ struct Row<'a> {
     machine: &'a str,
     split: &'static str,
     label: &'static str,
-    fault: &'static str,
+    /// The fault's name on anomalous rows: DCASE's column name, which `eval --catalog` reads.
+    anomaly_type: &'static str,
     level_db: Option<f32>,
 }
 
@@ -173,7 +174,7 @@ fn level_tag(db: f32) -> String {
 }
 
 /// Writes `<dir>/<machine>/{train,test}/*.wav` and `<dir>/manifest.csv` with header
-/// `path,machine,split,label,fault,level_db` (paths relative to the manifest, `/`-separated).
+/// `path,machine,split,label,anomaly_type,level_db` (paths relative to the manifest, `/`-separated).
 /// Anomalous clips have the fault from the start (onset 0) and are renormalised to the same
 /// loudness distribution as normal ones.
 pub fn write_dataset(dir: &Path, opts: &DatasetOptions) -> Result<DatasetSummary, SynthError> {
@@ -281,7 +282,7 @@ pub fn write_dataset(dir: &Path, opts: &DatasetOptions) -> Result<DatasetSummary
                 machine: &name,
                 split,
                 label: if fault.is_some() { "anomaly" } else { "normal" },
-                fault: fault.as_ref().map_or("", |f| f.kind.name()),
+                anomaly_type: fault.as_ref().map_or("", |f| f.kind.name()),
                 level_db: fault.as_ref().map(|f| f.level_db),
             })
             .map_err(csv_err)?;
