@@ -73,7 +73,7 @@ pub fn score_file(
             start_s: win.start_s,
             end_s: win.end_s,
             level_dbfs: win.level_dbfs,
-            scores: scorer.score(&win.embedding),
+            scores: scorer.score_window(&win.embedding, Some(&win.logmel)),
             impulse_db: Some(win.impulse_db),
         })
         .collect())
@@ -91,6 +91,7 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
     let mut e = super::embedder(&s, a.model.as_deref())?;
     check_profile_model(&profile, &e)?;
     e.set_level_dbfs(profile.manifest.window.level_dbfs);
+    e.set_keep_logmel(profile.mel.is_some());
     let scorer = Scorer::new(&profile)?;
     let tc = scorer.threshold(CENTROID).unwrap_or(f32::INFINITY);
     let tk = scorer.threshold(KNN).unwrap_or(f32::INFINITY);

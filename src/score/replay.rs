@@ -21,7 +21,7 @@ use super::decide::{
 use super::impulse::ImpulseLevel;
 use super::profile::LevelStats;
 use super::signal::SignalGate;
-use super::{CENTROID, KNN, Threshold, WindowScores};
+use super::{CENTROID, FUSED, KNN, MEL, Threshold, WindowScores};
 
 /// One window of a recording as the daemon sees it: where it is, how loud its quietest
 /// quarter is ([`crate::dsp::level::quietest_quarter_dbfs`]) and its scores.
@@ -43,6 +43,12 @@ impl WindowRecord {
         let mut v = vec![(CENTROID, f64::from(self.scores.centroid))];
         if let Some(k) = self.scores.knn {
             v.push((KNN, f64::from(k)));
+        }
+        if let Some(m) = self.scores.mel {
+            v.push((MEL, f64::from(m)));
+        }
+        if let Some(f) = self.scores.fused {
+            v.push((FUSED, f64::from(f)));
         }
         v
     }
@@ -223,7 +229,7 @@ mod tests {
             level_dbfs: level,
             scores: WindowScores {
                 centroid: c,
-                knn: None,
+                ..Default::default()
             },
             impulse_db: None,
         }
