@@ -80,7 +80,8 @@ fn eval_on_generated_data_is_far_above_chance() {
         assert_eq!(m["train_clips"], 10, "{m}");
         assert_eq!(m["test_normal"], 10, "{m}");
         assert_eq!(m["test_anomaly"], 10, "{m}");
-        for s in ["centroid", "knn"] {
+        // The log-mel scorers are learned and reported beside the embedding's.
+        for s in ["centroid", "knn", "mel", "fused"] {
             let name = m["machine"].as_str().unwrap();
             let auc = num(&m["scorers"][s]["auc"], &format!("{name} {s} auc"));
             let pauc = num(&m["scorers"][s]["pauc"], &format!("{name} {s} pauc"));
@@ -95,7 +96,7 @@ fn eval_on_generated_data_is_far_above_chance() {
         mean("centroid", "pauc")
     );
     // The mean must agree with the per-machine figures it summarises.
-    for s in ["centroid", "knn"] {
+    for s in ["centroid", "knn", "mel", "fused"] {
         let avg = machines
             .iter()
             .map(|m| m["scorers"][s]["auc"].as_f64().unwrap())

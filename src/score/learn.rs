@@ -596,7 +596,7 @@ mod mel_tests {
 
     /// A window: a random unit embedding and log-mel frames around a fixed spectrum, with a
     /// shared level per frame; `shift` adds energy to the top bands (a new noise band).
-    fn window(rng: &mut impl Rng, shift: f32) -> (Vec<f32>, Vec<f32>) {
+    fn frames_window(rng: &mut impl Rng, shift: f32) -> (Vec<f32>, Vec<f32>) {
         let mut e: Vec<f32> = (0..16).map(|_| rng.random_range(-1.0f32..1.0)).collect();
         crate::score::normalize(&mut e);
         let mut m = Vec::with_capacity(FRAMES * BANDS);
@@ -613,7 +613,7 @@ mod mel_tests {
     fn clip(rng: &mut impl Rng, i: usize) -> ClipWindows {
         let (mut windows, mut logmels) = (Vec::new(), Vec::new());
         for w in 0..10 {
-            let (e, m) = window(rng, 0.0);
+            let (e, m) = frames_window(rng, 0.0);
             windows.push((w as f64 * 0.5, e));
             logmels.push(m);
         }
@@ -666,7 +666,7 @@ mod mel_tests {
         assert_eq!(back.mel, profile.mel);
         let scorer = crate::score::Scorer::new(&back).expect("scorer");
         let score = |shift: f32, rng: &mut rand_xoshiro::Xoshiro256PlusPlus| {
-            let (e, m) = window(rng, shift);
+            let (e, m) = frames_window(rng, shift);
             scorer.score_window(&e, Some(&m))
         };
         let normal = score(0.0, &mut rng);

@@ -331,9 +331,10 @@ mod tests {
         let normal = g.score(&frames(&mut rng, 200, d, 0.0)).expect("score");
         // E|z| for a d-dim standard normal is about sqrt(d - 0.5); uniform noise is close.
         assert!((normal - (d as f32 - 0.5).sqrt()).abs() < 1.0, "{normal}");
-        // A tilt of 0.2 across the bands is small beside the shared level (+-1) but far
-        // outside the per-band noise the covariance knows.
-        let tilted = g.score(&frames(&mut rng, 200, d, 0.2)).expect("score");
+        // A tilt of 0.5 across the bands is small beside the shared level (+-1) but, less its
+        // mean (which looks like a level change), some 10 standard deviations of the per-band
+        // noise the covariance knows.
+        let tilted = g.score(&frames(&mut rng, 200, d, 0.5)).expect("score");
         assert!(tilted > 2.0 * normal, "{tilted} vs {normal}");
     }
 
