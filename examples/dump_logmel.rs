@@ -17,7 +17,9 @@ use std::path::PathBuf;
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
-        anyhow::bail!("usage: dump_logmel MANIFEST MODEL_DIR OUT_DIR [WINDOW_S HOP_S LEVEL_DBFS|off]");
+        anyhow::bail!(
+            "usage: dump_logmel MANIFEST MODEL_DIR OUT_DIR [WINDOW_S HOP_S LEVEL_DBFS|off]"
+        );
     }
     let manifest = PathBuf::from(&args[1]);
     let out_dir = PathBuf::from(&args[3]);
@@ -57,7 +59,10 @@ fn main() -> anyhow::Result<()> {
             "shape": [n, frames, mels],
         }));
     }
-    std::fs::write(out_dir.join("index.json"), serde_json::to_string_pretty(&index)?)?;
+    std::fs::write(
+        out_dir.join("index.json"),
+        serde_json::to_string_pretty(&index)?,
+    )?;
     eprintln!("{} clips -> {}", index.len(), out_dir.display());
     Ok(())
 }

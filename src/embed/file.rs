@@ -61,7 +61,10 @@ pub struct FileReport {
 /// Window `i` of the last network call's log-mel when the embedder keeps it, else empty.
 fn kept_logmel(embedder: &Embedder, i: usize) -> Vec<f32> {
     match embedder.keeps_logmel() {
-        true => embedder.batch_logmel(i).map(<[f32]>::to_vec).unwrap_or_default(),
+        true => embedder
+            .batch_logmel(i)
+            .map(<[f32]>::to_vec)
+            .unwrap_or_default(),
         false => Vec::new(),
     }
 }

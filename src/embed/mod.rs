@@ -295,7 +295,9 @@ impl Embedder {
     /// [`Embedder::embed_batch_at`] computes before the network, for scorers that look at the
     /// spectrogram itself and for research dumps that must see exactly earshot's features.
     pub fn logmel_at(&mut self, start: u64, samples: &[f32], out: &mut Vec<f32>) -> usize {
-        let gain = self.level_rms.map_or(1.0, |target| level_gain(samples, target));
+        let gain = self
+            .level_rms
+            .map_or(1.0, |target| level_gain(samples, target));
         self.logmel.compute_at(start, samples, gain, out)
     }
 

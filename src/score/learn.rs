@@ -9,12 +9,12 @@
 //! then set for a number of false events per day of the daemon's rule (`score::rate`).
 
 use super::decide::DecideConfig;
+use super::melstats::{Accum, Fusion, Norm};
+use super::profile::MelInfo;
 use super::profile::{
     Calibration, Counts, FORMAT, LevelStats, Manifest, ModelRef, Profile, VERSION, WindowSpec,
 };
 use super::replay::WindowRecord;
-use super::melstats::{Accum, Fusion, Norm};
-use super::profile::MelInfo;
 use super::{CENTROID, FUSED, KNN, MEL, WindowScores, centroid, knn_distance, rate, threshold};
 use crate::index::{EmbeddedConfig, EmbeddedIndex};
 use ndarray::Array2;
@@ -256,11 +256,14 @@ pub fn learn(
         impulse: super::impulse::from_clips(clips),
         coverage_warning: coverage_warning(holdout_windows, opts, window),
         false_alarms: Some(false_alarms),
-        mel: mel_total.as_ref().zip(opts.mel_bins).map(|(a, dim)| MelInfo {
-            dim,
-            frames: a.frames(),
-            fusion,
-        }),
+        mel: mel_total
+            .as_ref()
+            .zip(opts.mel_bins)
+            .map(|(a, dim)| MelInfo {
+                dim,
+                frames: a.frames(),
+                fusion,
+            }),
     };
 
     let profile = Profile {
@@ -306,7 +309,9 @@ type Windows = Vec<(String, Vec<f32>)>;
 fn mel_accum(clips: &[ClipWindows], dim: usize) -> Option<Accum> {
     let ok = clips.iter().all(|c| {
         c.logmels.len() == c.windows.len()
-            && c.logmels.iter().all(|m| !m.is_empty() && m.len() % dim.max(1) == 0)
+            && c.logmels
+                .iter()
+                .all(|m| !m.is_empty() && m.len() % dim.max(1) == 0)
     });
     if !ok || dim == 0 || clips.iter().all(|c| c.windows.is_empty()) {
         return None;
@@ -342,7 +347,10 @@ fn deciding_scorers(decide_on: &[String], scores: &BTreeMap<String, Vec<f32>>) -
         .collect();
     if v.is_empty() {
         if !decide_on.is_empty() && decide_on != default_decide_on().as_slice() {
-            tracing::warn!(?decide_on, "none of the scorers in learn.decide_on was computed (the log-mel scorers need the log-mel): centroid and knn decide");
+            tracing::warn!(
+                ?decide_on,
+                "none of the scorers in learn.decide_on was computed (the log-mel scorers need the log-mel): centroid and knn decide"
+            );
         }
         return default_decide_on();
     }
@@ -648,7 +656,10 @@ mod mel_tests {
             ..Default::default()
         };
         let (profile, cal) = learn(&clips, &opts, model, window).expect("learn");
-        let info = profile.manifest.mel.expect("mel statistics in the manifest");
+        let info = profile
+            .manifest
+            .mel
+            .expect("mel statistics in the manifest");
         assert_eq!(info.dim, BANDS);
         assert_eq!(info.frames, (12 * 10 * FRAMES) as u64);
         assert!(info.fusion.is_some(), "fusion normalisation");
@@ -675,7 +686,11 @@ mod mel_tests {
         assert!(bm > 3.0 * nm, "a new band: mel {bm} vs normal {nm}");
         // The embedding cannot see it here (random embeddings), the fused score still does.
         assert!(banded.fused.expect("fused") > normal.fused.expect("fused") + 3.0);
-        assert_eq!(scorer.score(&[0.0; 16]).mel, None, "no log-mel, no mel score");
+        assert_eq!(
+            scorer.score(&[0.0; 16]).mel,
+            None,
+            "no log-mel, no mel score"
+        );
 
         // A corrupted statistics file is refused at load, naming it.
         std::fs::write(path.join(crate::score::profile::MEL_FILE), [0u8; 8]).expect("write");
@@ -688,7 +703,8 @@ mod mel_tests {
             decide_on: vec![FUSED.into()],
             ..Default::default()
         };
-        let (p2, cal2) = learn(&clips, &opts, profile.manifest.model.clone(), window).expect("learn");
+        let (p2, cal2) =
+            learn(&clips, &opts, profile.manifest.model.clone(), window).expect("learn");
         let deciding: Vec<&String> = p2.manifest.thresholds.keys().collect();
         assert_eq!(deciding, [FUSED]);
         let path2 = dir.path().join("p2");

@@ -95,7 +95,12 @@ impl Accum {
         Accum {
             dim: self.dim,
             n: self.n.saturating_sub(other.n),
-            sum: self.sum.iter().zip(&other.sum).map(|(a, b)| a - b).collect(),
+            sum: self
+                .sum
+                .iter()
+                .zip(&other.sum)
+                .map(|(a, b)| a - b)
+                .collect(),
             scatter: self
                 .scatter
                 .iter()
@@ -107,7 +112,10 @@ impl Accum {
 
     pub fn plus(&mut self, other: &Accum) {
         self.n += other.n;
-        self.sum.iter_mut().zip(&other.sum).for_each(|(a, b)| *a += b);
+        self.sum
+            .iter_mut()
+            .zip(&other.sum)
+            .for_each(|(a, b)| *a += b);
         self.scatter
             .iter_mut()
             .zip(&other.scatter)
@@ -359,6 +367,9 @@ mod tests {
             MelGauss::from_bytes(&fresh.to_bytes()[4..], d),
             Err(MelStatsError::Size { .. })
         ));
-        assert!(matches!(Accum::new(d).fit(), Err(MelStatsError::TooFew { .. })));
+        assert!(matches!(
+            Accum::new(d).fit(),
+            Err(MelStatsError::TooFew { .. })
+        ));
     }
 }

@@ -300,7 +300,9 @@ impl Profile {
                 let Some(expected) = manifest.files.get(MEL_FILE) else {
                     return Err(invalid(
                         "manifest.json",
-                        format!("`mel` is set but `files` has no checksum for {MEL_FILE}; re-run `earshot learn`"),
+                        format!(
+                            "`mel` is set but `files` has no checksum for {MEL_FILE}; re-run `earshot learn`"
+                        ),
                     ));
                 };
                 let bytes = crate::files::read_regular(&dir.join(MEL_FILE))?;
@@ -311,7 +313,9 @@ impl Profile {
                     ));
                 }
                 if let Some(f) = info.fusion {
-                    let ok = |n: super::melstats::Norm| n.mean.is_finite() && n.std.is_finite() && n.std > 0.0;
+                    let ok = |n: super::melstats::Norm| {
+                        n.mean.is_finite() && n.std.is_finite() && n.std > 0.0
+                    };
                     if !(ok(f.knn) && ok(f.mel)) {
                         return Err(invalid(
                             "manifest.json",
@@ -644,7 +648,8 @@ fn check_manifest(m: &Manifest) -> Result<(), (String, String)> {
             format!("is not a scorer this earshot knows ({known:?}); re-run `earshot learn`"),
         );
     }
-    let mel_decides = m.thresholds.contains_key(super::MEL) || m.thresholds.contains_key(super::FUSED);
+    let mel_decides =
+        m.thresholds.contains_key(super::MEL) || m.thresholds.contains_key(super::FUSED);
     if mel_decides && m.mel.is_none() {
         return err(
             "mel",
@@ -665,9 +670,16 @@ fn check_manifest(m: &Manifest) -> Result<(), (String, String)> {
         // The fused score is in standard units around the normal mean: it may be negative.
         let signed = scorer == super::FUSED;
         let ok = |v: f32| v.is_finite() && (signed || v >= 0.0);
-        let what = if signed { "a finite number" } else { "a finite distance >= 0" };
+        let what = if signed {
+            "a finite number"
+        } else {
+            "a finite distance >= 0"
+        };
         if !ok(t.value) {
-            return err(&format!("{key}.value"), format!("{} must be {what}", t.value));
+            return err(
+                &format!("{key}.value"),
+                format!("{} must be {what}", t.value),
+            );
         }
         for (field, v) in [("release", t.release), ("transient", t.transient)] {
             if let Some(v) = v.filter(|v| !ok(*v)) {
