@@ -450,6 +450,7 @@ fn bench_learn_score(
                 name: model_name(f),
                 levels_dbfs: wins.iter().map(|w| w.level_dbfs).collect(),
                 impulse_db: wins.iter().map(|w| w.impulse_db).collect(),
+                logmels: Vec::new(),
                 windows: wins.into_iter().map(|w| (w.start_s, w.embedding)).collect(),
             });
         }

@@ -144,6 +144,10 @@ pub struct LearnSettings {
     /// are calibrated for.
     #[serde(default = "default_false_alarms_per_day")]
     pub false_alarms_per_day: f64,
+    /// The scorers the daemon decides on (each gets a threshold; the false-alarm budget is
+    /// shared among them): any of "centroid", "knn", "mel", "fused" (see `score`).
+    #[serde(default = "crate::score::learn::default_decide_on")]
+    pub decide_on: Vec<String>,
 }
 
 impl Default for LearnSettings {
@@ -154,6 +158,7 @@ impl Default for LearnSettings {
             target_far: default_far(),
             holdout_fraction: default_holdout(),
             false_alarms_per_day: default_false_alarms_per_day(),
+            decide_on: crate::score::learn::default_decide_on(),
         }
     }
 }
@@ -491,6 +496,18 @@ impl Settings {
             return Err(self.invalid(
                 "learn.holdout_fraction",
                 format!("{} must be in (0, 1)", l.holdout_fraction),
+            ));
+        }
+        let known = [
+            crate::score::CENTROID,
+            crate::score::KNN,
+            crate::score::MEL,
+            crate::score::FUSED,
+        ];
+        if l.decide_on.is_empty() || l.decide_on.iter().any(|n| !known.contains(&n.as_str())) {
+            return Err(self.invalid(
+                "learn.decide_on",
+                format!("{:?} must name one or more of {known:?}", l.decide_on),
             ));
         }
         if l.knn_k == 0 || l.knn_k > 100 {

@@ -696,6 +696,7 @@ fn save_profile(dir: &std::path::Path, machine: &str, e: Array2<f32>, ids: Vec<S
         impulse: None,
         coverage_warning: None,
         false_alarms: None,
+        mel: None,
     };
     let centroids = e.slice(ndarray::s![..1, ..]).to_owned();
     let p = Profile {
@@ -704,6 +705,7 @@ fn save_profile(dir: &std::path::Path, machine: &str, e: Array2<f32>, ids: Vec<S
         embeddings: e,
         ids,
         centroids,
+        mel: None,
         machine: machine.into(),
         model: "cnn14-test".into(),
     };

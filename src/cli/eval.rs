@@ -9,7 +9,7 @@ use earshot::eval::identify::{self, Identification};
 use earshot::eval::{self, Entry, Split};
 use earshot::score::decide::DecideConfig;
 use earshot::score::replay::{self, ClipScore, Levels};
-use earshot::score::{self, CENTROID, KNN, Scorer};
+use earshot::score::{self, CENTROID, FUSED, KNN, MEL, Scorer};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -51,6 +51,9 @@ pub struct EvalArgs {
     #[arg(long)]
     catalog: bool,
 }
+
+/// The scorers evaluated (`mel` and `fused` need the log-mel statistics learn fits).
+const SCORERS: [&str; 4] = [CENTROID, KNN, MEL, FUSED];
 
 /// The clip scores every scorer is evaluated with.
 const CLIP_SCORES: [ClipScore; 3] = [ClipScore::Mean, ClipScore::TopK, ClipScore::NOfM];
@@ -203,6 +206,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     }
     let mut e = super::embedder(&s, a.model.as_deref())?;
     let window = super::learn_window(&s, &mut e)?;
+    e.set_keep_logmel(true);
     let mut by_machine: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
     for en in entries {
         by_machine.entry(en.machine.clone()).or_default().push(en);
@@ -236,13 +240,13 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         for (path, err) in failed {
             skip(&path, machine, err);
         }
-        let opts = super::learn_options(&s, machine.clone());
+        let mut opts = super::learn_options(&s, machine.clone());
+        opts.mel_bins = Some(e.card().frontend.mel_bins);
         let (profile, _) = score::learn(&clips, &opts, super::model_ref(&e), window)?;
         let scorer = Scorer::new(&profile)?;
         let decide = DecideConfig::default();
         // Per scorer, per clip: the window scores.
-        let mut cs: Vec<Vec<f32>> = Vec::new();
-        let mut ks: Vec<Vec<f32>> = Vec::new();
+        let mut per: BTreeMap<&str, Vec<Vec<f32>>> = BTreeMap::new();
         let mut labels = Vec::new();
         let fa = profile.manifest.false_alarms.as_ref();
         let mut dec = DecisionResult {
@@ -278,8 +282,15 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
                     _ => 0.0,
                 };
             }
-            cs.push(w.iter().map(|x| x.scores.centroid).collect());
-            ks.push(w.iter().filter_map(|x| x.scores.knn).collect());
+            for name in SCORERS {
+                per.entry(name).or_default().push(
+                    w.iter()
+                        .flat_map(|x| x.named_scores())
+                        .filter(|(n, _)| *n == name)
+                        .map(|(_, v)| v as f32)
+                        .collect(),
+                );
+            }
             labels.push(t.anomaly);
         }
         let n_anom = labels.iter().filter(|&&l| l).count();
@@ -289,7 +300,10 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         dec.false_events_per_day = (dec.normal_seconds > 0.0)
             .then(|| dec.normal_events as f64 * 86_400.0 / dec.normal_seconds);
         let mut scorers = BTreeMap::new();
-        for (name, per_clip) in [(CENTROID, &cs), (KNN, &ks)] {
+        for (name, per_clip) in &per {
+            if per_clip.iter().all(Vec::is_empty) {
+                continue; // not computed (no log-mel statistics)
+            }
             let mut by = BTreeMap::new();
             for how in CLIP_SCORES {
                 // A clip without a score (too short for N of M) ranks lowest.
@@ -360,7 +374,10 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     }
     let avg = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
     let mut mean = BTreeMap::new();
-    for name in [CENTROID, KNN] {
+    for name in SCORERS {
+        if !machines.iter().any(|m| m.scorers.contains_key(name)) {
+            continue;
+        }
         let mut by = BTreeMap::new();
         for how in CLIP_SCORES {
             let key = clip_score_name(how);
@@ -469,7 +486,7 @@ fn print_text(r: &Report, how: &str) {
         }
     );
     println!(
-        "{:<20} {:>6} {:>6} {:>6}  {:>8} {:>8}  {:>8} {:>8}  {:>9} {:>8}",
+        "{:<20} {:>6} {:>6} {:>6}  {:>8} {:>8}  {:>8} {:>8}  {:>8} {:>8}  {:>8} {:>8}  {:>9} {:>8}",
         "machine",
         "train",
         "normal",
@@ -478,6 +495,10 @@ fn print_text(r: &Report, how: &str) {
         "pAUC cen",
         "AUC knn",
         "pAUC knn",
+        "AUC mel",
+        "pAUC mel",
+        "AUC fus",
+        "pAUC fus",
         "false/day",
         "detected"
     );
@@ -486,9 +507,9 @@ fn print_text(r: &Report, how: &str) {
                sc: &BTreeMap<String, ScorerFigures>,
                d: &DecisionResult| {
         let get = |s: &str| sc.get(s).map(|b| b.get(how));
-        let (c, k) = (get(CENTROID), get(KNN));
+        let (c, k, m, u) = (get(CENTROID), get(KNN), get(MEL), get(FUSED));
         println!(
-            "{:<20} {:>6} {:>6} {:>6}  {:>8} {:>8}  {:>8} {:>8}  {:>9} {:>8}",
+            "{:<20} {:>6} {:>6} {:>6}  {:>8} {:>8}  {:>8} {:>8}  {:>8} {:>8}  {:>8} {:>8}  {:>9} {:>8}",
             name,
             counts[0],
             counts[1],
@@ -497,6 +518,10 @@ fn print_text(r: &Report, how: &str) {
             f(c.and_then(|x| x.pauc)),
             f(k.and_then(|x| x.auc)),
             f(k.and_then(|x| x.pauc)),
+            f(m.and_then(|x| x.auc)),
+            f(m.and_then(|x| x.pauc)),
+            f(u.and_then(|x| x.auc)),
+            f(u.and_then(|x| x.pauc)),
             fd(d.false_events_per_day),
             f(d.detected)
         );

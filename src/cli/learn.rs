@@ -28,6 +28,8 @@ pub fn run(a: LearnArgs) -> anyhow::Result<()> {
     let files = super::collect_wavs(&a.normal)?;
     let mut e = super::embedder(&s, a.model.as_deref())?;
     let window = super::learn_window(&s, &mut e)?;
+    // The log-mel statistics (the `mel` and `fused` scorers) are fitted from the windows'.
+    e.set_keep_logmel(true);
     let started = std::time::Instant::now();
     let clips = super::embed_normals(&mut e, &files, window)?;
     let machine = a.machine.clone().unwrap_or_else(|| {
@@ -36,7 +38,8 @@ pub fn run(a: LearnArgs) -> anyhow::Result<()> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "machine".into())
     });
-    let opts = super::learn_options(&s, machine);
+    let mut opts = super::learn_options(&s, machine);
+    opts.mel_bins = Some(e.card().frontend.mel_bins);
     let (profile, cal) = score::learn(&clips, &opts, super::model_ref(&e), window)?;
     // A typical normal clip for the evidence spectrograms' reference panel (optional).
     let names = score::learn::clip_names(&files);

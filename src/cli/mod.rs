@@ -131,6 +131,7 @@ pub fn embed_normals_skipping(
                     name,
                     levels_dbfs: wins.iter().map(|w| w.level_dbfs).collect(),
                     impulse_db: wins.iter().map(|w| w.impulse_db).collect(),
+                    logmels: wins.iter().map(|w| w.logmel.clone()).collect(),
                     windows: wins.into_iter().map(|w| (w.start_s, w.embedding)).collect(),
                 });
             }
@@ -176,5 +177,7 @@ pub fn learn_options(s: &Settings, machine: String) -> earshot::score::LearnOpti
         holdout_fraction: s.learn.holdout_fraction,
         false_alarms_per_day: s.learn.false_alarms_per_day,
         decide: Default::default(),
+        mel_bins: None,
+        decide_on: s.learn.decide_on.clone(),
     }
 }

@@ -82,6 +82,7 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
     let mut e = super::embedder(&s, a.model.as_deref())?;
     check_profile_model(&profile, &e)?;
     e.set_level_dbfs(profile.manifest.window.level_dbfs);
+    e.set_keep_logmel(profile.mel.is_some());
     let scorer = Scorer::new(&profile)?;
     let tc = scorer.threshold(CENTROID).unwrap_or(f32::INFINITY);
     let tk = scorer.threshold(KNN).unwrap_or(f32::INFINITY);

@@ -40,6 +40,9 @@ pub struct WindowEmbedding {
     /// [`crate::dsp::impulse::impulse_db`] of the window's samples (resampled, before level
     /// normalisation): what `learn` calibrates the impulse level from.
     pub impulse_db: f64,
+    /// The log-mel the network saw (`frames x mel_bins`), when the embedder keeps it
+    /// ([`Embedder::set_keep_logmel`]); else empty.
+    pub logmel: Vec<f32>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -53,6 +56,17 @@ pub struct FileReport {
     pub clipped_fraction: f64,
     /// True when the recording was shorter than a window and embedded whole.
     pub shorter_than_window: bool,
+}
+
+/// Window `i` of the last network call's log-mel when the embedder keeps it, else empty.
+fn kept_logmel(embedder: &Embedder, i: usize) -> Vec<f32> {
+    match embedder.keeps_logmel() {
+        true => embedder
+            .batch_logmel(i)
+            .map(<[f32]>::to_vec)
+            .unwrap_or_default(),
+        false => Vec::new(),
+    }
 }
 
 /// Windows per network call: amortises per-call overhead without making latency matter.
@@ -88,7 +102,7 @@ pub fn embed_file(
         }
         let views: Vec<(u64, &[f32])> = batch.iter().map(|(s, w)| (*s, w.as_slice())).collect();
         let outs = embedder.embed_batch_at(&views).map_err(embed_err)?;
-        for ((s, w), mut o) in batch.iter().zip(outs) {
+        for (b, ((s, w), mut o)) in batch.iter().zip(outs).enumerate() {
             crate::score::normalize(&mut o.embedding);
             result.push(WindowEmbedding {
                 start_s: *s as f64 / f64::from(rate),
@@ -96,6 +110,7 @@ pub fn embed_file(
                 embedding: o.embedding,
                 level_dbfs: dsp::level::quietest_quarter_dbfs(w),
                 impulse_db: dsp::impulse::impulse_db(w, rate),
+                logmel: kept_logmel(embedder, b),
             });
         }
         batch.clear();
@@ -129,6 +144,7 @@ pub fn embed_file(
             embedding: out.embedding,
             level_dbfs: dsp::level::quietest_quarter_dbfs(&x),
             impulse_db: dsp::impulse::impulse_db(&x, rate),
+            logmel: kept_logmel(embedder, 0),
         });
     }
     Ok((result, report))
@@ -309,6 +325,7 @@ pub fn embed_clip(
                 embedding: out.embedding,
                 level_dbfs: dsp::level::quietest_quarter_dbfs(&x),
                 impulse_db: dsp::impulse::impulse_db(&x, rate),
+                logmel: kept_logmel(embedder, 0),
             }],
             report,
         ));
@@ -320,7 +337,7 @@ pub fn embed_clip(
     for batch in starts.chunks(BATCH) {
         let views: Vec<(u64, &[f32])> = batch.iter().map(|&s| (s as u64, &x[s..s + win])).collect();
         let outs = embedder.embed_batch_at(&views).map_err(embed_err)?;
-        for (&s, mut o) in batch.iter().zip(outs) {
+        for (b, (&s, mut o)) in batch.iter().zip(outs).enumerate() {
             crate::score::normalize(&mut o.embedding);
             result.push(WindowEmbedding {
                 start_s: s as f64 / f64::from(rate),
@@ -328,6 +345,7 @@ pub fn embed_clip(
                 embedding: o.embedding,
                 level_dbfs: dsp::level::quietest_quarter_dbfs(&x[s..s + win]),
                 impulse_db: dsp::impulse::impulse_db(&x[s..s + win], rate),
+                logmel: kept_logmel(embedder, b),
             });
         }
     }

@@ -82,6 +82,9 @@ pub struct Embedder {
     batch_buf: Vec<f32>,
     level_rms: Option<f32>,
     level_buf: Vec<f32>,
+    /// Windows and frames of the last network call (its log-mels stay in `batch_buf`).
+    last_batch: (usize, usize),
+    keep_logmel: bool,
 }
 
 /// Most a window is amplified by level normalisation (+40 dB): enough for a quiet machine,
@@ -169,6 +172,8 @@ impl Embedder {
             batch_buf: Vec::new(),
             level_rms: None,
             level_buf: Vec::new(),
+            last_batch: (0, 0),
+            keep_logmel: false,
         })
     }
 
@@ -177,6 +182,24 @@ impl Embedder {
     /// profile was learned with is recorded in it and used for scoring.
     pub fn set_level_dbfs(&mut self, dbfs: Option<f64>) {
         self.level_rms = dbfs.map(|d| 10f64.powf(d / 20.0) as f32);
+    }
+
+    /// Whether the file embedding paths ([`file::embed_file`]) also hand out each window's
+    /// log-mel (for the `mel` scorer: 17 KB per 1 s window at 44.1 kHz, so off unless asked).
+    pub fn set_keep_logmel(&mut self, keep: bool) {
+        self.keep_logmel = keep;
+    }
+
+    pub fn keeps_logmel(&self) -> bool {
+        self.keep_logmel
+    }
+
+    /// The log-mel (`frames x mel_bins`) the last network call fed for its window `i`: what
+    /// the network saw, level normalisation included, without computing it twice.
+    pub fn batch_logmel(&self, i: usize) -> Option<&[f32]> {
+        let (n, frames) = self.last_batch;
+        let len = frames * self.card.frontend.mel_bins;
+        (i < n).then(|| self.batch_buf.get(i * len..(i + 1) * len))?
     }
 
     pub fn card(&self) -> &ModelCard {
@@ -267,6 +290,17 @@ impl Embedder {
         self.run_logmel_batch(windows.len(), frames, mels)
     }
 
+    /// The log-mel the network is fed for one window of a stream (level normalisation
+    /// included), row-major `frames x mel_bins`; returns the number of frames. What
+    /// [`Embedder::embed_batch_at`] computes before the network, for scorers that look at the
+    /// spectrogram itself and for research dumps that must see exactly earshot's features.
+    pub fn logmel_at(&mut self, start: u64, samples: &[f32], out: &mut Vec<f32>) -> usize {
+        let gain = self
+            .level_rms
+            .map_or(1.0, |target| level_gain(samples, target));
+        self.logmel.compute_at(start, samples, gain, out)
+    }
+
     /// Log-mel frames computed and reused so far by the streamed front end.
     pub fn frame_counts(&self) -> (u64, u64) {
         self.logmel.frame_counts()
@@ -311,6 +345,7 @@ impl Embedder {
         mels: usize,
     ) -> Result<Vec<Output>, EmbedError> {
         let inf = |e: ort::Error| EmbedError::Inference(e.to_string());
+        self.last_batch = (batch, frames);
         let view =
             ndarray::ArrayView4::from_shape((batch, 1, frames, mels), self.batch_buf.as_slice())
                 .map_err(|e| EmbedError::Inference(e.to_string()))?;

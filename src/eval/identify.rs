@@ -257,6 +257,7 @@ mod tests {
             embedding: v.to_vec(),
             level_dbfs: -20.0,
             impulse_db: 0.0,
+            logmel: Vec::new(),
         }
     }
 

@@ -9,11 +9,13 @@
 //! then set for a number of false events per day of the daemon's rule (`score::rate`).
 
 use super::decide::DecideConfig;
+use super::melstats::{Accum, Fusion, Norm};
+use super::profile::MelInfo;
 use super::profile::{
     Calibration, Counts, FORMAT, LevelStats, Manifest, ModelRef, Profile, VERSION, WindowSpec,
 };
 use super::replay::WindowRecord;
-use super::{CENTROID, KNN, WindowScores, centroid, knn_distance, rate, threshold};
+use super::{CENTROID, FUSED, KNN, MEL, WindowScores, centroid, knn_distance, rate, threshold};
 use crate::index::{EmbeddedConfig, EmbeddedIndex};
 use ndarray::Array2;
 use std::collections::BTreeMap;
@@ -33,6 +35,18 @@ pub struct LearnOptions {
     pub false_alarms_per_day: f64,
     /// The decision rule the thresholds are calibrated for.
     pub decide: DecideConfig,
+    /// Mel bands of the windows' log-mel (`ClipWindows::logmels`): fit the `mel` scorer's
+    /// statistics and the `fused` score. `None`: neither.
+    pub mel_bins: Option<usize>,
+    /// The scorers the decision uses: only these get thresholds (the false-alarm budget is
+    /// shared among them). Scorers named here but not computed are left out; if none is
+    /// left, `centroid` and `knn` decide.
+    pub decide_on: Vec<String>,
+}
+
+/// The scorers that decide unless configured otherwise (`learn.decide_on`).
+pub fn default_decide_on() -> Vec<String> {
+    vec![CENTROID.into(), KNN.into()]
 }
 
 impl Default for LearnOptions {
@@ -45,6 +59,8 @@ impl Default for LearnOptions {
             holdout_fraction: 0.25,
             false_alarms_per_day: 1.0,
             decide: DecideConfig::default(),
+            mel_bins: None,
+            decide_on: default_decide_on(),
         }
     }
 }
@@ -81,6 +97,9 @@ pub struct ClipWindows {
     /// Per window, [`crate::dsp::impulse::impulse_db`] of its samples (same order; may be
     /// empty when unknown, then the profile gets no impulse level and that rule is off).
     pub impulse_db: Vec<f64>,
+    /// Per window, its log-mel (`frames x mel_bins`, same order; empty when not kept: then
+    /// no `mel`/`fused` scorer).
+    pub logmels: Vec<Vec<f32>>,
 }
 
 /// How far below the normal audio's quietest windows "no signal" begins (dB).
@@ -146,17 +165,26 @@ pub fn learn(
     let knn_k = opts.knn_k.max(1);
 
     let level = level_stats(clips);
-    let (held, folds) = cross_scores(clips, &units, k, knn_k, window, d)?;
+    let mel_total = opts.mel_bins.and_then(|dim| mel_accum(clips, dim));
+    // Too little audio for the statistics (fewer than 2 frames per band) is not an error:
+    // the log-mel scorers are then off, the embedding's decide.
+    let mel = mel_total.as_ref().and_then(|a| match a.fit() {
+        Ok(g) => Some(g),
+        Err(e) => {
+            tracing::warn!(error = %e, "no log-mel statistics: the mel and fused scorers are off");
+            None
+        }
+    });
+    let mel_total = mel_total.filter(|_| mel.is_some());
+    let (mut held, folds) = cross_scores(clips, &units, k, knn_k, window, d, mel_total.as_ref())?;
+    let fusion = fuse_held(&mut held);
     let mut scores: BTreeMap<String, Vec<f32>> = BTreeMap::new();
     for w in held.iter().flatten() {
-        scores
-            .entry(CENTROID.into())
-            .or_default()
-            .push(w.scores.centroid);
-        if let Some(s) = w.scores.knn {
-            scores.entry(KNN.into()).or_default().push(s);
+        for (name, v) in w.named_scores() {
+            scores.entry(name.into()).or_default().push(v as f32);
         }
     }
+    let deciding = deciding_scorers(&opts.decide_on, &scores);
     let holdout_windows = held.iter().map(Vec::len).sum::<usize>();
     let normal_seconds: f64 = held
         .iter()
@@ -168,10 +196,10 @@ pub fn learn(
         decide: &opts.decide,
         normal_seconds,
     };
-    let budget = opts.false_alarms_per_day / scores.len().max(1) as f64;
+    let budget = opts.false_alarms_per_day / deciding.len().max(1) as f64;
     let mut thresholds = BTreeMap::new();
     let mut per_scorer = BTreeMap::new();
-    for (name, s) in &scores {
+    for (name, s) in scores.iter().filter(|(n, _)| deciding.contains(*n)) {
         // Release and transient levels per window; the threshold in events per day.
         if let Some(mut t) = threshold::calibrate(s, opts.target_far) {
             let r = rates.calibrate(name, &t, budget);
@@ -228,7 +256,16 @@ pub fn learn(
         impulse: super::impulse::from_clips(clips),
         coverage_warning: coverage_warning(holdout_windows, opts, window),
         false_alarms: Some(false_alarms),
+        mel: mel_total
+            .as_ref()
+            .zip(opts.mel_bins)
+            .map(|(a, dim)| MelInfo {
+                dim,
+                frames: a.frames(),
+                fusion,
+            }),
     };
+
     let profile = Profile {
         dir: Default::default(),
         machine: opts.machine.clone(),
@@ -237,6 +274,7 @@ pub fn learn(
         embeddings,
         ids,
         centroids,
+        mel,
     };
     Ok((
         profile,
@@ -265,6 +303,59 @@ fn coverage_warning(
 }
 
 type Windows = Vec<(String, Vec<f32>)>;
+
+/// The sums of every window's log-mel frames, or `None` when some window has none (the
+/// log-mel was not kept) or the sizes do not fit `dim` bands.
+fn mel_accum(clips: &[ClipWindows], dim: usize) -> Option<Accum> {
+    let ok = clips.iter().all(|c| {
+        c.logmels.len() == c.windows.len()
+            && c.logmels
+                .iter()
+                .all(|m| !m.is_empty() && m.len() % dim.max(1) == 0)
+    });
+    if !ok || dim == 0 || clips.iter().all(|c| c.windows.is_empty()) {
+        return None;
+    }
+    let mut a = Accum::new(dim);
+    clips.iter().flat_map(|c| &c.logmels).for_each(|m| a.add(m));
+    Some(a)
+}
+
+/// Normalises `knn` and `mel` by their held-out scores and sets every held-out window's
+/// `fused` score; `None` (no fused score) when either has too few held-out values.
+fn fuse_held(held: &mut [Vec<WindowRecord>]) -> Option<Fusion> {
+    let all = |f: &dyn Fn(&WindowScores) -> Option<f32>| -> Vec<f32> {
+        held.iter().flatten().filter_map(|w| f(&w.scores)).collect()
+    };
+    let fusion = Fusion {
+        knn: Norm::of(&all(&|s| s.knn))?,
+        mel: Norm::of(&all(&|s| s.mel))?,
+    };
+    for w in held.iter_mut().flatten() {
+        w.scores.fused = fusion.score(w.scores.knn, w.scores.mel);
+    }
+    Some(fusion)
+}
+
+/// The configured deciding scorers that have held-out scores; `centroid` and `knn` when none.
+fn deciding_scorers(decide_on: &[String], scores: &BTreeMap<String, Vec<f32>>) -> Vec<String> {
+    let known = [CENTROID, KNN, MEL, FUSED];
+    let v: Vec<String> = decide_on
+        .iter()
+        .filter(|n| known.contains(&n.as_str()) && scores.contains_key(n.as_str()))
+        .cloned()
+        .collect();
+    if v.is_empty() {
+        if !decide_on.is_empty() && decide_on != default_decide_on().as_slice() {
+            tracing::warn!(
+                ?decide_on,
+                "none of the scorers in learn.decide_on was computed (the log-mel scorers need the log-mel): centroid and knn decide"
+            );
+        }
+        return default_decide_on();
+    }
+    v
+}
 
 /// Folds of the leave-one-clip-out scoring: beyond this, clips are grouped (each model then
 /// lacks a tenth of the audio instead of one clip; k-means is fitted once per fold).
@@ -329,6 +420,7 @@ fn cross_scores(
     knn_k: usize,
     window: WindowSpec,
     d: usize,
+    mel_total: Option<&Accum>,
 ) -> Result<(Vec<Vec<WindowRecord>>, usize), LearnError> {
     let folds = units.len().min(MAX_FOLDS);
     let overlap = overlap_windows(window);
@@ -346,14 +438,23 @@ fn cross_scores(
         };
         let mut ids = Vec::new();
         let mut rows: Vec<&[f32]> = Vec::new();
+        // The fold's log-mel model: all frames minus those of the excluded windows (fewer to
+        // add up than the kept ones).
+        let mut mel_out = mel_total.map(|t| Accum::new(t.dim()));
         for (ci, c) in clips.iter().enumerate() {
             for (wi, (t, e)) in c.windows.iter().enumerate() {
                 if !excluded(ci, wi) {
                     ids.push(window_id(c, *t));
                     rows.push(e);
+                } else if let (Some(a), Some(m)) = (mel_out.as_mut(), c.logmels.get(wi)) {
+                    a.add(m);
                 }
             }
         }
+        let mel_model = match (mel_total, &mel_out) {
+            (Some(t), Some(o)) => t.minus(o).fit().ok(),
+            _ => None,
+        };
         if rows.len() < 2 {
             return Err(LearnError::TooLittle {
                 fit: rows.len(),
@@ -379,6 +480,11 @@ fn cross_scores(
                         scores: WindowScores {
                             centroid: centroid::nearest_distance(&cents, e),
                             knn: knn_distance(&index, e, knn_k),
+                            mel: mel_model
+                                .as_ref()
+                                .zip(c.logmels.get(wi))
+                                .and_then(|(g, m)| g.score(m)),
+                            fused: None,
                         },
                         impulse_db: c.impulse_db.get(wi).copied(),
                     }
@@ -484,5 +590,125 @@ mod clip_name_tests {
         // Only the extension's case differs: the whole path; the same path twice: numbered.
         assert_eq!(names(&["a/x.wav", "a/x.WAV"]), ["a/x.wav", "a/x.WAV"]);
         assert_eq!(names(&["x.wav", "x.wav"]), ["x.wav", "x.wav#1"]);
+    }
+}
+
+#[cfg(test)]
+mod mel_tests {
+    use super::*;
+    use crate::score::melstats::MEL;
+    use rand::{Rng, SeedableRng};
+
+    const BANDS: usize = 8;
+    const FRAMES: usize = 12;
+
+    /// A window: a random unit embedding and log-mel frames around a fixed spectrum, with a
+    /// shared level per frame; `shift` adds energy to the top bands (a new noise band).
+    fn frames_window(rng: &mut impl Rng, shift: f32) -> (Vec<f32>, Vec<f32>) {
+        let mut e: Vec<f32> = (0..16).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        crate::score::normalize(&mut e);
+        let mut m = Vec::with_capacity(FRAMES * BANDS);
+        for _ in 0..FRAMES {
+            let level: f32 = rng.random_range(-0.5..0.5);
+            for b in 0..BANDS {
+                let top = if b >= BANDS - 2 { shift } else { 0.0 };
+                m.push(2.0 - 0.1 * b as f32 + level + 0.05 * rng.random_range(-1.0f32..1.0) + top);
+            }
+        }
+        (e, m)
+    }
+
+    fn clip(rng: &mut impl Rng, i: usize) -> ClipWindows {
+        let (mut windows, mut logmels) = (Vec::new(), Vec::new());
+        for w in 0..10 {
+            let (e, m) = frames_window(rng, 0.0);
+            windows.push((w as f64 * 0.5, e));
+            logmels.push(m);
+        }
+        ClipWindows {
+            name: format!("c{i}"),
+            windows,
+            levels_dbfs: Vec::new(),
+            impulse_db: Vec::new(),
+            logmels,
+        }
+    }
+
+    #[test]
+    fn learn_fits_log_mel_statistics_that_flag_a_new_band_and_survive_save_and_load() {
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(7);
+        let clips: Vec<ClipWindows> = (0..12).map(|i| clip(&mut rng, i)).collect();
+        let model = ModelRef {
+            name: "test".into(),
+            architecture: "test".into(),
+            onnx_sha256: "0".repeat(64),
+            sample_rate: 16_000,
+            embedding_dim: 16,
+            untrained: true,
+        };
+        let window = WindowSpec {
+            seconds: 1.0,
+            hop_seconds: 0.5,
+            level_dbfs: None,
+        };
+        let opts = LearnOptions {
+            mel_bins: Some(BANDS),
+            ..Default::default()
+        };
+        let (profile, cal) = learn(&clips, &opts, model, window).expect("learn");
+        let info = profile
+            .manifest
+            .mel
+            .expect("mel statistics in the manifest");
+        assert_eq!(info.dim, BANDS);
+        assert_eq!(info.frames, (12 * 10 * FRAMES) as u64);
+        assert!(info.fusion.is_some(), "fusion normalisation");
+        // Held-out scores exist for all four scorers; only the default ones decide.
+        for s in [CENTROID, KNN, MEL, FUSED] {
+            assert_eq!(cal.holdout_scores[s].len(), 120, "{s}");
+        }
+        let deciding: Vec<&String> = profile.manifest.thresholds.keys().collect();
+        assert_eq!(deciding, [CENTROID, KNN]);
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p");
+        profile.save(&path, &cal).expect("save");
+        let back = crate::score::Profile::load(&path).expect("load");
+        assert_eq!(back.mel, profile.mel);
+        let scorer = crate::score::Scorer::new(&back).expect("scorer");
+        let score = |shift: f32, rng: &mut rand_xoshiro::Xoshiro256PlusPlus| {
+            let (e, m) = frames_window(rng, shift);
+            scorer.score_window(&e, Some(&m))
+        };
+        let normal = score(0.0, &mut rng);
+        let banded = score(0.5, &mut rng);
+        let (nm, bm) = (normal.mel.expect("mel"), banded.mel.expect("mel"));
+        assert!(bm > 3.0 * nm, "a new band: mel {bm} vs normal {nm}");
+        // The embedding cannot see it here (random embeddings), the fused score still does.
+        assert!(banded.fused.expect("fused") > normal.fused.expect("fused") + 3.0);
+        assert_eq!(
+            scorer.score(&[0.0; 16]).mel,
+            None,
+            "no log-mel, no mel score"
+        );
+
+        // A corrupted statistics file is refused at load, naming it.
+        std::fs::write(path.join(crate::score::profile::MEL_FILE), [0u8; 8]).expect("write");
+        let err = crate::score::Profile::load(&path).expect_err("corrupt melstats");
+        assert!(err.to_string().contains("melstats.f32"), "{err}");
+
+        // Deciding on the fused score: it alone gets a threshold, and the profile loads.
+        let opts = LearnOptions {
+            mel_bins: Some(BANDS),
+            decide_on: vec![FUSED.into()],
+            ..Default::default()
+        };
+        let (p2, cal2) =
+            learn(&clips, &opts, profile.manifest.model.clone(), window).expect("learn");
+        let deciding: Vec<&String> = p2.manifest.thresholds.keys().collect();
+        assert_eq!(deciding, [FUSED]);
+        let path2 = dir.path().join("p2");
+        p2.save(&path2, &cal2).expect("save");
+        crate::score::Profile::load(&path2).expect("a fused-only profile loads");
     }
 }

@@ -1,8 +1,13 @@
 //! Scoring windows against the learned normal model.
 //!
-//! Two scores per window, each with its own calibrated threshold:
+//! Scores per window; the decision uses those the profile has thresholds for
+//! (`learn.decide_on`):
 //! - `centroid`: Euclidean distance to the nearest k-means centre of normal embeddings;
-//! - `knn`: mean cosine distance to the k nearest normal embeddings.
+//! - `knn`: mean cosine distance to the k nearest normal embeddings;
+//! - `mel`: Mahalanobis distance of the window's log-mel frames to the normal frames'
+//!   Gaussian ([`melstats`]), when the profile has log-mel statistics;
+//! - `fused`: `knn` and `mel` in units of their own spread on held-out normal audio, averaged
+//!   ([`melstats::Fusion`]).
 //!
 //! Embeddings are L2-normalised first, so both scores live on a fixed scale (0..2) whatever
 //! the model, and loudness alone does not move them.
@@ -12,6 +17,7 @@ pub mod coverage;
 pub mod decide;
 pub mod impulse;
 pub mod learn;
+pub mod melstats;
 pub mod profile;
 pub mod rate;
 pub mod replay;
@@ -27,6 +33,7 @@ use serde::Serialize;
 
 pub const CENTROID: &str = "centroid";
 pub const KNN: &str = "knn";
+pub use melstats::{FUSED, MEL};
 
 /// L2-normalises in place. An all-zero vector (possible with ReLU outputs on digital silence)
 /// stays zero: its cosine distance to anything is then 1, a defined, finite score.
@@ -39,11 +46,39 @@ pub fn normalize(v: &mut [f32]) {
     }
 }
 
-/// Scores of one window; `knn` is `None` when the index could not answer in time.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+/// Scores of one window; `knn` is `None` when the index could not answer in time, `mel` and
+/// `fused` when the profile has no log-mel statistics (or the log-mel was not kept).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Default)]
 pub struct WindowScores {
     pub centroid: f32,
     pub knn: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mel: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fused: Option<f32>,
+}
+
+impl WindowScores {
+    /// The scores from the embedding's two, the window's log-mel and the profile's
+    /// statistics (the one place `mel` and `fused` are derived, for every path).
+    pub fn with_mel(centroid: f32, knn: Option<f32>, logmel: Option<&[f32]>, p: &Profile) -> Self {
+        let mel = match (&p.mel, logmel) {
+            (Some(g), Some(x)) if !x.is_empty() => g.score(x),
+            _ => None,
+        };
+        let fused = p
+            .manifest
+            .mel
+            .as_ref()
+            .and_then(|m| m.fusion)
+            .and_then(|f| f.score(knn, mel));
+        Self {
+            centroid,
+            knn,
+            mel,
+            fused,
+        }
+    }
 }
 
 /// Exact k-NN score of `q` over the normal embeddings in `index` (mean of the k smallest
@@ -69,10 +104,18 @@ impl<'a> Scorer<'a> {
 
     /// Scores a normalised embedding.
     pub fn score(&self, emb: &[f32]) -> WindowScores {
-        WindowScores {
-            centroid: centroid::nearest_distance(&self.profile.centroids, emb),
-            knn: knn_distance(&self.index, emb, self.profile.manifest.knn_k),
-        }
+        self.score_window(emb, None)
+    }
+
+    /// Scores a normalised embedding and, when given and the profile has log-mel statistics,
+    /// the window's log-mel (`mel` and `fused`).
+    pub fn score_window(&self, emb: &[f32], logmel: Option<&[f32]>) -> WindowScores {
+        WindowScores::with_mel(
+            centroid::nearest_distance(&self.profile.centroids, emb),
+            knn_distance(&self.index, emb, self.profile.manifest.knn_k),
+            logmel,
+            self.profile,
+        )
     }
 
     pub fn threshold(&self, scorer: &str) -> Option<f32> {

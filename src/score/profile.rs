@@ -62,7 +62,27 @@ pub struct Manifest {
     /// thresholds were calibrated that way).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub false_alarms: Option<super::rate::FalseAlarms>,
+    /// Log-mel statistics (the `mel` and `fused` scorers); absent in profiles learned before
+    /// them or without the log-mel: those scorers are then off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mel: Option<MelInfo>,
 }
+
+/// What `melstats.f32` holds and how the fused score is normalised.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MelInfo {
+    /// Mel bands (the model's front end).
+    pub dim: usize,
+    /// Log-mel frames the statistics were fitted on.
+    pub frames: u64,
+    /// Absent when the held-out scores were too few to normalise: then no `fused` score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<super::melstats::Fusion>,
+}
+
+/// The profile file of the log-mel statistics (mean and whitening matrix, f32 LE).
+pub const MEL_FILE: &str = "melstats.f32";
 
 /// How loud the normal audio was, for telling "no signal" (device or machine off) from sound.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
@@ -141,6 +161,8 @@ pub struct Profile {
     pub embeddings: Array2<f32>,
     pub ids: Vec<String>,
     pub centroids: Array2<f32>,
+    /// The `mel` scorer's model, when `manifest.mel` says there is one.
+    pub mel: Option<super::melstats::MelGauss>,
     pub machine: String,
     pub model: String,
 }
@@ -272,8 +294,44 @@ impl Profile {
                 ));
             }
         }
+        let mel = match &manifest.mel {
+            None => None,
+            Some(info) => {
+                let Some(expected) = manifest.files.get(MEL_FILE) else {
+                    return Err(invalid(
+                        "manifest.json",
+                        format!(
+                            "`mel` is set but `files` has no checksum for {MEL_FILE}; re-run `earshot learn`"
+                        ),
+                    ));
+                };
+                let bytes = crate::files::read_regular(&dir.join(MEL_FILE))?;
+                if !sha256_hex(&bytes).eq_ignore_ascii_case(expected) {
+                    return Err(invalid(
+                        MEL_FILE,
+                        "its sha256 is not the one manifest.json records: the profile's files do not come from one `earshot learn`; re-run `earshot learn`".into(),
+                    ));
+                }
+                if let Some(f) = info.fusion {
+                    let ok = |n: super::melstats::Norm| {
+                        n.mean.is_finite() && n.std.is_finite() && n.std > 0.0
+                    };
+                    if !(ok(f.knn) && ok(f.mel)) {
+                        return Err(invalid(
+                            "manifest.json",
+                            "`mel.fusion` needs finite means and positive spreads; re-run `earshot learn`".into(),
+                        ));
+                    }
+                }
+                Some(
+                    super::melstats::MelGauss::from_bytes(&bytes, info.dim)
+                        .map_err(|e| invalid(MEL_FILE, format!("{e}; re-run `earshot learn`")))?,
+                )
+            }
+        };
         Ok(Profile {
             dir: dir.to_owned(),
+            mel,
             machine: manifest.machine.clone(),
             model: manifest.model.name.clone(),
             manifest,
@@ -362,6 +420,9 @@ impl Profile {
             "calibration.json",
             serde_json::to_vec_pretty(calibration).map_err(|e| invalid(e.to_string()))?,
         ));
+        if let Some(g) = &self.mel {
+            files.push((MEL_FILE, g.to_bytes()));
+        }
         for (n, b) in optional {
             files.push((n, b.clone()));
         }
@@ -578,26 +639,51 @@ fn check_manifest(m: &Manifest) -> Result<(), (String, String)> {
     if m.kmeans_k == 0 {
         return err("kmeans_k", "must be >= 1".into());
     }
-    for scorer in [super::CENTROID, super::KNN] {
+    // The deciding scorers are those with thresholds (`learn.decide_on`): at least one, each
+    // known. centroid and knn must have one unless a log-mel scorer decides instead.
+    let known = [super::CENTROID, super::KNN, super::MEL, super::FUSED];
+    if let Some(other) = m.thresholds.keys().find(|k| !known.contains(&k.as_str())) {
+        return err(
+            &format!("thresholds.{other}"),
+            format!("is not a scorer this earshot knows ({known:?}); re-run `earshot learn`"),
+        );
+    }
+    let mel_decides =
+        m.thresholds.contains_key(super::MEL) || m.thresholds.contains_key(super::FUSED);
+    if mel_decides && m.mel.is_none() {
+        return err(
+            "mel",
+            "is missing, but a log-mel scorer has a threshold; re-run `earshot learn`".into(),
+        );
+    }
+    for scorer in known {
         let key = format!("thresholds.{scorer}");
         let Some(t) = m.thresholds.get(scorer) else {
-            return err(
-                &key,
-                "is missing: without it this score could never report a fault; re-run `earshot learn`".into(),
-            );
+            if !mel_decides && (scorer == super::CENTROID || scorer == super::KNN) {
+                return err(
+                    &key,
+                    "is missing: without it this score could never report a fault; re-run `earshot learn`".into(),
+                );
+            }
+            continue;
         };
-        if !(t.value.is_finite() && t.value >= 0.0) {
+        // The fused score is in standard units around the normal mean: it may be negative.
+        let signed = scorer == super::FUSED;
+        let ok = |v: f32| v.is_finite() && (signed || v >= 0.0);
+        let what = if signed {
+            "a finite number"
+        } else {
+            "a finite distance >= 0"
+        };
+        if !ok(t.value) {
             return err(
                 &format!("{key}.value"),
-                format!("{} must be a finite distance >= 0", t.value),
+                format!("{} must be {what}", t.value),
             );
         }
         for (field, v) in [("release", t.release), ("transient", t.transient)] {
-            if let Some(v) = v.filter(|v| !(v.is_finite() && *v >= 0.0)) {
-                return err(
-                    &format!("{key}.{field}"),
-                    format!("{v} must be a finite distance >= 0"),
-                );
+            if let Some(v) = v.filter(|v| !ok(*v)) {
+                return err(&format!("{key}.{field}"), format!("{v} must be {what}"));
             }
         }
     }

@@ -393,7 +393,7 @@ mod tests {
                             scores: WindowScores {
                                 // Exponential scores.
                                 centroid: -(1.0 - rng.random::<f32>()).ln(),
-                                knn: None,
+                                ..Default::default()
                             },
                             impulse_db: None,
                         })

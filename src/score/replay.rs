@@ -21,7 +21,7 @@ use super::decide::{
 use super::impulse::ImpulseLevel;
 use super::profile::LevelStats;
 use super::signal::SignalGate;
-use super::{CENTROID, KNN, Threshold, WindowScores};
+use super::{CENTROID, FUSED, KNN, MEL, Threshold, WindowScores};
 
 /// One window of a recording as the daemon sees it: where it is, how loud its quietest
 /// quarter is ([`crate::dsp::level::quietest_quarter_dbfs`]) and its scores.
@@ -44,6 +44,12 @@ impl WindowRecord {
         if let Some(k) = self.scores.knn {
             v.push((KNN, f64::from(k)));
         }
+        if let Some(m) = self.scores.mel {
+            v.push((MEL, f64::from(m)));
+        }
+        if let Some(f) = self.scores.fused {
+            v.push((FUSED, f64::from(f)));
+        }
         v
     }
 }
@@ -61,7 +67,7 @@ pub fn scored_windows(
             start_s: win.start_s,
             end_s: win.end_s,
             level_dbfs: win.level_dbfs,
-            scores: scorer.score(&win.embedding),
+            scores: scorer.score_window(&win.embedding, Some(&win.logmel)),
             impulse_db: Some(win.impulse_db),
         })
         .collect()
@@ -242,7 +248,7 @@ mod tests {
             level_dbfs: level,
             scores: WindowScores {
                 centroid: c,
-                knn: None,
+                ..Default::default()
             },
             impulse_db: None,
         }

@@ -20,7 +20,7 @@ use crate::index::{IndexError, VectorIndex};
 use crate::metrics::{DevicePart, IndexHandle, IndexPart, StatusHandle};
 use crate::score::decide::ScoreSample;
 use crate::score::impulse::IMPULSE;
-use crate::score::{self, CENTROID, KNN, Profile};
+use crate::score::{self, CENTROID, FUSED, KNN, MEL, Profile, WindowScores};
 
 pub(super) struct EmbedLoop {
     pub name: String,
@@ -113,6 +113,8 @@ impl EmbedLoop {
         let thresholds = self.profile.manifest.thresholds.clone();
         let t_c = thresholds.get(CENTROID);
         let t_k = thresholds.get(KNN);
+        let t_mel = thresholds.get(MEL);
+        let t_fused = thresholds.get(FUSED);
         let knn_k = self.profile.manifest.knn_k;
         let impulse_level = self.profile.manifest.impulse;
         let rate = self.embedder.sample_rate();
@@ -159,7 +161,15 @@ impl EmbedLoop {
                 &emb,
             ));
             let k = self.knn(&emb, knn_k, &mut mode);
-            let mut samples = Vec::with_capacity(3);
+            // The log-mel scorers on the log-mel the network was just fed (none without the
+            // profile's statistics); `fused` needs the k-NN answer too.
+            let ws = WindowScores::with_mel(
+                c as f32,
+                k.map(|v| v as f32),
+                self.embedder.batch_logmel(0),
+                &self.profile,
+            );
+            let mut samples = Vec::with_capacity(5);
             if let Some(t) = t_c {
                 let s = ScoreSample::from_threshold(CENTROID, c, t, &cfg);
                 sm.observe(CENTROID, c, s.threshold);
@@ -169,6 +179,14 @@ impl EmbedLoop {
                 let s = ScoreSample::from_threshold(KNN, k, t, &cfg);
                 sm.observe(KNN, k, s.threshold);
                 samples.push(s);
+            }
+            for (name, v, t) in [(MEL, ws.mel, t_mel), (FUSED, ws.fused, t_fused)] {
+                if let (Some(v), Some(t)) = (v, t) {
+                    let v = f64::from(v);
+                    let s = ScoreSample::from_threshold(name, v, t, &cfg);
+                    sm.observe(name, v, s.threshold);
+                    samples.push(s);
+                }
             }
             let imp = impulse_db(&job.samples, rate);
             if let Some(s) = impulse_level
