@@ -17,7 +17,7 @@ pub use record::{FEEDBACK_FILE, FeedbackRecord, Records};
 
 use crate::evidence::Store;
 use crate::evidence::store::Listed;
-use crate::score::profile::{DATA_FILES, Profile, ProfileError};
+use crate::score::profile::{DATA_FILES, MEL_FILE, Profile, ProfileError};
 use ndarray::{Array2, Axis};
 use std::path::{Path, PathBuf};
 
@@ -285,7 +285,9 @@ fn save(mut p: Profile, records: &Records) -> Result<Profile, FeedbackError> {
     })?;
     let mut optional: Vec<(String, Vec<u8>)> = Vec::new();
     for name in p.manifest.files.keys() {
-        if DATA_FILES.contains(&name.as_str()) || name == FEEDBACK_FILE {
+        // What `save_with` writes from the profile itself (the data files and the log-mel
+        // statistics) or from `records` is not carried over as an extra file.
+        if DATA_FILES.contains(&name.as_str()) || name == MEL_FILE || name == FEEDBACK_FILE {
             continue;
         }
         let bytes = crate::files::read_regular(&dir.join(name)).map_err(ProfileError::from)?;
