@@ -22,16 +22,16 @@ const RUN_LIMIT: Duration = Duration::from_secs(180);
 /// The label of the replayed fault's kind.
 const BEARING: &str = "bearing squeal";
 
-/// Two recordings (6 s, fault throughout) per fault kind of the fixture's motor, added under a
-/// label each; made once per test binary.
-fn catalog() -> &'static PathBuf {
-    static CAT: OnceLock<PathBuf> = OnceLock::new();
-    CAT.get_or_init(|| {
+/// Two recordings (6 s, fault throughout) per fault kind of the fixture's motor, with the
+/// label each is added under; made once per test binary.
+fn labelled_clips() -> &'static Vec<(&'static str, Vec<PathBuf>)> {
+    static CLIPS: OnceLock<Vec<(&'static str, Vec<PathBuf>)>> = OnceLock::new();
+    CLIPS.get_or_init(|| {
         let fx = fixture();
         let dir = fx.dir.join("sounds-like");
         std::fs::create_dir_all(&dir).unwrap();
-        let cat = dir.join("catalog");
         let mut seed = 41;
+        let mut out = Vec::new();
         for (fault, label) in [
             ("bearing", BEARING),
             ("rub", "rotor rub"),
@@ -66,10 +66,37 @@ fn catalog() -> &'static PathBuf {
                 clips.push(p);
                 seed += 1;
             }
-            let mut args = vec!["catalog", "add", "--catalog", s(&cat), "--label", label];
-            args.extend(clips.iter().map(|p| s(p)));
-            earshot_ok(&args, &dir);
+            out.push((label, clips));
         }
+        out
+    })
+}
+
+/// `earshot catalog add` of every labelled clip, with `at` (`--catalog DIR` or
+/// `--config FILE`) saying where.
+fn add_clips(at: &[&str], cwd: &Path, envs: &[(&str, &str)]) {
+    for (label, clips) in labelled_clips() {
+        let mut args = vec!["catalog", "add"];
+        args.extend_from_slice(at);
+        args.extend(["--label", label]);
+        args.extend(clips.iter().map(|p| s(p)));
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_earshot"));
+        cmd.args(&args).current_dir(cwd);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let (st, out) = daemon::run_bounded(&mut cmd, Duration::from_secs(300));
+        assert!(st.success(), "earshot {args:?} failed ({st}):\n{out}");
+    }
+}
+
+/// The labelled clips in an embedded catalog; made once per test binary.
+fn catalog() -> &'static PathBuf {
+    static CAT: OnceLock<PathBuf> = OnceLock::new();
+    CAT.get_or_init(|| {
+        let dir = fixture().dir.join("sounds-like");
+        let cat = dir.join("catalog");
+        add_clips(&["--catalog", s(&cat)], &dir, &[]);
         cat
     })
 }
@@ -96,6 +123,15 @@ fn copy_catalog(dir: &Path) -> PathBuf {
 /// returns the daemon (exited), the requests the receiver got and the metrics page scraped
 /// once the event had fired.
 fn replay(dir: &Path, catalog_toml: &str) -> (Daemon, Vec<Received>, String) {
+    replay_with(dir, catalog_toml, &[])
+}
+
+/// [`replay`] with environment variables for the daemon.
+fn replay_with(
+    dir: &Path,
+    catalog_toml: &str,
+    envs: &[(&str, &str)],
+) -> (Daemon, Vec<Received>, String) {
     let fx = fixture();
     let rx = Receiver::start(0);
     let cfg = format!(
@@ -106,7 +142,7 @@ fn replay(dir: &Path, catalog_toml: &str) -> (Daemon, Vec<Received>, String) {
         replay_monitor("motor-1", &fx.profile, &fx.short_faulty, false, false),
     );
     let config = write_config(dir, &cfg);
-    let mut d = Daemon::start(&config, &[], &[]);
+    let mut d = Daemon::start(&config, &[], envs);
     d.wait_event("anomaly_started", RUN_LIMIT);
     // The events file is written before the alerts sink takes the event: wait until that sink
     // has counted it (queued or deliberately skipped), then keep that page.
@@ -375,5 +411,101 @@ fn an_empty_catalog_adds_nothing_and_is_no_error() {
         alerts
             .iter()
             .all(|a| a["annotations"].get("sounds_like").is_none())
+    );
+}
+
+#[path = "common/azure_emulator.rs"]
+mod azure_emulator;
+
+const KEY_VAR: &str = "EARSHOT_TEST_AZURE_KEY";
+
+/// The started anomaly events' `sounds_like` nearest labels.
+fn nearest_labels(d: &Daemon) -> Vec<String> {
+    anomaly_events(d)
+        .iter()
+        .filter(|e| e["kind"] == "anomaly_started")
+        .map(|e| {
+            e["event"]["sounds_like"]["labels"][0]["label"]
+                .as_str()
+                .unwrap_or("(none)")
+                .to_string()
+        })
+        .collect()
+}
+
+/// With the catalog in Azure AI Search (the emulator on 127.0.0.1), the daemon compares
+/// events with a copy of it: the replayed fault is named while the service answers, and
+/// again after a restart while the service fails, from the copy saved in the state directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_azure_catalog_names_the_fault_and_its_saved_copy_outlives_an_outage() {
+    let emu = azure_emulator::Emulator::start().await;
+    let toml = format!(
+        "top = 2\n[catalog.index]\nkind = \"azure\"\nendpoint = \"{}\"\nindex_name = \"sounds\"\n\
+         api_key_env = \"{KEY_VAR}\"\nupload_max_attempts = 2\n",
+        emu.endpoint()
+    );
+    let dir = test_dir();
+    let d = dir.path().to_owned();
+    let t = toml.clone();
+    let (first, metrics) = tokio::task::spawn_blocking(move || {
+        let envs = [(KEY_VAR, azure_emulator::ADMIN_KEY)];
+        let cfg = d.join("catalog.toml");
+        std::fs::write(&cfg, format!("{}[catalog]\n{t}", daemon_header(&d))).unwrap();
+        add_clips(&["--config", s(&cfg)], &d, &envs);
+        let (daemon, _, metrics) = replay_with(&d, &t, &envs);
+        (daemon, metrics)
+    })
+    .await
+    .unwrap();
+    let labels = nearest_labels(&first);
+    assert!(!labels.is_empty(), "{}", first.log());
+    assert!(labels.iter().all(|l| l == BEARING), "{labels:?}");
+    assert!(
+        first
+            .log()
+            .contains("no copy of the Azure sound catalog here yet"),
+        "{}",
+        first.log()
+    );
+    let entries = sample(&metrics, "earshot_catalog_entries", &[]).unwrap_or(0.0);
+    assert!(entries >= 6.0, "{metrics}");
+    assert!(
+        sample(&metrics, "earshot_catalog_last_sync_timestamp_seconds", &[])
+            .is_some_and(|t| t > 1.7e9),
+        "{metrics}"
+    );
+    let copy = dir.path().join("state/catalog-azure/sounds");
+    assert!(copy.join("manifest.json").is_file(), "no saved copy");
+
+    // The service fails from now on; the restarted daemon names the fault from its copy.
+    for op in [
+        azure_emulator::Op::GetIndex,
+        azure_emulator::Op::Search,
+        azure_emulator::Op::Count,
+    ] {
+        emu.set_outage(op, Some(503));
+    }
+    std::fs::remove_file(dir.path().join("state/events.jsonl")).unwrap();
+    let d = dir.path().to_owned();
+    let (second, metrics) = tokio::task::spawn_blocking(move || {
+        let (daemon, _, metrics) = replay_with(&d, &toml, &[(KEY_VAR, azure_emulator::ADMIN_KEY)]);
+        (daemon, metrics)
+    })
+    .await
+    .unwrap();
+    let labels = nearest_labels(&second);
+    assert!(!labels.is_empty(), "{}", second.log());
+    assert!(labels.iter().all(|l| l == BEARING), "{labels:?}");
+    assert!(
+        second
+            .log()
+            .contains("using the copy of the Azure sound catalog saved in the state directory"),
+        "{}",
+        second.log()
+    );
+    assert_eq!(
+        sample(&metrics, "earshot_catalog_entries", &[]),
+        Some(entries),
+        "the copy holds every entry: {metrics}"
     );
 }

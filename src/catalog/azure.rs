@@ -19,7 +19,7 @@
 
 use super::backend::{AddReport, CatalogBackend, Header, Removal};
 use super::search::{Filter, Match, aggregate};
-use super::store::{CatalogError, Entry};
+use super::store::{Catalog, CatalogError, Entry};
 use crate::index::IndexError;
 use crate::index::azure::{
     AzureClient, IndexSchema, KEY_FIELD, MACHINE_FIELD, MODEL_FIELD, VECTOR_FIELD,
@@ -32,7 +32,7 @@ use crate::index::retry::RetryPolicy;
 use crate::index::upload::{UploadOptions, delete_documents, index_documents};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 const KIND_FIELD: &str = "kind";
 const LABEL_FIELD: &str = "label";
@@ -42,10 +42,13 @@ const KIND_ENTRY: &str = "entry";
 const KIND_MANIFEST: &str = "manifest";
 /// The manifest document's key (entry keys are 32 hex digits: no clash).
 const MANIFEST_KEY: &str = "earshot-catalog-manifest";
-/// The entry fields read back (everything of [`Entry`]; the vector is not retrievable).
+/// The entry fields read back (everything of [`Entry`]).
 const ENTRY_SELECT: &str = "id,label,machine,source,offset_s,end_s,whole_clip,note,added";
 /// Documents per listing page (Azure's page limit).
 const PAGE: usize = 1000;
+/// Documents per page when their embeddings come along (a 2048-dimensional one is ~20 kB of
+/// JSON: 100 of them keep an answer near 2 MB).
+const VECTOR_PAGE: usize = 100;
 /// The most neighbours one window's query asks for.
 const MAX_K: usize = 1000;
 
@@ -171,6 +174,18 @@ impl AzureCatalog {
             Some(def) => {
                 check_definition(def, dim, &header.model.name)
                     .map_err(|e| remote(doing, &self.location(), e, READ_AGAIN))?;
+                if !vectors_retrievable(def) {
+                    // Made by an earlier earshot: daemons need the embeddings back to keep a
+                    // copy of the catalog. `retrievable` is one of the attributes Azure lets
+                    // an existing field change.
+                    let mut def = def.clone();
+                    set_vectors_retrievable(&mut def);
+                    self.rt
+                        .block_on(self.client.put_index(&def))
+                        .map_err(|e| remote(doing, &self.location(), e, READ_AGAIN))?;
+                    tracing::info!(index = %self.cfg.index_name, "made the catalog's embeddings retrievable, so that daemons can keep a copy of it");
+                    self.definition = Some(def);
+                }
             }
             None => {
                 let def = catalog_definition(&self.cfg, &self.cfg.index_name, dim);
@@ -216,12 +231,30 @@ impl AzureCatalog {
 
     /// Entries matching `extra` (an OData clause, or none), by key, page by page.
     fn list(&self, extra: Option<&str>) -> Result<Vec<Entry>, CatalogError> {
+        Ok(self
+            .pages(extra, false)?
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect())
+    }
+
+    /// Entries matching `extra`, by key, with their embeddings when `vectors` (else empty).
+    fn pages(
+        &self,
+        extra: Option<&str>,
+        vectors: bool,
+    ) -> Result<Vec<(Entry, Vec<f32>)>, CatalogError> {
         if self.definition.is_none() {
             return Ok(Vec::new());
         }
         let base = match extra {
             Some(x) => format!("{} and {x}", entry_filter()),
             None => entry_filter(),
+        };
+        let (select, page_size) = if vectors {
+            (format!("{ENTRY_SELECT},{VECTOR_FIELD}"), VECTOR_PAGE)
+        } else {
+            (ENTRY_SELECT.to_owned(), PAGE)
         };
         let mut out = Vec::new();
         let mut after: Option<String> = None;
@@ -235,8 +268,8 @@ impl AzureCatalog {
                 "search": "*",
                 "filter": filter,
                 "orderby": format!("{KEY_FIELD} asc"),
-                "select": ENTRY_SELECT,
-                "top": PAGE,
+                "select": select,
+                "top": page_size,
             });
             let v = self
                 .rt
@@ -250,13 +283,50 @@ impl AzureCatalog {
                 })?;
             let page = hits(&v).map_err(|d| self.invalid(d))?;
             let n = page.len();
-            after = page.last().map(|(e, _)| e.id.clone());
-            out.extend(page.into_iter().map(|(e, _)| e));
-            if n < PAGE {
+            after = page.last().map(|h| h.entry.id.clone());
+            for h in page {
+                let v = match (vectors, h.vector) {
+                    (false, _) => Vec::new(),
+                    (true, Some(v)) => v,
+                    (true, None) => {
+                        return Err(self.invalid(format!(
+                            "entry {} came back without its embedding",
+                            h.entry.id
+                        )));
+                    }
+                };
+                out.push((h.entry, v));
+            }
+            if n < page_size {
                 break;
             }
         }
         Ok(out)
+    }
+
+    /// Every entry with its embedding, as an in-memory [`Catalog`] for `dir` (not saved):
+    /// the copy a daemon compares events with, so that naming a fault needs no network
+    /// round trip between an anomaly and its alert. `None` while there is no catalog yet.
+    pub fn snapshot(&self, dir: &Path) -> Result<Option<Catalog>, CatalogError> {
+        let Some(header) = &self.header else {
+            return Ok(None);
+        };
+        if self
+            .definition
+            .as_ref()
+            .is_some_and(|d| !vectors_retrievable(d))
+        {
+            return Err(self.invalid(format!(
+                "its `{VECTOR_FIELD}` field is not retrievable (the index was made by an earlier earshot), so a daemon cannot keep a copy to compare events with; the next `earshot catalog add` to it makes the field retrievable (or set it so in the Azure portal)"
+            )));
+        }
+        let mut c = Catalog::new(dir, header.model.clone(), header.window);
+        for (e, v) in self.pages(None, true)? {
+            let id = e.id.clone();
+            c.upsert(e, v)
+                .map_err(|err| self.invalid(format!("entry {id} cannot be used ({err})")))?;
+        }
+        Ok(Some(c))
     }
 
     fn count_where(&self, filter: &str) -> Result<usize, CatalogError> {
@@ -307,13 +377,13 @@ impl AzureCatalog {
                     READ_AGAIN,
                 )
             })?;
-        let mut h = hits(&v).map_err(|d| self.invalid(d))?;
+        let h = hits(&v).map_err(|d| self.invalid(d))?;
         let mut out = Vec::with_capacity(h.len());
-        for (e, score) in h.drain(..) {
+        for Hit { entry, score, .. } in h {
             let Some(d) = score.and_then(score_to_distance) else {
-                return Err(self.invalid(format!("a search hit ({}) has no valid score", e.id)));
+                return Err(self.invalid(format!("a search hit ({}) has no valid score", entry.id)));
             };
-            out.push((e, d));
+            out.push((entry, d));
         }
         out.sort_by(|a, b| a.1.total_cmp(&b.1));
         Ok(out)
@@ -337,8 +407,17 @@ fn now() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
-/// The entries of a `docs/search` answer with their `@search.score`.
-fn hits(v: &Value) -> Result<Vec<(Entry, Option<f64>)>, String> {
+/// One document of a `docs/search` answer.
+struct Hit {
+    entry: Entry,
+    /// `@search.score`.
+    score: Option<f64>,
+    /// The embedding, when it was selected.
+    vector: Option<Vec<f32>>,
+}
+
+/// The entries of a `docs/search` answer with their `@search.score` (and embedding).
+fn hits(v: &Value) -> Result<Vec<Hit>, String> {
     let items = v
         .get("value")
         .and_then(Value::as_array)
@@ -351,12 +430,23 @@ fn hits(v: &Value) -> Result<Vec<(Entry, Option<f64>)>, String> {
         let score = obj.get("@search.score").and_then(Value::as_f64);
         let fields: serde_json::Map<String, Value> = obj
             .iter()
-            .filter(|(k, _)| !k.starts_with('@'))
+            .filter(|(k, _)| !k.starts_with('@') && k.as_str() != VECTOR_FIELD)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let e: Entry = serde_json::from_value(Value::Object(fields))
+        let entry: Entry = serde_json::from_value(Value::Object(fields))
             .map_err(|e| format!("a document is not a catalog entry: {e}"))?;
-        out.push((e, score));
+        let vector =
+            match obj.get(VECTOR_FIELD) {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(serde_json::from_value::<Vec<f32>>(v.clone()).map_err(|e| {
+                    format!("entry {}: its embedding is not numbers: {e}", entry.id)
+                })?),
+            };
+        out.push(Hit {
+            entry,
+            score,
+            vector,
+        });
     }
     Ok(out)
 }
@@ -374,6 +464,9 @@ pub fn catalog_definition(cfg: &AzureConfig, name: &str, dim: usize) -> Value {
         json!({ "name": name, "type": "Edm.String", "filterable": filterable,
                 "retrievable": true, "searchable": false })
     };
+    let mut vector = vector;
+    // Retrievable (unlike a monitor's normal index): daemons keep a copy of the catalog.
+    vector["retrievable"] = json!(true);
     let mut label = text(LABEL_FIELD, true);
     label["facetable"] = json!(true);
     let mut machine = text(MACHINE_FIELD, true);
@@ -395,6 +488,22 @@ pub fn catalog_definition(cfg: &AzureConfig, name: &str, dim: usize) -> Value {
         vector,
     ]);
     def
+}
+
+/// Whether the definition's vector field gives its values back.
+fn vectors_retrievable(def: &Value) -> bool {
+    def["fields"]
+        .as_array()
+        .and_then(|f| f.iter().find(|x| x["name"] == VECTOR_FIELD))
+        .is_some_and(|v| v["retrievable"].as_bool() != Some(false))
+}
+
+fn set_vectors_retrievable(def: &mut Value) {
+    if let Some(f) = def["fields"].as_array_mut() {
+        for x in f.iter_mut().filter(|x| x["name"] == VECTOR_FIELD) {
+            x["retrievable"] = json!(true);
+        }
+    }
 }
 
 /// Refuses an index that is not a catalog (e.g. the normal embeddings of `earshot index`):
@@ -663,9 +772,15 @@ mod tests {
         }]});
         let h = hits(&v).unwrap();
         assert_eq!(h.len(), 1);
-        assert_eq!(h[0].0.label, "rub");
-        assert_eq!(h[0].0.machine, None);
-        assert_eq!(h[0].1, Some(0.8));
+        assert_eq!(h[0].entry.label, "rub");
+        assert_eq!(h[0].entry.machine, None);
+        assert_eq!(h[0].score, Some(0.8));
+        assert!(h[0].vector.is_none());
+        let mut with = v.clone();
+        with["value"][0][VECTOR_FIELD] = json!([0.5, -1.0]);
+        assert_eq!(hits(&with).unwrap()[0].vector, Some(vec![0.5, -1.0]));
+        with["value"][0][VECTOR_FIELD] = json!(["x"]);
+        assert!(hits(&with).is_err());
         assert!(hits(&json!({ "value": [{ "id": "x" }] })).is_err());
     }
 }

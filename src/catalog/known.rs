@@ -86,6 +86,17 @@ pub struct CatalogSettings {
     /// Embedded (in `dir`) or Azure AI Search.
     #[serde(default)]
     pub index: CatalogIndex,
+    /// With an Azure catalog: how often the daemon checks it for sounds added or removed
+    /// (from any edge PC) and refreshes its copy. A reload (SIGHUP) refreshes at once.
+    #[serde(
+        default = "default_refresh",
+        with = "crate::capture::settings::serde_duration"
+    )]
+    pub refresh: std::time::Duration,
+}
+
+fn default_refresh() -> std::time::Duration {
+    std::time::Duration::from_secs(600)
 }
 
 fn default_true() -> bool {
@@ -108,6 +119,7 @@ impl Default for CatalogSettings {
             benign: Vec::new(),
             benign_action: BenignAction::default(),
             index: CatalogIndex::default(),
+            refresh: default_refresh(),
         }
     }
 }
@@ -131,6 +143,15 @@ impl CatalogSettings {
         }
         if let CatalogIndex::Azure(a) = &self.index {
             a.validate().map_err(|e| ("index".into(), e.to_string()))?;
+        }
+        if self.refresh < std::time::Duration::from_secs(10) {
+            return Err((
+                "refresh".into(),
+                format!(
+                    "{} is too often: the whole catalog may be read each time; use \"10s\" or more (default \"10m\")",
+                    humantime::format_duration(self.refresh)
+                ),
+            ));
         }
         Ok(())
     }
@@ -196,7 +217,8 @@ pub struct KnownSounds {
 }
 
 impl KnownSounds {
-    /// Loads the catalog the settings name and checks it against the running model.
+    /// Loads the embedded catalog the settings name and checks it against the running model
+    /// (an Azure catalog reaches the daemon as a copy: see `daemon::sounds`).
     /// `Ok(None)`: nothing to compare with (disabled, no catalog, or an empty one), which is
     /// not an error. A catalog of another model or a damaged one is an error saying what to do.
     pub fn load(
@@ -205,13 +227,22 @@ impl KnownSounds {
         card: &ModelCard,
         card_path: &Path,
     ) -> Result<Option<KnownSounds>, CatalogError> {
-        // The daemon compares events with an embedded catalog only (see `daemon::sounds`).
         if !settings.sounds_like || settings.index != CatalogIndex::Embedded {
             return Ok(None);
         }
-        let Some(catalog) = Catalog::open(&settings.dir(state_dir))? else {
-            return Ok(None);
-        };
+        match Catalog::open(&settings.dir(state_dir))? {
+            Some(c) => Self::checked(c, settings, card, card_path),
+            None => Ok(None),
+        }
+    }
+
+    /// `catalog` for the daemon, if it has entries and the running model made them.
+    pub fn checked(
+        catalog: Catalog,
+        settings: &CatalogSettings,
+        card: &ModelCard,
+        card_path: &Path,
+    ) -> Result<Option<KnownSounds>, CatalogError> {
         if catalog.is_empty() {
             return Ok(None);
         }

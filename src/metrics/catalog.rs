@@ -1,7 +1,7 @@
-//! Sound catalog metrics: whether the daemon compares anomalies with a catalog, and what the
-//! events it compared sounded like.
+//! Sound catalog metrics: whether the daemon compares anomalies with a catalog, how fresh its
+//! copy of an Azure catalog is, and what the events it compared sounded like.
 
-use prometheus::{IntCounterVec, IntGauge, Registry};
+use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Registry};
 
 use super::counter;
 use super::names::*;
@@ -11,6 +11,8 @@ use super::names::*;
 pub struct CatalogMetrics {
     entries: IntGauge,
     refused: IntGauge,
+    synced: Gauge,
+    sync_failures: IntCounter,
     events: IntCounterVec,
 }
 
@@ -26,6 +28,16 @@ impl CatalogMetrics {
             "1 while the configured sound catalog cannot be used (another model's, or damaged); events then carry no sounds_like.",
         )?;
         r.register(Box::new(refused.clone()))?;
+        let synced = Gauge::new(
+            CATALOG_SYNCED,
+            "With an Azure AI Search catalog: Unix time the daemon's copy was last confirmed current (0: never since start). Alert on time() minus this.",
+        )?;
+        r.register(Box::new(synced.clone()))?;
+        let sync_failures = IntCounter::new(
+            CATALOG_SYNC_FAILURES,
+            "Refreshes of the daemon's copy of an Azure AI Search catalog that failed (the copy in use stays).",
+        )?;
+        r.register(Box::new(sync_failures.clone()))?;
         let events = counter(
             r,
             SOUNDS_LIKE_EVENTS,
@@ -35,6 +47,8 @@ impl CatalogMetrics {
         Ok(Self {
             entries,
             refused,
+            synced,
+            sync_failures,
             events,
         })
     }
@@ -50,6 +64,19 @@ impl CatalogMetrics {
     pub fn refused(&self) {
         self.entries.set(0);
         self.refused.set(1);
+    }
+
+    /// The copy of the Azure catalog was confirmed current (refreshed, or unchanged) now.
+    pub fn synced(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.synced.set(now);
+    }
+
+    /// A refresh of the copy of the Azure catalog failed.
+    pub fn sync_failed(&self) {
+        self.sync_failures.inc();
     }
 
     /// One anomaly event started; `sounds_like` is already one of the bounded values

@@ -42,6 +42,8 @@ pub const CONFIG_RESTART_REQUIRED: &str = "earshot_config_restart_required";
 
 pub const CATALOG_ENTRIES: &str = "earshot_catalog_entries";
 pub const CATALOG_REFUSED: &str = "earshot_catalog_refused";
+pub const CATALOG_SYNCED: &str = "earshot_catalog_last_sync_timestamp_seconds";
+pub const CATALOG_SYNC_FAILURES: &str = "earshot_catalog_sync_failures_total";
 pub const SOUNDS_LIKE_EVENTS: &str = "earshot_sounds_like_events_total";
 
 pub const EVENTS_WRITTEN: &str = "earshot_events_written_total";
@@ -84,6 +86,8 @@ pub const ALL: &[&str] = &[
     CONFIG_RESTART_REQUIRED,
     CATALOG_ENTRIES,
     CATALOG_REFUSED,
+    CATALOG_SYNCED,
+    CATALOG_SYNC_FAILURES,
     SOUNDS_LIKE_EVENTS,
     EVENTS_WRITTEN,
     EVENT_WRITE_FAILURES,

@@ -906,6 +906,26 @@ fn search(i: &Inner, name: &str, body: Value) -> Response<Body> {
         .get("select")
         .and_then(Value::as_str)
         .map(|s| s.split(',').map(|x| x.trim().to_string()).collect());
+    // Like the service: a vector comes back only from a retrievable field, and selecting a
+    // field that is not retrievable is an error.
+    let vector_retrievable = idx.definition["fields"]
+        .as_array()
+        .and_then(|f| f.iter().find(|x| x["name"] == idx.vector_field.as_str()))
+        .is_some_and(|f| f["retrievable"].as_bool() != Some(false));
+    let wants_vector = select
+        .as_ref()
+        .is_some_and(|s| s.contains(&idx.vector_field));
+    if wants_vector && !vector_retrievable {
+        return error(
+            400,
+            "InvalidRequestParameter",
+            &format!(
+                "Invalid expression: The field '{}' in $select is not retrievable.",
+                idx.vector_field
+            ),
+        );
+    }
+    let with_vector = vector_retrievable && select.as_ref().is_none_or(|_| wants_vector);
     let value: Vec<Value> = hits
         .iter()
         .map(|(score, d)| {
@@ -915,6 +935,9 @@ fn search(i: &Inner, name: &str, body: Value) -> Response<Body> {
                 if select.as_ref().is_none_or(|s| s.contains(k)) {
                     o.insert(k.clone(), v.clone());
                 }
+            }
+            if with_vector {
+                o.insert(idx.vector_field.clone(), json!(d.vector));
             }
             Value::Object(o)
         })
