@@ -33,12 +33,22 @@ fn own_profile(dir: &Path) -> PathBuf {
 /// variation" an operator vouches for) against `profile`, in its own state directory under
 /// `dir/<run>`; returns (config, state dir, anomaly_started events).
 fn replay(dir: &Path, run: &str, profile: &Path) -> (PathBuf, PathBuf, Vec<serde_json::Value>) {
+    replay_file(dir, run, profile, &fixture().stream)
+}
+
+/// [`replay`] of another recording.
+fn replay_file(
+    dir: &Path,
+    run: &str,
+    profile: &Path,
+    wav: &Path,
+) -> (PathBuf, PathBuf, Vec<serde_json::Value>) {
     let d = dir.join(run);
     std::fs::create_dir_all(&d).unwrap();
     let cfg = format!(
         "{}[evidence]\nmin_free_megabytes = 0\n{}",
         daemon_header(&d),
-        replay_monitor("press-1", profile, &fixture().stream, false, false)
+        replay_monitor("press-1", profile, wav, false, false)
     );
     let cfg = write_config(&d, &cfg);
     let mut daemon = Daemon::start(&cfg, &["--exit-when-done"], &[]);
@@ -131,6 +141,88 @@ fn feedback_normal_silences_the_event_and_undo_brings_it_back() {
     assert_eq!(ids.lines().count(), rows_before);
     assert!(!ids.contains("feedback:"));
     let (_, _, events) = replay(dir.path(), "third", &profile);
+    assert_eq!(
+        events.len(),
+        1,
+        "undo restores the former behaviour: {events:?}"
+    );
+}
+
+/// The impulse level of the profile's manifest.
+fn impulse(profile: &Path) -> serde_json::Value {
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(profile.join("manifest.json")).unwrap()).unwrap();
+    m["impulse"].clone()
+}
+
+/// 12 s of the fixture's motor with 2 s of the generator's impact fault (knocks at 0 dB)
+/// from 8 s, spliced into the normal sound at its level (the generator levels a whole stream,
+/// so its faulty stream's machine is quieter: that alone would be an anomaly).
+fn knocks(dir: &Path) -> PathBuf {
+    const RATE: u32 = 48_000;
+    let at = |t: f64| (t * f64::from(RATE)) as usize;
+    let normal = daemon::read_i16(&daemon::motor_stream(dir, "n.wav", "-60", 12.0, 11.0, RATE));
+    let faulty = daemon::read_i16(&daemon::motor_fault_stream(
+        dir, "f.wav", "impact", "0", 12.0, 8.0, RATE,
+    ));
+    let ms = |x: &[i16]| x.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / x.len() as f64;
+    let g = (ms(&normal[..at(8.0)]) / ms(&faulty[..at(8.0)])).sqrt();
+    let mut out = normal;
+    for i in at(8.0)..at(10.0) {
+        out[i] = (f64::from(faulty[i]) * g).round().clamp(-32768.0, 32767.0) as i16;
+    }
+    let wav = dir.join("knocks.wav");
+    daemon::write_i16(&wav, RATE, &out);
+    wav
+}
+
+/// Knocks (the generator's impact fault) vouched for as normal: the impulse scorer that
+/// reported them stops doing so, because feedback keeps its level above the added windows as
+/// `learn` keeps it above every normal window; undo restores the learned level exactly.
+#[test]
+fn feedback_on_knocks_raises_the_impulse_level_and_undo_restores_it() {
+    let dir = test_dir();
+    let profile = own_profile(dir.path());
+    let learned = impulse(&profile);
+    let level = learned["level_db"]
+        .as_f64()
+        .expect("the profile has an impulse level");
+    let wav = knocks(dir.path());
+
+    let (cfg, _, events) = replay_file(dir.path(), "first", &profile, &wav);
+    assert_eq!(events.len(), 1, "the knocks raise one event: {events:?}");
+    // The knocks exceed the learned impulse level: without raising it they fire again.
+    let peak = events[0]["event"]["scores"]["impulse"]["peak"].as_f64();
+    assert!(
+        peak.is_some_and(|p| p > level),
+        "knocks above the impulse level {level}: {:#}",
+        events[0]
+    );
+    let fp = events[0]["fingerprint"].as_str().unwrap().to_owned();
+    let (ok, out) = feedback(&[&fp, "--normal", "--config"], &[&cfg]);
+    assert!(ok, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("impulse:"))
+        .unwrap_or_else(|| panic!("no impulse line: {out}"));
+    assert!(line.ends_with("below"), "{out}");
+    let raised = impulse(&profile)["level_db"].as_f64().unwrap();
+    assert!(raised > level, "level {level} -> {raised}");
+
+    let (_, _, events) = replay_file(dir.path(), "second", &profile, &wav);
+    assert!(
+        events.is_empty(),
+        "no event after feedback --normal: {events:?}"
+    );
+
+    let (ok, out) = feedback(&[&fp, "--undo", "--config"], &[&cfg]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        impulse(&profile),
+        learned,
+        "undo restores the learned level"
+    );
+    let (_, _, events) = replay_file(dir.path(), "third", &profile, &wav);
     assert_eq!(
         events.len(),
         1,

@@ -12,6 +12,7 @@ use earshot::feedback::{self, FeedbackRecord, Records};
 use earshot::index::AzureConfig;
 use earshot::index::azure::AzureClient;
 use earshot::index::upload::UploadOptions;
+use earshot::score::impulse::IMPULSE;
 use earshot::score::{Profile, Scorer};
 
 #[derive(clap::Args)]
@@ -137,16 +138,26 @@ pub fn run(a: FeedbackArgs) -> anyhow::Result<()> {
             .with_context(|| format!("embedding the evidence clip {}", event.clip.display()))?;
     super::warn_report(&event.clip, &report);
     let span = feedback::event_span(&event);
-    let windows = feedback::span_windows(
-        wins.into_iter().map(|w| (w.start_s, w.embedding)).collect(),
+    let (windows, impulses): (Vec<_>, Vec<_>) = feedback::span_windows(
+        wins.into_iter()
+            .map(|w| (w.start_s, (w.embedding, w.impulse_db)))
+            .collect(),
         w.seconds,
         span,
-    );
+    )
+    .into_iter()
+    .map(|(t, (e, i))| ((t, e), i))
+    .unzip();
+    let impulse_peak = impulses
+        .into_iter()
+        .filter(|v| v.is_finite())
+        .reduce(f64::max);
     let after = feedback::add(
         &dir,
         &event,
         a.note.clone(),
         &stream_times(&event, windows.clone()),
+        impulse_peak,
     )?;
     println!(
         "added {} windows of {} ({:.1}..{:.1} s of its clip) to {} as normal",
@@ -156,7 +167,7 @@ pub fn run(a: FeedbackArgs) -> anyhow::Result<()> {
         span.1,
         dir.display()
     );
-    recheck(&event, &before, &after, &windows)?;
+    recheck(&event, &before, &after, &windows, impulse_peak)?;
     if let Some(cfg) = azure {
         let records = Records::load(&after)?;
         if let Some(rec) = records.get(&event.meta.event_id) {
@@ -164,7 +175,7 @@ pub fn run(a: FeedbackArgs) -> anyhow::Result<()> {
         }
     }
     println!(
-        "thresholds unchanged; the running service reloads the profile by itself; undo with `earshot feedback {} --undo`",
+        "embedding thresholds unchanged; the running service reloads the profile by itself; undo with `earshot feedback {} --undo`",
         event.meta.event_id
     );
     Ok(())
@@ -183,6 +194,7 @@ fn recheck(
     before: &Profile,
     after: &Profile,
     windows: &[(f64, Vec<f32>)],
+    impulse_peak: Option<f64>,
 ) -> anyhow::Result<()> {
     let sb = Scorer::new(before).context("scoring with the former profile")?;
     let sa = Scorer::new(after).context("scoring with the new profile")?;
@@ -216,10 +228,26 @@ fn recheck(
             }
         );
     }
-    if event.meta.event.fired.iter().any(|f| f == "impulse") {
-        println!(
-            "  impulse: this event fired on the impulse scorer, which does not use the normal memory: feedback cannot silence it"
-        );
+    let fired_impulse = event.meta.event.fired.iter().any(|f| f == IMPULSE);
+    match (
+        before.manifest.impulse,
+        after.manifest.impulse,
+        impulse_peak,
+    ) {
+        (Some(b), Some(a), Some(peak)) => println!(
+            "  {IMPULSE}: event peak {peak:.1} dB; level {:.1} -> {:.1} dB: {}",
+            b.level_db,
+            a.level_db,
+            if peak > a.level_db {
+                "still above (the scorer may still fire)"
+            } else {
+                "below"
+            }
+        ),
+        _ if fired_impulse => println!(
+            "  {IMPULSE}: this event fired on the impulse scorer, but its level could not be raised (no impulse value measured in the clip)"
+        ),
+        _ => {}
     }
     Ok(())
 }

@@ -13,7 +13,7 @@
 //! faults is no improvement.
 
 use crate::embed::file::WindowEmbedding;
-use crate::feedback::{FeedbackError, span_in_clip, span_windows, with_normal};
+use crate::feedback::{FeedbackError, raise_impulse, span_in_clip, span_windows, with_normal};
 use crate::score::decide::{DecideConfig, DecideConfigError, DecisionKind};
 use crate::score::replay::{Levels, replay, scored_windows, started};
 use crate::score::{Profile, Scorer};
@@ -110,21 +110,32 @@ pub fn after_feedback(
         for ev in events.iter().filter(|e| e.kind == DecisionKind::Ended) {
             let onset = ev.start.stream_s;
             let span = span_in_clip(onset, ev.end.as_ref().map(|e| e.stream_s - onset), clip_end);
-            let windows = span_windows(
+            let (windows, impulses): (Vec<_>, Vec<_>) = span_windows(
                 c.windows
                     .iter()
-                    .map(|w| (w.start_s, w.embedding.clone()))
+                    .map(|w| (w.start_s, (w.embedding.clone(), w.impulse_db)))
                     .collect(),
                 window_s,
                 span,
-            );
+            )
+            .into_iter()
+            .map(|(t, (e, i))| ((t, e), i))
+            .unzip();
             if windows.is_empty() {
                 continue;
             }
             out.feedback_events += 1;
             tracing::debug!(clip = %c.path.display(), ?span, fired = ?ev.fired, "feedback event");
             let id = format!("eval:{}:{}", c.path.display(), ev.event_id);
-            let (p, ids) = with_normal(&learned, &id, c.path, &windows)?;
+            let (mut p, ids) = with_normal(&learned, &id, c.path, &windows)?;
+            // As `earshot feedback` does: the impulse level stays above the added windows.
+            if let Some(peak) = impulses
+                .into_iter()
+                .filter(|v| v.is_finite())
+                .reduce(f64::max)
+            {
+                raise_impulse(&mut p, peak);
+            }
             out.windows_added += ids.len();
             learned = p;
         }

@@ -4,9 +4,12 @@
 //! `earshot feedback FP --normal` re-embeds the event's span from its evidence clip with the
 //! profile's model and window, and appends those embeddings to the profile: as k-NN memory
 //! rows (ids `feedback:<event id>@<stream s>`, unique and removable) and, because the centroid
-//! scorer would otherwise still flag them, each as its own centroid. Thresholds are not moved:
-//! they were calibrated for a false-alarm rate, and moving them silently would change every
-//! other decision. The profile is rewritten whole and swapped in atomically (the same
+//! scorer would otherwise still flag them, each as its own centroid. The impulse level, which
+//! `learn` keeps [`crate::score::impulse::MIN_MARGIN_DB`] above the loudest normal window,
+//! is kept that far above the added windows too ([`raise_impulse`]): a knock vouched for as
+//! normal (a door, a hammer on the bench) stops starting events. The embedding thresholds are
+//! not moved: they were calibrated for a false-alarm rate, and moving them silently would
+//! change every other decision. The profile is rewritten whole and swapped in atomically (the same
 //! [`crate::score::profile::replace_dir`] as `learn`), with `feedback.json` (what was added,
 //! when, why) checksummed in its manifest, so `--undo` can remove exactly those rows.
 
@@ -139,11 +142,7 @@ pub fn span_in_clip(onset_s: f64, duration_s: Option<f64>, clip_seconds: f64) ->
 }
 
 /// The windows (start in the clip, embedding) that overlap the event's span; what is added.
-pub fn span_windows(
-    windows: Vec<(f64, Vec<f32>)>,
-    window_s: f64,
-    span: (f64, f64),
-) -> Vec<(f64, Vec<f32>)> {
+pub fn span_windows<T>(windows: Vec<(f64, T)>, window_s: f64, span: (f64, f64)) -> Vec<(f64, T)> {
     windows
         .into_iter()
         .filter(|(t, _)| *t < span.1 && t + window_s > span.0)
@@ -153,11 +152,13 @@ pub fn span_windows(
 /// Adds an event's windows to the profile in `dir` as normal memory (k-NN rows and own
 /// centroids) and records it; returns the new profile. `windows` are (stream seconds,
 /// normalised embedding).
+/// `impulse_peak_db` is the loudest impulse value of those windows (None: not measured).
 pub fn add(
     dir: &Path,
     event: &Listed,
     note: Option<String>,
     windows: &[(f64, Vec<f32>)],
+    impulse_peak_db: Option<f64>,
 ) -> Result<Profile, FeedbackError> {
     let profile = Profile::load(dir)?;
     let mut records = Records::load(&profile)?;
@@ -165,7 +166,12 @@ pub fn add(
     if records.get(event_id).is_some() {
         return Err(FeedbackError::AlreadyAdded(event_id.clone()));
     }
-    let (p, ids) = with_normal(&profile, event_id, &event.clip, windows)?;
+    let (mut p, ids) = with_normal(&profile, event_id, &event.clip, windows)?;
+    let impulse_peak_db = impulse_peak_db.filter(|v| v.is_finite());
+    if let (Some(level), Some(peak)) = (profile.manifest.impulse, impulse_peak_db) {
+        records.impulse_learned.get_or_insert(level);
+        raise_impulse(&mut p, peak);
+    }
     records.entries.push(FeedbackRecord {
         event_id: event_id.clone(),
         monitor: event.meta.monitor.clone(),
@@ -174,8 +180,25 @@ pub fn add(
         clip: event.clip.display().to_string(),
         windows: ids.len(),
         ids,
+        impulse_peak_db: impulse_peak_db.filter(|_| profile.manifest.impulse.is_some()),
     });
     save(p, &records)
+}
+
+/// Keeps the profile's impulse level (if it has one) at least
+/// [`crate::score::impulse::MIN_MARGIN_DB`] above `peak_db`, the impulse value of a window
+/// now known to be normal, as `learn` does for the windows it learns from. Returns the level
+/// before and after when it moved.
+pub fn raise_impulse(profile: &mut Profile, peak_db: f64) -> Option<(f64, f64)> {
+    use crate::score::impulse::MIN_MARGIN_DB;
+    let level = profile.manifest.impulse.as_mut()?;
+    if !peak_db.is_finite() {
+        return None;
+    }
+    level.max_db = level.max_db.max(peak_db);
+    let before = level.level_db;
+    level.level_db = before.max(peak_db + MIN_MARGIN_DB);
+    (level.level_db > before).then_some((before, level.level_db))
 }
 
 /// `profile` with an event's windows appended as normal memory, in memory only: each window
@@ -263,6 +286,21 @@ pub fn undo(dir: &Path, event_id: &str) -> Result<(Profile, FeedbackRecord), Fee
     p.embeddings = profile.embeddings.select(Axis(0), &keep);
     p.centroids = profile.centroids.select(Axis(0), &keep_c);
     p.ids = keep.iter().map(|&i| profile.ids[i].clone()).collect();
+    // The impulse level: what `learn` set, raised again for the feedback that stays.
+    if let Some(learned) = records.impulse_learned {
+        p.manifest.impulse = Some(learned);
+        let peaks: Vec<f64> = records
+            .entries
+            .iter()
+            .filter_map(|r| r.impulse_peak_db)
+            .collect();
+        for peak in &peaks {
+            raise_impulse(&mut p, *peak);
+        }
+        if peaks.is_empty() {
+            records.impulse_learned = None;
+        }
+    }
     let p = save(p, &records)?;
     Ok((p, rec))
 }

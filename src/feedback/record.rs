@@ -22,12 +22,21 @@ pub struct FeedbackRecord {
     pub windows: usize,
     /// The profile ids of the rows added (k-NN memory; each is a centroid too).
     pub ids: Vec<String>,
+    /// The loudest impulse value (dB) of the windows added: the impulse level is kept
+    /// [`crate::score::impulse::MIN_MARGIN_DB`] above it, as `learn` keeps it above every
+    /// normal window. Absent when the profile has no impulse level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impulse_peak_db: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Records {
     pub entries: Vec<FeedbackRecord>,
+    /// The impulse level `learn` set, kept while feedback has raised it, so that undoing the
+    /// feedback restores it exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub impulse_learned: Option<crate::score::impulse::ImpulseLevel>,
 }
 
 impl Records {

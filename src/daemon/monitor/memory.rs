@@ -1,6 +1,7 @@
 //! Live pickup of a changed normal memory: `earshot feedback` rewrites a monitor's profile
-//! (more or fewer normal windows, same model, window and thresholds), and the scoring thread
-//! swaps its centroids and k-NN memory between two windows, without a restart and without
+//! (more or fewer normal windows, the impulse level kept above them; same model, window and
+//! thresholds), and the scoring thread swaps its centroids, k-NN memory and impulse level
+//! between two windows, without a restart and without
 //! losing audio. Anything else that changed (a new `learn`: other thresholds, model or
 //! window) waits for a SIGHUP, which restarts the monitor as before. A profile that does not
 //! load never replaces the working one: it is logged once and the old memory stays.
@@ -63,7 +64,7 @@ impl ProfileWatch {
         if m.0.model != m.1.model
             || m.0.window != m.1.window
             || m.0.knn_k != m.1.knn_k
-            || m.0.impulse != m.1.impulse
+            || m.0.impulse.is_some() != m.1.impulse.is_some()
             || m.0.level != m.1.level
             || m.0.thresholds != m.1.thresholds
         {
@@ -90,7 +91,8 @@ impl ProfileWatch {
             windows = p.embeddings.nrows(),
             was = current.embeddings.nrows(),
             centroids = p.centroids.nrows(),
-            "normal memory reloaded from the changed profile (feedback); thresholds unchanged"
+            impulse_level_db = ?p.manifest.impulse.map(|l| l.level_db),
+            "normal memory reloaded from the changed profile (feedback); embedding thresholds unchanged"
         );
         Some(Swap { profile: p, index })
     }

@@ -116,7 +116,6 @@ impl EmbedLoop {
         let t_mel = thresholds.get(MEL);
         let t_fused = thresholds.get(FUSED);
         let knn_k = self.profile.manifest.knn_k;
-        let impulse_level = self.profile.manifest.impulse;
         let rate = self.embedder.sample_rate();
         let cfg = self.decision.config().clone();
         let mut mode = IndexMode::Ok;
@@ -189,7 +188,11 @@ impl EmbedLoop {
                 }
             }
             let imp = impulse_db(&job.samples, rate);
-            if let Some(s) = impulse_level
+            // Read per window: feedback may raise it (a live memory swap).
+            if let Some(s) = self
+                .profile
+                .manifest
+                .impulse
                 .as_ref()
                 .and_then(|l| ScoreSample::impulse(imp, l, &cfg))
             {
