@@ -13,7 +13,8 @@ use earshot::index::AzureConfig;
 use earshot::index::azure::AzureClient;
 use earshot::index::upload::UploadOptions;
 use earshot::score::impulse::IMPULSE;
-use earshot::score::{Profile, Scorer};
+use earshot::score::melstats::{FUSED, MEL};
+use earshot::score::{Profile, Scorer, WindowScores};
 
 #[derive(clap::Args)]
 pub struct FeedbackArgs {
@@ -132,22 +133,25 @@ pub fn run(a: FeedbackArgs) -> anyhow::Result<()> {
     let card_path = e.dir().join("card.json");
     before.check_model(e.card(), &card_path)?;
     e.set_level_dbfs(before.manifest.window.level_dbfs);
+    // The log-mel too when the profile scores it (`mel`, `fused`): the re-check shows them.
+    e.set_keep_logmel(before.mel.is_some());
     let w = before.manifest.window;
     let (wins, report) =
         earshot::embed::file::embed_file(&mut e, &event.clip, w.seconds, w.hop_seconds)
             .with_context(|| format!("embedding the evidence clip {}", event.clip.display()))?;
     super::warn_report(&event.clip, &report);
     let span = feedback::event_span(&event);
-    let (windows, impulses): (Vec<_>, Vec<_>) = feedback::span_windows(
+    let (windows, rest): (Vec<_>, Vec<_>) = feedback::span_windows(
         wins.into_iter()
-            .map(|w| (w.start_s, (w.embedding, w.impulse_db)))
+            .map(|w| (w.start_s, (w.embedding, w.impulse_db, w.logmel)))
             .collect(),
         w.seconds,
         span,
     )
     .into_iter()
-    .map(|(t, (e, i))| ((t, e), i))
+    .map(|(t, (e, i, m))| ((t, e), (i, m)))
     .unzip();
+    let (impulses, logmels): (Vec<f64>, Vec<Vec<f32>>) = rest.into_iter().unzip();
     let impulse_peak = impulses
         .into_iter()
         .filter(|v| v.is_finite())
@@ -167,7 +171,7 @@ pub fn run(a: FeedbackArgs) -> anyhow::Result<()> {
         span.1,
         dir.display()
     );
-    recheck(&event, &before, &after, &windows, impulse_peak)?;
+    recheck(&event, &before, &after, &windows, &logmels, impulse_peak)?;
     if let Some(cfg) = azure {
         let records = Records::load(&after)?;
         if let Some(rec) = records.get(&event.meta.event_id) {
@@ -194,39 +198,40 @@ fn recheck(
     before: &Profile,
     after: &Profile,
     windows: &[(f64, Vec<f32>)],
+    logmels: &[Vec<f32>],
     impulse_peak: Option<f64>,
 ) -> anyhow::Result<()> {
     let sb = Scorer::new(before).context("scoring with the former profile")?;
     let sa = Scorer::new(after).context("scoring with the new profile")?;
-    let peak = |sc: &Scorer, knn: bool| {
+    // Every window's scores (all scorers) under one profile.
+    let scores = |sc: &Scorer| -> Vec<WindowScores> {
         windows
             .iter()
-            .map(|(_, e)| {
-                let s = sc.score(e);
-                if knn {
-                    s.knn.unwrap_or(0.0)
-                } else {
-                    s.centroid
-                }
-            })
-            .fold(0.0f32, f32::max)
+            .zip(logmels)
+            .map(|((_, e), m)| sc.score_window(e, (!m.is_empty()).then_some(m.as_slice())))
+            .collect()
     };
-    for (name, knn) in [
-        (earshot::score::CENTROID, false),
-        (earshot::score::KNN, true),
-    ] {
-        let Some(t) = after.manifest.thresholds.get(name).map(|t| t.value) else {
+    let (wb, wa) = (scores(&sb), scores(&sa));
+    for (name, t) in &after.manifest.thresholds {
+        let peak = |w: &[WindowScores]| {
+            w.iter()
+                .filter_map(|s| s.get(name))
+                .fold(None, |m: Option<f32>, v| Some(m.map_or(v, |m| m.max(v))))
+        };
+        let (Some(b), Some(a)) = (peak(&wb), peak(&wa)) else {
             continue;
         };
-        let (b, a) = (peak(&sb, knn), peak(&sa, knn));
-        println!(
-            "  {name}: event peak {b:.4} -> {a:.4} against threshold {t:.4}: {}",
-            if a > t {
-                "still above (the scorer may still fire)"
+        let t = t.value;
+        let verdict = if a > t {
+            if name == MEL || name == FUSED {
+                "still above: feedback does not change the log-mel statistics, so this scorer may still fire on this sound (README \"That was normal\")"
             } else {
-                "below"
+                "still above (the scorer may still fire)"
             }
-        );
+        } else {
+            "below"
+        };
+        println!("  {name}: event peak {b:.4} -> {a:.4} against threshold {t:.4}: {verdict}");
     }
     let fired_impulse = event.meta.event.fired.iter().any(|f| f == IMPULSE);
     match (

@@ -59,6 +59,25 @@ pub struct WindowScores {
 }
 
 impl WindowScores {
+    /// The (scorer, score) pairs present, in the order the daemon builds them.
+    pub fn named(&self) -> Vec<(&'static str, f32)> {
+        let mut v = vec![(CENTROID, self.centroid)];
+        for (n, s) in [(KNN, self.knn), (MEL, self.mel), (FUSED, self.fused)] {
+            if let Some(s) = s {
+                v.push((n, s));
+            }
+        }
+        v
+    }
+
+    /// The score of scorer `name`, if present.
+    pub fn get(&self, name: &str) -> Option<f32> {
+        self.named()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| s)
+    }
+
     /// The scores from the embedding's two, the window's log-mel and the profile's
     /// statistics (the one place `mel` and `fused` are derived, for every path).
     pub fn with_mel(centroid: f32, knn: Option<f32>, logmel: Option<&[f32]>, p: &Profile) -> Self {

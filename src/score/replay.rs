@@ -21,7 +21,7 @@ use super::decide::{
 use super::impulse::ImpulseLevel;
 use super::profile::LevelStats;
 use super::signal::SignalGate;
-use super::{CENTROID, FUSED, KNN, MEL, Threshold, WindowScores};
+use super::{Threshold, WindowScores};
 
 /// One window of a recording as the daemon sees it: where it is, how loud its quietest
 /// quarter is ([`crate::dsp::level::quietest_quarter_dbfs`]) and its scores.
@@ -40,17 +40,11 @@ pub struct WindowRecord {
 impl WindowRecord {
     /// The (scorer, score) pairs of this window, in the order the daemon builds them.
     pub fn named_scores(&self) -> Vec<(&'static str, f64)> {
-        let mut v = vec![(CENTROID, f64::from(self.scores.centroid))];
-        if let Some(k) = self.scores.knn {
-            v.push((KNN, f64::from(k)));
-        }
-        if let Some(m) = self.scores.mel {
-            v.push((MEL, f64::from(m)));
-        }
-        if let Some(f) = self.scores.fused {
-            v.push((FUSED, f64::from(f)));
-        }
-        v
+        self.scores
+            .named()
+            .into_iter()
+            .map(|(n, s)| (n, f64::from(s)))
+            .collect()
     }
 }
 
@@ -213,6 +207,7 @@ pub fn clip_score(v: &[f32], how: ClipScore, k: usize, cfg: &DecideConfig) -> Op
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::score::CENTROID;
 
     #[test]
     fn top_k_and_n_of_m_by_hand() {
