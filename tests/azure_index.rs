@@ -706,6 +706,7 @@ fn save_profile(dir: &std::path::Path, machine: &str, e: Array2<f32>, ids: Vec<S
         ids,
         centroids,
         mel: None,
+        feedback_mel: Default::default(),
         machine: machine.into(),
         model: "cnn14-test".into(),
     };

@@ -230,6 +230,69 @@ fn feedback_on_knocks_raises_the_impulse_level_and_undo_restores_it() {
     );
 }
 
+/// A monitor deciding on centroid and `fused` (k-NN and log-mel statistics): marking the
+/// variation normal silences it too, although feedback leaves the log-mel Gaussian as it
+/// was: windows nearest to the event's rows and no stranger than it was count as normal on
+/// the log-mel side. Undo brings the event back.
+#[test]
+fn feedback_silences_a_fused_monitor_too() {
+    let dir = test_dir();
+    let fx = fixture();
+    let learn_cfg = dir.path().join("learn.toml");
+    std::fs::write(
+        &learn_cfg,
+        "[learn]\nfalse_alarms_per_day = 300\ndecide_on = [\"centroid\", \"fused\"]\n",
+    )
+    .unwrap();
+    let profile = dir.path().join("profile");
+    daemon::earshot_ok(
+        &[
+            "learn",
+            "--config",
+            learn_cfg.to_str().unwrap(),
+            "--normal",
+            fx.dir.join("data/motor_id01/train").to_str().unwrap(),
+            "--out",
+            profile.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(profile.join("manifest.json")).unwrap()).unwrap();
+    assert!(manifest["thresholds"]["fused"].is_object(), "{manifest:#}");
+
+    let (cfg, _, events) = replay(dir.path(), "first", &profile);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let fp = events[0]["fingerprint"].as_str().unwrap().to_owned();
+    let (ok, out) = feedback(&[&fp, "--normal", "--config"], &[&cfg]);
+    assert!(ok, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("fused:"))
+        .unwrap_or_else(|| panic!("no fused line: {out}"));
+    assert!(line.ends_with("below"), "{out}");
+    let records: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(profile.join("feedback.json")).unwrap()).unwrap();
+    assert!(
+        records["entries"][0]["mel_peak"].as_f64().is_some(),
+        "{records:#}"
+    );
+
+    let (_, _, events) = replay(dir.path(), "second", &profile);
+    assert!(
+        events.is_empty(),
+        "no event after feedback --normal: {events:?}"
+    );
+    let (ok, out) = feedback(&[&fp, "--undo", "--config"], &[&cfg]);
+    assert!(ok, "{out}");
+    let (_, _, events) = replay(dir.path(), "third", &profile);
+    assert_eq!(
+        events.len(),
+        1,
+        "undo restores the former behaviour: {events:?}"
+    );
+}
+
 #[test]
 fn an_unknown_fingerprint_says_what_to_do() {
     let dir = test_dir();

@@ -13,7 +13,6 @@ use earshot::index::AzureConfig;
 use earshot::index::azure::AzureClient;
 use earshot::index::upload::UploadOptions;
 use earshot::score::impulse::IMPULSE;
-use earshot::score::melstats::{FUSED, MEL};
 use earshot::score::{Profile, Scorer, WindowScores};
 
 #[derive(clap::Args)]
@@ -156,12 +155,28 @@ pub fn run(a: FeedbackArgs) -> anyhow::Result<()> {
         .into_iter()
         .filter(|v| v.is_finite())
         .reduce(f64::max);
+    // The highest `mel` score of the added windows (the Gaussian is not changed by
+    // feedback, so the former profile scores them as the new one will).
+    let mel_peak = if before.mel.is_some() {
+        let sb = Scorer::new(&before).context("scoring with the former profile")?;
+        windows
+            .iter()
+            .zip(&logmels)
+            .filter(|(_, m)| !m.is_empty())
+            .filter_map(|((_, e), m)| sb.score_window(e, Some(m)).mel)
+            .reduce(f32::max)
+    } else {
+        None
+    };
     let after = feedback::add(
         &dir,
         &event,
         a.note.clone(),
         &stream_times(&event, windows.clone()),
-        impulse_peak,
+        feedback::Peaks {
+            impulse_db: impulse_peak,
+            mel: mel_peak,
+        },
     )?;
     println!(
         "added {} windows of {} ({:.1}..{:.1} s of its clip) to {} as normal",
@@ -223,11 +238,7 @@ fn recheck(
         };
         let t = t.value;
         let verdict = if a > t {
-            if name == MEL || name == FUSED {
-                "still above: feedback does not change the log-mel statistics, so this scorer may still fire on this sound (README \"That was normal\")"
-            } else {
-                "still above (the scorer may still fire)"
-            }
+            "still above (the scorer may still fire)"
         } else {
             "below"
         };

@@ -100,12 +100,8 @@ pub fn after_feedback(
         ..Default::default()
     };
     for c in &fb {
-        let events = replay(
-            Levels::of(profile),
-            cfg,
-            machine,
-            &scored_windows(&before, c.windows),
-        )?;
+        let scored = scored_windows(&before, c.windows);
+        let events = replay(Levels::of(profile), cfg, machine, &scored)?;
         let clip_end = c.windows.last().map_or(0.0, |w| w.end_s);
         for ev in events.iter().filter(|e| e.kind == DecisionKind::Ended) {
             let onset = ev.start.stream_s;
@@ -127,7 +123,13 @@ pub fn after_feedback(
             out.feedback_events += 1;
             tracing::debug!(clip = %c.path.display(), ?span, fired = ?ev.fired, "feedback event");
             let id = format!("eval:{}:{}", c.path.display(), ev.event_id);
-            let (mut p, ids) = with_normal(&learned, &id, c.path, &windows)?;
+            // As `earshot feedback` does: the highest `mel` score of the added windows.
+            let mel_peak = scored
+                .iter()
+                .filter(|w| windows.iter().any(|(t, _)| *t == w.start_s))
+                .filter_map(|w| w.scores.mel)
+                .reduce(f32::max);
+            let (mut p, ids) = with_normal(&learned, &id, c.path, &windows, mel_peak)?;
             // As `earshot feedback` does: the impulse level stays above the added windows.
             if let Some(peak) = impulses
                 .into_iter()

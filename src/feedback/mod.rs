@@ -24,6 +24,15 @@ use crate::score::profile::{DATA_FILES, MEL_FILE, Profile, ProfileError};
 use ndarray::{Array2, Axis};
 use std::path::{Path, PathBuf};
 
+/// The highest scores of the windows a feedback adds, where measured.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Peaks {
+    /// Impulse value (dB).
+    pub impulse_db: Option<f64>,
+    /// `mel` score under the profile before the feedback.
+    pub mel: Option<f32>,
+}
+
 /// Prefix of the window ids feedback adds to a profile.
 pub const ID_PREFIX: &str = "feedback:";
 
@@ -152,13 +161,13 @@ pub fn span_windows<T>(windows: Vec<(f64, T)>, window_s: f64, span: (f64, f64)) 
 /// Adds an event's windows to the profile in `dir` as normal memory (k-NN rows and own
 /// centroids) and records it; returns the new profile. `windows` are (stream seconds,
 /// normalised embedding).
-/// `impulse_peak_db` is the loudest impulse value of those windows (None: not measured).
+/// `peaks` are those windows' highest scores where they are measured.
 pub fn add(
     dir: &Path,
     event: &Listed,
     note: Option<String>,
     windows: &[(f64, Vec<f32>)],
-    impulse_peak_db: Option<f64>,
+    peaks: Peaks,
 ) -> Result<Profile, FeedbackError> {
     let profile = Profile::load(dir)?;
     let mut records = Records::load(&profile)?;
@@ -166,8 +175,8 @@ pub fn add(
     if records.get(event_id).is_some() {
         return Err(FeedbackError::AlreadyAdded(event_id.clone()));
     }
-    let (mut p, ids) = with_normal(&profile, event_id, &event.clip, windows)?;
-    let impulse_peak_db = impulse_peak_db.filter(|v| v.is_finite());
+    let (mut p, ids) = with_normal(&profile, event_id, &event.clip, windows, peaks.mel)?;
+    let impulse_peak_db = peaks.impulse_db.filter(|v| v.is_finite());
     if let (Some(level), Some(peak)) = (profile.manifest.impulse, impulse_peak_db) {
         records.impulse_learned.get_or_insert(level);
         raise_impulse(&mut p, peak);
@@ -181,6 +190,7 @@ pub fn add(
         windows: ids.len(),
         ids,
         impulse_peak_db: impulse_peak_db.filter(|_| profile.manifest.impulse.is_some()),
+        mel_peak: peaks.mel.filter(|m| m.is_finite() && profile.mel.is_some()),
     });
     save(p, &records)
 }
@@ -202,7 +212,8 @@ pub fn raise_impulse(profile: &mut Profile, peak_db: f64) -> Option<(f64, f64)> 
 }
 
 /// `profile` with an event's windows appended as normal memory, in memory only: each window
-/// a k-NN row (id `feedback:<event_id>@<t>`, unique in the profile) and its own centroid.
+/// a k-NN row (id `feedback:<event_id>@<t>`, unique in the profile) and its own centroid, and
+/// with `mel_peak` (their highest `mel` score) the event's `mel` ceiling.
 /// Returns the new profile and the ids added. [`add`] saves and records the result; `eval`
 /// uses it directly to measure what feedback does to false alarms, so the figure comes from
 /// the same rule the command applies. `clip` only names the source in errors.
@@ -211,6 +222,7 @@ pub fn with_normal(
     event_id: &str,
     clip: &Path,
     windows: &[(f64, Vec<f32>)],
+    mel_peak: Option<f32>,
 ) -> Result<(Profile, Vec<String>), FeedbackError> {
     if windows.is_empty() {
         return Err(FeedbackError::NoWindows(event_id.to_owned()));
@@ -247,6 +259,10 @@ pub fn with_normal(
     p.embeddings = concat(&p.embeddings, &new_rows);
     p.centroids = concat(&p.centroids, &new_rows);
     p.ids.extend(ids.iter().cloned());
+    if let Some(m) = mel_peak.filter(|m| m.is_finite() && profile.mel.is_some()) {
+        p.feedback_mel
+            .insert(event_id.to_owned(), crate::score::melstats::mel_ceiling(m));
+    }
     Ok((p, ids))
 }
 

@@ -27,6 +27,11 @@ pub struct FeedbackRecord {
     /// normal window. Absent when the profile has no impulse level.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub impulse_peak_db: Option<f64>,
+    /// The highest `mel` score of the windows added (profiles with log-mel statistics): a
+    /// window near these rows counts as normal for `mel` and `fused` up to
+    /// [`crate::score::melstats::mel_ceiling`] of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mel_peak: Option<f32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -76,6 +81,18 @@ impl Records {
             }
         }
         Ok(r)
+    }
+
+    /// The `mel` ceiling per event ([`crate::score::Profile::feedback_mel`]).
+    pub fn mel_ceilings(&self) -> std::collections::BTreeMap<String, f32> {
+        self.entries
+            .iter()
+            .filter_map(|r| {
+                r.mel_peak
+                    .filter(|m| m.is_finite())
+                    .map(|m| (r.event_id.clone(), crate::score::melstats::mel_ceiling(m)))
+            })
+            .collect()
     }
 
     pub fn get(&self, event_id: &str) -> Option<&FeedbackRecord> {

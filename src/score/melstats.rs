@@ -310,6 +310,28 @@ impl Fusion {
     pub fn score(&self, knn: Option<f32>, mel: Option<f32>) -> Option<f32> {
         Some(0.5 * (self.knn.z(knn?) + self.mel.z(mel?)))
     }
+
+    /// The fused score of a window whose log-mel counts as normal (a sound marked normal by
+    /// feedback, see [`mel_ceiling`]): its `mel` half at the held-out mean (z = 0).
+    pub fn score_normal_mel(&self, knn: Option<f32>) -> Option<f32> {
+        Some(0.5 * self.knn.z(knn?))
+    }
+}
+
+/// How far above an event's peak `mel` score a window near that event's feedback rows may
+/// score and still count as the sound marked normal (relative).
+pub const FEEDBACK_MEL_MARGIN: f32 = 0.1;
+
+/// The `mel` score up to which a window whose nearest normal neighbour is a feedback row
+/// counts as that sound: the event's peak when it was marked normal, plus
+/// [`FEEDBACK_MEL_MARGIN`].
+///
+/// Why: feedback adds the event's windows to the k-NN memory, but the `mel` Gaussian is a
+/// model of all normal frames that a few seconds more barely move, so without this a sound
+/// marked normal would keep its `mel` distance and `fused` would fire on it again. The
+/// nearest neighbour says "this is that sound"; the ceiling says "and no stranger than it was".
+pub fn mel_ceiling(peak: f32) -> f32 {
+    peak * (1.0 + FEEDBACK_MEL_MARGIN)
 }
 
 #[cfg(test)]

@@ -79,18 +79,33 @@ impl WindowScores {
     }
 
     /// The scores from the embedding's two, the window's log-mel and the profile's
-    /// statistics (the one place `mel` and `fused` are derived, for every path).
-    pub fn with_mel(centroid: f32, knn: Option<f32>, logmel: Option<&[f32]>, p: &Profile) -> Self {
-        let mel = match (&p.mel, logmel) {
+    /// statistics (the one place `mel` and `fused` are derived, for every path). `nearest`
+    /// is the id of the window's nearest normal neighbour: when it is a row feedback added
+    /// and the window's `mel` score is within that event's ceiling, the window is the sound
+    /// marked normal, and its log-mel counts as normal (no `mel` score, `fused` from the
+    /// k-NN half alone; see [`melstats::mel_ceiling`]).
+    pub fn with_mel(
+        centroid: f32,
+        knn: Option<f32>,
+        nearest: Option<&str>,
+        logmel: Option<&[f32]>,
+        p: &Profile,
+    ) -> Self {
+        let mut mel = match (&p.mel, logmel) {
             (Some(g), Some(x)) if !x.is_empty() => g.score(x),
             _ => None,
         };
-        let fused = p
-            .manifest
-            .mel
-            .as_ref()
-            .and_then(|m| m.fusion)
-            .and_then(|f| f.score(knn, mel));
+        let marked_normal = match (mel, nearest.and_then(|id| p.feedback_mel_ceiling(id))) {
+            (Some(m), Some(ceiling)) => m <= ceiling,
+            _ => false,
+        };
+        let fusion = p.manifest.mel.as_ref().and_then(|m| m.fusion);
+        let fused = if marked_normal {
+            mel = None;
+            fusion.and_then(|f| f.score_normal_mel(knn))
+        } else {
+            fusion.and_then(|f| f.score(knn, mel))
+        };
         Self {
             centroid,
             knn,
@@ -103,10 +118,15 @@ impl WindowScores {
 /// Exact k-NN score of `q` over the normal embeddings in `index` (mean of the k smallest
 /// cosine distances; see [`crate::index::knn_score`]).
 pub fn knn_distance(index: &EmbeddedIndex, q: &[f32], k: usize) -> Option<f32> {
-    index
-        .search(q, k)
-        .ok()
-        .and_then(|n| crate::index::knn_score(&n))
+    knn_nearest(index, q, k).0
+}
+
+/// [`knn_distance`] and the id of the nearest neighbour.
+pub fn knn_nearest(index: &EmbeddedIndex, q: &[f32], k: usize) -> (Option<f32>, Option<String>) {
+    match index.search(q, k) {
+        Ok(n) => (crate::index::knn_score(&n), n.first().map(|x| x.id.clone())),
+        Err(_) => (None, None),
+    }
 }
 
 /// The offline scorer: centroids and exact k-NN over the profile's own embeddings.
@@ -129,9 +149,11 @@ impl<'a> Scorer<'a> {
     /// Scores a normalised embedding and, when given and the profile has log-mel statistics,
     /// the window's log-mel (`mel` and `fused`).
     pub fn score_window(&self, emb: &[f32], logmel: Option<&[f32]>) -> WindowScores {
+        let (knn, nearest) = knn_nearest(&self.index, emb, self.profile.manifest.knn_k);
         WindowScores::with_mel(
             centroid::nearest_distance(&self.profile.centroids, emb),
-            knn_distance(&self.index, emb, self.profile.manifest.knn_k),
+            knn,
+            nearest.as_deref(),
             logmel,
             self.profile,
         )

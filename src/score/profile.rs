@@ -163,6 +163,10 @@ pub struct Profile {
     pub centroids: Array2<f32>,
     /// The `mel` scorer's model, when `manifest.mel` says there is one.
     pub mel: Option<super::melstats::MelGauss>,
+    /// Per event marked normal by feedback (`feedback.json`): the `mel` score up to which a
+    /// window whose nearest neighbour is one of its rows counts as normal
+    /// ([`super::melstats::mel_ceiling`]).
+    pub feedback_mel: std::collections::BTreeMap<String, f32>,
     pub machine: String,
     pub model: String,
 }
@@ -170,6 +174,17 @@ pub struct Profile {
 impl Profile {
     pub fn dim(&self) -> usize {
         self.embeddings.ncols()
+    }
+
+    /// The `mel` ceiling of the feedback event whose row `neighbor_id` is, if it is one
+    /// (ids `feedback:<event id>@<t>[#n]`).
+    pub fn feedback_mel_ceiling(&self, neighbor_id: &str) -> Option<f32> {
+        if self.feedback_mel.is_empty() {
+            return None;
+        }
+        let rest = neighbor_id.strip_prefix(crate::feedback::ID_PREFIX)?;
+        let (event, _) = rest.rsplit_once('@')?;
+        self.feedback_mel.get(event).copied()
     }
 
     /// Loads and checks a profile: every file must match the checksum in manifest.json and
@@ -329,16 +344,25 @@ impl Profile {
                 )
             }
         };
-        Ok(Profile {
+        let mut p = Profile {
             dir: dir.to_owned(),
             mel,
+            feedback_mel: Default::default(),
             machine: manifest.machine.clone(),
             model: manifest.model.name.clone(),
             manifest,
             embeddings,
             ids,
             centroids,
-        })
+        };
+        // What feedback marked normal (checked against the manifest and the ids).
+        p.feedback_mel = crate::feedback::Records::load(&p)
+            .map_err(|e| ProfileError::Invalid {
+                path: dir.join(crate::feedback::FEEDBACK_FILE),
+                detail: e.to_string(),
+            })?
+            .mel_ceilings();
+        Ok(p)
     }
 
     /// Refuses a model other than the one the profile was learned with: another network

@@ -60,7 +60,8 @@ impl EmbedLoop {
     /// its centroid distance alone. The index part of the monitor's state follows: degraded
     /// (a passing outage) or refused (the key is wrong: an error to fix), back to ok on the
     /// first answer. The breaker gauge shows the client's own breaker.
-    fn knn(&self, emb: &[f32], k: usize, mode: &mut IndexMode) -> Option<f64> {
+    /// The k-NN score and the nearest neighbour's id; `None` when the index did not answer.
+    fn knn(&self, emb: &[f32], k: usize, mode: &mut IndexMode) -> Option<(f64, Option<String>)> {
         let t = Instant::now();
         let result = self.rt.block_on(self.index.knn(emb, k));
         if let Some(b) = self.index.breaker_state() {
@@ -77,7 +78,8 @@ impl EmbedLoop {
                     self.status.index(IndexPart::Ok);
                     tracing::info!(monitor = %self.name, "k-NN index answers again: scoring by centroid and k-NN");
                 }
-                crate::index::knn_score(&n).map(f64::from)
+                let nearest = n.first().map(|x| x.id.clone());
+                crate::index::knn_score(&n).map(|v| (f64::from(v), nearest))
             }
             Err(e) => {
                 self.index_metrics.query_failed(t.elapsed().as_secs_f64());
@@ -159,12 +161,13 @@ impl EmbedLoop {
                 &self.profile.centroids,
                 &emb,
             ));
-            let k = self.knn(&emb, knn_k, &mut mode);
+            let (k, nearest) = self.knn(&emb, knn_k, &mut mode).unzip();
             // The log-mel scorers on the log-mel the network was just fed (none without the
             // profile's statistics); `fused` needs the k-NN answer too.
             let ws = WindowScores::with_mel(
                 c as f32,
                 k.map(|v| v as f32),
+                nearest.flatten().as_deref(),
                 self.embedder.batch_logmel(0),
                 &self.profile,
             );
