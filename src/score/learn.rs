@@ -266,6 +266,7 @@ pub fn learn(
                 dim,
                 frames: a.frames(),
                 fusion,
+                frame_floor: a.quietest(),
             }),
     };
 

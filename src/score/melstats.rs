@@ -50,6 +50,17 @@ pub struct Accum {
     sum: Vec<f64>,
     /// Upper triangle used; `scatter[i*d + j]`, `j >= i`.
     scatter: Vec<f64>,
+    /// The lowest [`frame_level`] added (+inf before any frame).
+    min_level: f64,
+}
+
+/// A log-mel frame's level: the mean of its bands (monotone in the frame's power whatever the
+/// front end's log).
+pub fn frame_level(frame: &[f32]) -> f32 {
+    if frame.is_empty() {
+        return 0.0;
+    }
+    frame.iter().sum::<f32>() / frame.len() as f32
 }
 
 impl Accum {
@@ -59,7 +70,13 @@ impl Accum {
             n: 0,
             sum: vec![0.0; dim],
             scatter: vec![0.0; dim * dim],
+            min_level: f64::INFINITY,
         }
+    }
+
+    /// The level of the quietest frame added ([`frame_level`]), if any.
+    pub fn quietest(&self) -> Option<f32> {
+        self.min_level.is_finite().then_some(self.min_level as f32)
     }
 
     pub fn frames(&self) -> u64 {
@@ -75,6 +92,7 @@ impl Accum {
         let d = self.dim;
         let mut x = vec![0f64; d];
         for f in logmel.chunks_exact(d) {
+            self.min_level = self.min_level.min(f64::from(frame_level(f)));
             for (xi, v) in x.iter_mut().zip(f) {
                 *xi = f64::from(*v);
             }
@@ -90,9 +108,12 @@ impl Accum {
         }
     }
 
-    /// `self - other` (the sums without another set of frames: leave-one-out models).
+    /// `self - other` (the sums without another set of frames: leave-one-out models). The
+    /// quietest level stays `self`'s (a minimum cannot be taken back out; a leave-out model
+    /// gates silence at the whole audio's floor, as the final one does).
     pub fn minus(&self, other: &Accum) -> Accum {
         Accum {
+            min_level: self.min_level,
             dim: self.dim,
             n: self.n.saturating_sub(other.n),
             sum: self
@@ -111,6 +132,7 @@ impl Accum {
     }
 
     pub fn plus(&mut self, other: &Accum) {
+        self.min_level = self.min_level.min(other.min_level);
         self.n += other.n;
         self.sum
             .iter_mut()
@@ -155,6 +177,7 @@ impl Accum {
             dim: d,
             mean: mean.iter().map(|&v| v as f32).collect(),
             whiten: w.iter().map(|&v| v as f32).collect(),
+            floor: self.quietest(),
         })
     }
 }
@@ -199,17 +222,26 @@ pub struct MelGauss {
     pub mean: Vec<f32>,
     /// Lower triangular, row-major `dim x dim`.
     pub whiten: Vec<f32>,
+    /// Frames quieter than this ([`frame_level`]) are left out of a window's score: the
+    /// quietest normal frame. "Silence is not a fault" per frame: a window straddling a
+    /// machine stop holds frames of silence, each far from every normal frame, and would
+    /// otherwise score as a fault. `None` (profiles learned before it was kept): every frame.
+    pub floor: Option<f32>,
 }
 
 impl MelGauss {
     /// The window score: mean over its frames of the Mahalanobis distance. A mean, not a max:
     /// single frames of normal audio stray (a click, a gear change), a changed machine moves
     /// most frames; the clip score's top-k and the N-of-M rule then look for the worst windows.
+    /// Frames below [`MelGauss::floor`] do not count; none left: no score.
     pub fn score(&self, logmel: &[f32]) -> Option<f32> {
         let d = self.dim;
         let mut x = vec![0f32; d];
         let (mut total, mut n) = (0f64, 0usize);
         for f in logmel.chunks_exact(d) {
+            if self.floor.is_some_and(|fl| frame_level(f) < fl) {
+                continue;
+            }
             for ((xi, v), m) in x.iter_mut().zip(f).zip(&self.mean) {
                 *xi = v - m;
             }
@@ -234,7 +266,8 @@ impl MelGauss {
             .collect()
     }
 
-    /// Reads [`MelGauss::to_bytes`] for `dim` bands, refusing a wrong size or non-finite values.
+    /// Reads [`MelGauss::to_bytes`] for `dim` bands, refusing a wrong size or non-finite values
+    /// (the floor is kept in the manifest: set it afterwards).
     pub fn from_bytes(bytes: &[u8], dim: usize) -> Result<Self, MelStatsError> {
         if dim == 0 || dim > MAX_DIM {
             return Err(MelStatsError::Dim(dim));
@@ -258,6 +291,7 @@ impl MelGauss {
             dim,
             mean: v[..dim].to_vec(),
             whiten: v[dim..].to_vec(),
+            floor: None,
         })
     }
 }
@@ -369,6 +403,41 @@ mod tests {
     }
 
     #[test]
+    fn frames_quieter_than_any_normal_one_do_not_count() {
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(3);
+        let d = 16;
+        let train = frames(&mut rng, 4000, d, 0.0);
+        let mut acc = Accum::new(d);
+        acc.add(&train);
+        // The floor is the quietest training frame's mean band value, computed here apart.
+        let min = train
+            .chunks_exact(d)
+            .map(|f| f.iter().map(|&v| f64::from(v)).sum::<f64>() / d as f64)
+            .fold(f64::INFINITY, f64::min);
+        let g = acc.fit().expect("fit");
+        assert!((f64::from(g.floor.expect("floor")) - min).abs() < 1e-5);
+        // A window whose last quarter is silence (a machine stopping) scores as its sound.
+        let sound = frames(&mut rng, 30, d, 0.0);
+        let mut stopping = sound.clone();
+        // Silence sits far below any sound in a log domain (log10(1 + 0) = 0 against ~2-3 for
+        // aisfx's front end; a dB floor of -100 against -40 for the PANNs ones).
+        stopping.extend(std::iter::repeat_n(-50.0f32, 10 * d));
+        let (a, b) = (
+            g.score(&sound).expect("score"),
+            g.score(&stopping).expect("score"),
+        );
+        assert_eq!(a, b);
+        // Without the floor (profiles learned before it was kept) the silence dominates.
+        let old = MelGauss {
+            floor: None,
+            ..g.clone()
+        };
+        assert!(old.score(&stopping).expect("score") > 3.0 * a);
+        // Nothing but silence: no score.
+        assert_eq!(g.score(&vec![-50.0; 10 * d]), None);
+    }
+
+    #[test]
     fn leave_one_out_sums_equal_a_fresh_fit_and_bytes_round_trip() {
         let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(2);
         let d = 8;
@@ -383,8 +452,15 @@ mod tests {
         for (x, y) in loo.whiten.iter().zip(&fresh.whiten) {
             assert!((x - y).abs() < 1e-3 * (1.0 + y.abs()), "{x} vs {y}");
         }
+        // The floor lives in the manifest, not in the bytes.
         let back = MelGauss::from_bytes(&fresh.to_bytes(), d).expect("read");
-        assert_eq!(back, fresh);
+        assert_eq!(
+            back,
+            MelGauss {
+                floor: None,
+                ..fresh.clone()
+            }
+        );
         assert!(matches!(
             MelGauss::from_bytes(&fresh.to_bytes()[4..], d),
             Err(MelStatsError::Size { .. })

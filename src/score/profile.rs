@@ -79,6 +79,10 @@ pub struct MelInfo {
     /// Absent when the held-out scores were too few to normalise: then no `fused` score.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fusion: Option<super::melstats::Fusion>,
+    /// The quietest normal frame's level ([`super::melstats::MelGauss::floor`]); absent in
+    /// profiles learned before it was kept (then every frame counts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_floor: Option<f32>,
 }
 
 /// The profile file of the log-mel statistics (mean and whitening matrix, f32 LE).
@@ -338,10 +342,16 @@ impl Profile {
                         ));
                     }
                 }
-                Some(
-                    super::melstats::MelGauss::from_bytes(&bytes, info.dim)
-                        .map_err(|e| invalid(MEL_FILE, format!("{e}; re-run `earshot learn`")))?,
-                )
+                if info.frame_floor.is_some_and(|f| !f.is_finite()) {
+                    return Err(invalid(
+                        "manifest.json",
+                        "`mel.frame_floor` must be a finite number; re-run `earshot learn`".into(),
+                    ));
+                }
+                let mut g = super::melstats::MelGauss::from_bytes(&bytes, info.dim)
+                    .map_err(|e| invalid(MEL_FILE, format!("{e}; re-run `earshot learn`")))?;
+                g.floor = info.frame_floor;
+                Some(g)
             }
         };
         let mut p = Profile {
