@@ -116,6 +116,18 @@ impl AzureCatalog {
         Ok(c)
     }
 
+    /// One `docs/search` request (retried as management calls are); a failure says it was
+    /// `doing` that and that nothing changed.
+    fn query(&self, body: &Value, doing: &str) -> Result<Value, CatalogError> {
+        self.rt
+            .block_on(self.client.search(
+                body,
+                RetryPolicy::MANAGEMENT,
+                self.client.management_timeout(),
+            ))
+            .map_err(|e| remote(doing, &self.location(), e, READ_AGAIN))
+    }
+
     fn read_header(&self) -> Result<Option<Header>, CatalogError> {
         let body = json!({
             "search": "*",
@@ -123,14 +135,7 @@ impl AzureCatalog {
             "select": format!("{KEY_FIELD},{MANIFEST_FIELD}"),
             "top": 1,
         });
-        let v = self
-            .rt
-            .block_on(self.client.search(
-                &body,
-                RetryPolicy::MANAGEMENT,
-                self.client.management_timeout(),
-            ))
-            .map_err(|e| remote("reading the sound catalog", &self.location(), e, READ_AGAIN))?;
+        let v = self.query(&body, "reading the sound catalog")?;
         let Some(doc) = v
             .get("value")
             .and_then(Value::as_array)
@@ -271,16 +276,7 @@ impl AzureCatalog {
                 "select": select,
                 "top": page_size,
             });
-            let v = self
-                .rt
-                .block_on(self.client.search(
-                    &body,
-                    RetryPolicy::MANAGEMENT,
-                    self.client.management_timeout(),
-                ))
-                .map_err(|e| {
-                    remote("listing the sound catalog", &self.location(), e, READ_AGAIN)
-                })?;
+            let v = self.query(&body, "listing the sound catalog")?;
             let page = hits(&v).map_err(|d| self.invalid(d))?;
             let n = page.len();
             after = page.last().map(|h| h.entry.id.clone());
@@ -362,21 +358,7 @@ impl AzureCatalog {
                 "exhaustive": true
             }]
         });
-        let v = self
-            .rt
-            .block_on(self.client.search(
-                &body,
-                RetryPolicy::MANAGEMENT,
-                self.client.management_timeout(),
-            ))
-            .map_err(|e| {
-                remote(
-                    "searching the sound catalog",
-                    &self.location(),
-                    e,
-                    READ_AGAIN,
-                )
-            })?;
+        let v = self.query(&body, "searching the sound catalog")?;
         let h = hits(&v).map_err(|d| self.invalid(d))?;
         let mut out = Vec::with_capacity(h.len());
         for Hit { entry, score, .. } in h {

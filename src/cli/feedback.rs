@@ -155,19 +155,11 @@ pub fn run(a: FeedbackArgs) -> anyhow::Result<()> {
         .into_iter()
         .filter(|v| v.is_finite())
         .reduce(f64::max);
-    // The highest `mel` score of the added windows (the Gaussian is not changed by
-    // feedback, so the former profile scores them as the new one will).
-    let mel_peak = if before.mel.is_some() {
-        let sb = Scorer::new(&before).context("scoring with the former profile")?;
-        windows
-            .iter()
-            .zip(&logmels)
-            .filter(|(_, m)| !m.is_empty())
-            .filter_map(|((_, e), m)| sb.score_window(e, Some(m)).mel)
-            .reduce(f32::max)
-    } else {
-        None
-    };
+    // The added windows' scores under the former profile: their highest `mel` score is
+    // recorded (feedback does not change the Gaussian), and the re-check prints them.
+    let sb = Scorer::new(&before).context("scoring with the former profile")?;
+    let scores_before = window_scores(&sb, &windows, &logmels);
+    let mel_peak = scores_before.iter().filter_map(|s| s.mel).reduce(f32::max);
     let after = feedback::add(
         &dir,
         &event,
@@ -186,7 +178,15 @@ pub fn run(a: FeedbackArgs) -> anyhow::Result<()> {
         span.1,
         dir.display()
     );
-    recheck(&event, &before, &after, &windows, &logmels, impulse_peak)?;
+    recheck(
+        &event,
+        &before,
+        &scores_before,
+        &after,
+        &windows,
+        &logmels,
+        impulse_peak,
+    )?;
     if let Some(cfg) = azure {
         let records = Records::load(&after)?;
         if let Some(rec) = records.get(&event.meta.event_id) {
@@ -206,34 +206,39 @@ fn stream_times(event: &Listed, w: Vec<(f64, Vec<f32>)>) -> Vec<(f64, Vec<f32>)>
         .collect()
 }
 
+/// Every window's scores (all scorers) under one profile.
+fn window_scores(
+    sc: &Scorer,
+    windows: &[(f64, Vec<f32>)],
+    logmels: &[Vec<f32>],
+) -> Vec<WindowScores> {
+    windows
+        .iter()
+        .zip(logmels)
+        .map(|((_, e), m)| sc.score_window(e, (!m.is_empty()).then_some(m.as_slice())))
+        .collect()
+}
+
 /// The thresholds stay; what changes is the event's own scores. Prints its peak per scorer
 /// before and after against the threshold, and whether it would still fire.
 fn recheck(
     event: &Listed,
     before: &Profile,
+    wb: &[WindowScores],
     after: &Profile,
     windows: &[(f64, Vec<f32>)],
     logmels: &[Vec<f32>],
     impulse_peak: Option<f64>,
 ) -> anyhow::Result<()> {
-    let sb = Scorer::new(before).context("scoring with the former profile")?;
     let sa = Scorer::new(after).context("scoring with the new profile")?;
-    // Every window's scores (all scorers) under one profile.
-    let scores = |sc: &Scorer| -> Vec<WindowScores> {
-        windows
-            .iter()
-            .zip(logmels)
-            .map(|((_, e), m)| sc.score_window(e, (!m.is_empty()).then_some(m.as_slice())))
-            .collect()
-    };
-    let (wb, wa) = (scores(&sb), scores(&sa));
+    let wa = window_scores(&sa, windows, logmels);
     for (name, t) in &after.manifest.thresholds {
         let peak = |w: &[WindowScores]| {
             w.iter()
                 .filter_map(|s| s.get(name))
                 .fold(None, |m: Option<f32>, v| Some(m.map_or(v, |m| m.max(v))))
         };
-        let (Some(b), Some(a)) = (peak(&wb), peak(&wa)) else {
+        let (Some(b), Some(a)) = (peak(wb), peak(&wa)) else {
             continue;
         };
         let t = t.value;
