@@ -395,25 +395,25 @@ impl MonitorEvidence {
         cfg.pre_roll_seconds + window_s + hop_s * windows_behind as f64 + 5.0
     }
 
-    /// After each window: its scores (none while there is no signal) and the decision the
-    /// window led to, if any.
+    /// After each window: its scores (none while there is no signal) and the decisions that
+    /// went out with it, in order (a start held back for a hop goes out with the next window).
     pub fn window(
         &mut self,
         start_s: f64,
         end_s: f64,
         scores: &[ScoreSample<'_>],
-        decision: Option<&DecisionEvent>,
+        decisions: &[DecisionEvent],
     ) {
         self.trace.push(start_s, end_s, scores, self.keep_s);
-        if let Some(ev) = decision {
+        for ev in decisions {
             self.decision(ev);
         }
         self.flush(end_s, false);
     }
 
     /// The monitor stops: an open clip is finished as it is and every finished clip written.
-    pub fn finish(&mut self, last: Option<&DecisionEvent>) {
-        if let Some(ev) = last {
+    pub fn finish(&mut self, last: &[DecisionEvent]) {
+        for ev in last {
             self.decision(ev);
         }
         self.recorder.lock().finish_active();

@@ -10,7 +10,9 @@ use parking_lot::Mutex;
 use super::Job;
 use crate::alert::events::{Event, OperationalEvent, OperationalKind, Sinks};
 use crate::metrics::{Lease, ScoreHandle, StatusHandle};
-use crate::score::decide::{DecideConfig, Decider, ScoreSample, ScoredWindow, TimeBase};
+use crate::score::decide::{
+    DecideConfig, Decider, DecisionEvent, DecisionKind, ScoreSample, ScoredWindow, TimeBase,
+};
 use crate::score::signal::{SignalChange, SignalGate};
 
 pub(super) struct DecisionStage {
@@ -28,6 +30,9 @@ pub(super) struct DecisionStage {
     evidence: Option<crate::evidence::writer::MonitorEvidence>,
     /// What events sound like (None: not wired, as in unit tests of the decisions alone).
     sounds_like: Option<super::sounds_like::SoundsLikeStage>,
+    /// An event started by a single anomalous window, held back for one hop so that what it
+    /// sounds like is looked up with the next window too (see [`Self::decide`]).
+    held: Option<DecisionEvent>,
 }
 
 impl DecisionStage {
@@ -57,6 +62,7 @@ impl DecisionStage {
             lease,
             evidence: None,
             sounds_like: None,
+            held: None,
         }
     }
 
@@ -143,14 +149,35 @@ impl DecisionStage {
     /// Feeds one window (no scores and no embedding while there is no signal) to the decider;
     /// its decisions get what the event sounds like, then go to the evidence, the sinks and the
     /// anomaly metrics (each event counted once, on `started`).
+    ///
+    /// An event that a single window started (the transient rule, or a score far above its
+    /// threshold on the first window of a fault) is held back for one hop when a sound
+    /// catalog names events: that first window usually straddles the fault's onset, half
+    /// normal machine, and the catalog's nearest sound to it is whatever catalog sound is
+    /// closest to the normal machine (a loose part's quiet stretches between knocks, say).
+    /// With the next window the lookup hears the fault itself. What is said at firing is never
+    /// revised (see `sounds_like`), so it waits instead: one hop more on the alert of such
+    /// events, within the latency target of window + hop; `detected` still says when the rule
+    /// was met.
     pub(super) fn decide(
         &mut self,
         job: &Job,
         scores: &[ScoreSample<'_>],
         embedding: Option<&[f32]>,
     ) {
-        if let Some(s) = self.sounds_like.as_mut() {
-            s.window(job.start_s, embedding, scores);
+        let mut out = Vec::with_capacity(2);
+        if let Some(held) = self.held.take() {
+            // Looked up with this window if it has sound (a silent one would clear the
+            // lookup's windows: the held start goes out on what it had).
+            if embedding.is_some() {
+                self.remember(job, scores, embedding);
+            }
+            out.push(self.stamped(held));
+            if embedding.is_none() {
+                self.remember(job, scores, embedding);
+            }
+        } else {
+            self.remember(job, scores, embedding);
         }
         let w = ScoredWindow {
             start: job.start_s,
@@ -160,39 +187,63 @@ impl DecisionStage {
             decided_at: self.decided_at(job),
             scores,
         };
-        let mut decided = self.decider.push(&w);
-        if let (Some(s), Some(ev)) = (self.sounds_like.as_mut(), decided.as_mut()) {
-            s.stamp(ev);
+        if let Some(ev) = self.decider.push(&w) {
+            let hold = ev.kind == DecisionKind::Started
+                && self
+                    .sounds_like
+                    .as_ref()
+                    .is_some_and(|s| s.wants_another_window());
+            if hold {
+                self.held = Some(ev);
+            } else {
+                out.push(self.stamped(ev));
+            }
         }
         if let Some(e) = self.evidence.as_mut() {
-            e.window(job.start_s, job.end_s, scores, decided.as_ref());
+            e.window(job.start_s, job.end_s, scores, &out);
         }
-        if let Some(ev) = decided {
+        for ev in out {
             self.metrics.decision(&ev);
             self.emit(Event::Anomaly(ev));
         }
     }
 
+    fn remember(&mut self, job: &Job, scores: &[ScoreSample<'_>], embedding: Option<&[f32]>) {
+        if let Some(s) = self.sounds_like.as_mut() {
+            s.window(job.start_s, embedding, scores);
+        }
+    }
+
+    /// A decision with what its event sounds like on it.
+    fn stamped(&mut self, mut ev: DecisionEvent) -> DecisionEvent {
+        if let Some(s) = self.sounds_like.as_mut() {
+            s.stamp(&mut ev);
+        }
+        ev
+    }
+
     /// Closes an open event (reason "shutdown"). A retired instance (its stop timed out and
     /// a successor may run under the same name) closes nothing: its event would be stale.
     pub(super) fn finish(&mut self) {
-        let mut decided = self.decider.finish();
-        if let (Some(s), Some(ev)) = (self.sounds_like.as_mut(), decided.as_mut()) {
-            s.stamp(ev);
-        }
-        if let Some(ev) = decided.as_ref() {
+        let held = self.held.take().map(|ev| self.stamped(ev));
+        let last = self.decider.finish().map(|ev| self.stamped(ev));
+        let mut out: Vec<DecisionEvent> = held.into_iter().chain(last).collect();
+        if !out.is_empty() {
             let emitted = self.lease.with(|| {
-                self.metrics.decision(ev);
-                self.sinks.lock().emit(&Event::Anomaly(ev.clone()));
+                let mut sinks = self.sinks.lock();
+                for ev in &out {
+                    self.metrics.decision(ev);
+                    sinks.emit(&Event::Anomaly(ev.clone()));
+                }
             });
             if emitted.is_none() {
                 tracing::warn!(monitor = %self.name, "a monitor that was stopped late had an open event; not closing it over its successor");
-                decided = None;
+                out.clear();
             }
         }
         // Writes the last clips (joins the writer thread): after the event's end is emitted.
         if let Some(mut e) = self.evidence.take() {
-            e.finish(decided.as_ref());
+            e.finish(&out);
         }
     }
 
@@ -307,6 +358,134 @@ mod tests {
         assert_eq!(kinds.iter().filter(|k| *k == "anomaly_started").count(), 1);
         assert_eq!(kinds.iter().filter(|k| *k == "no_signal").count(), 1);
         assert_eq!(kinds.iter().filter(|k| *k == "signal_back").count(), 1);
+    }
+
+    /// A catalog with one entry per (label, embedding).
+    fn known(labels: &[(&str, [f32; 3])]) -> crate::daemon::sounds::KnownHandle {
+        use crate::catalog::{Catalog, Entry};
+        let window = serde_json::from_value(serde_json::json!({
+            "seconds": 1.0, "hop_seconds": 0.5, "level_dbfs": -10.0
+        }))
+        .unwrap();
+        let model = serde_json::from_value(serde_json::json!({
+            "name": "m", "architecture": "a", "onnx_sha256": "ab", "sample_rate": 16000,
+            "embedding_dim": 3, "untrained": true
+        }))
+        .unwrap();
+        let mut c = Catalog::new(std::path::Path::new("/nonexistent"), model, window);
+        for (i, (l, v)) in labels.iter().enumerate() {
+            let source = format!("/{l}-{i}.wav");
+            let e = Entry {
+                id: crate::catalog::entry_id(&source, Some(0.0)),
+                label: l.to_string(),
+                machine: None,
+                source,
+                offset_s: 0.0,
+                end_s: 1.0,
+                whole_clip: false,
+                note: None,
+                added: String::new(),
+            };
+            c.upsert(e, v.to_vec()).unwrap();
+        }
+        crate::daemon::sounds::KnownHandle::holding(crate::catalog::known::KnownSounds::new(
+            c,
+            Default::default(),
+        ))
+    }
+
+    fn kinds_and_labels(dir: &std::path::Path) -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(dir.join("events.jsonl")).unwrap_or_default();
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let label = v["event"]["sounds_like"]["labels"][0]["label"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                (v["kind"].as_str().unwrap().to_string(), label)
+            })
+            .collect()
+    }
+
+    /// An event that one window starts waits one window with a catalog in use, and is named
+    /// from both: the first window (half the normal machine) is nearest to `loose part`, the
+    /// next (the fault) to `bearing squeal`, and the alert says `bearing squeal`. Stopped
+    /// while it waits, the start still goes out, before its end.
+    #[test]
+    fn a_start_made_by_one_window_waits_a_hop_for_its_name() {
+        let run = |stop_early: bool| {
+            let m = Metrics::new().unwrap();
+            let health = Health::new();
+            let status = m.status("press-1", &health);
+            let cfg = DecideConfig {
+                trigger_n: 1,
+                trigger_m: 1,
+                ..DecideConfig::default()
+            };
+            let labels = BTreeMap::from([("monitor".to_string(), "press-1".to_string())]);
+            let dir = tempfile::tempdir().unwrap();
+            let sinks = Sinks::standard(dir.path(), Default::default(), Some(&m)).unwrap();
+            let known = known(&[
+                ("bearing squeal", [1.0, 0.0, 0.0]),
+                ("loose part", [0.0, 1.0, 0.0]),
+            ]);
+            let mut stage = DecisionStage::new(
+                "press-1".into(),
+                labels.clone(),
+                Decider::new(cfg, labels).unwrap(),
+                SignalGate::new(None, 1.0),
+                TimeBase::Wall,
+                m.score("press-1"),
+                status,
+                Arc::new(Mutex::new(sinks)),
+                Lease::new(),
+            )
+            .with_sounds_like(super::super::sounds_like::SoundsLikeStage::new(
+                "press-1",
+                known,
+                m.catalog().clone(),
+                1,
+            ));
+            let sample = |score: f64| ScoreSample {
+                scorer: "centroid",
+                score,
+                threshold: 1.0,
+                release: 0.8,
+                transient: None,
+                sustained: true,
+            };
+            let (quiet, loud) = ([sample(0.1)], [sample(2.0)]);
+            stage.decide(&job(0), &quiet, Some(&[0.0, 0.8, 0.6]));
+            stage.decide(&job(1), &loud, Some(&[0.3, 0.9, 0.3]));
+            let after_first = kinds_and_labels(dir.path());
+            assert!(after_first.is_empty(), "went out at once: {after_first:?}");
+            if stop_early {
+                stage.finish();
+                return kinds_and_labels(dir.path());
+            }
+            stage.decide(&job(2), &loud, Some(&[0.95, 0.1, 0.2]));
+            let after_second = kinds_and_labels(dir.path());
+            assert_eq!(after_second.len(), 1, "{after_second:?}");
+            for i in 3..12 {
+                stage.decide(&job(i), &quiet, Some(&[0.0, 0.8, 0.6]));
+            }
+            stage.finish();
+            assert_eq!(m.score("press-1").events.get(), 1);
+            kinds_and_labels(dir.path())
+        };
+        let full = run(false);
+        assert_eq!(
+            full[0],
+            ("anomaly_started".into(), "bearing squeal".into()),
+            "{full:?}"
+        );
+        assert_eq!(full.last().unwrap().0, "anomaly_ended", "{full:?}");
+        // Stopped during the wait: named from the one window it had, then ended.
+        let early = run(true);
+        let kinds: Vec<&str> = early.iter().map(|k| k.0.as_str()).collect();
+        assert_eq!(kinds, ["anomaly_started", "anomaly_ended"], "{early:?}");
+        assert_eq!(early[0].1, "loose part");
     }
 
     /// Reconnects come from the source's own count, once per recovery.

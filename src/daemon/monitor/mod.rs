@@ -235,7 +235,8 @@ impl Monitor {
             &ms.profile,
             window.seconds,
             hop,
-            ms.decide.trigger_m + settings.daemon.queue_windows,
+            // + 1: a start held back for a hop (the decision stage's sounds-like wait).
+            ms.decide.trigger_m + settings.daemon.queue_windows + 1,
         )?;
         let (tx, rx) = crossbeam_channel::bounded::<Job>(settings.daemon.queue_windows);
         let stop = Arc::new(AtomicBool::new(false));

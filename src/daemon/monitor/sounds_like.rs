@@ -2,7 +2,8 @@
 //! the anomalous ones up in the sound catalog when an event fires, and stamps the answer on
 //! every message of that event.
 //!
-//! The answer is decided once, at firing, and not revised while the event is open or when it
+//! The answer is decided once, when the event goes out (a start that one window made waits
+//! one hop for the next window: `DecisionStage::decide`), and not revised while the event is open or when it
 //! resolves: Alertmanager pairs a resolved alert with its firing one by their labels, and a
 //! benign match changes what is sent (nothing, or `severity = "info"`), so a label that
 //! changed mid-event would leave receivers with a firing alert that never resolves, or a
@@ -72,6 +73,13 @@ impl SoundsLikeStage {
             self.recent.pop_front();
         }
         self.recent.push_back((start_s, e.to_vec(), anomalous));
+    }
+
+    /// Whether an event starting now should wait a hop for its lookup: a catalog names
+    /// events and at most one recent window exceeded (the event's only evidence is a window
+    /// that usually straddles the onset; see `DecisionStage::decide`).
+    pub(super) fn wants_another_window(&self) -> bool {
+        self.known.current().is_some() && self.recent.iter().filter(|w| w.2).count() < 2
     }
 
     /// Puts the event's answer on a decision message: looked up (and counted) on `started`,

@@ -66,6 +66,15 @@ impl KnownHandle {
     fn keep_refresher(&self, stop: std::sync::mpsc::Sender<()>) {
         *self.0.stop.lock() = Some(stop);
     }
+
+    /// A handle holding `k` (unit tests of the stages that use it).
+    #[cfg(test)]
+    pub(crate) fn holding(k: KnownSounds) -> Self {
+        let h = Self::default();
+        let generation = h.begin();
+        h.set(generation, Some(Arc::new(k)));
+        h
+    }
 }
 
 /// Loads the catalog `settings` name, checked against the configured model, into `handle`;
