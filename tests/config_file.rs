@@ -103,7 +103,7 @@ fn annotated_config_loads_and_its_values_are_used() {
     assert_eq!(m["window"]["level_dbfs"], -20.0, "{m}");
     assert_eq!(m["knn_k"], 2, "{m}");
     assert_eq!(m["kmeans_k"], 2, "{m}");
-    assert_eq!(m["thresholds"]["knn"]["target_far"], 0.05, "{m}");
+    assert_eq!(m["thresholds"]["fused"]["target_far"], 0.05, "{m}");
     assert_eq!(m["false_alarms"]["target_per_day"], 5.0, "{m}");
 }
 

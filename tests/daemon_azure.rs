@@ -95,13 +95,14 @@ async fn daemon_scores_with_azure_and_falls_back_to_centroid_when_it_fails() {
         .filter(|e| e["kind"] == "anomaly_started")
         .collect();
     assert_eq!(started.len(), 1, "one anomaly event expected: {ev:?}");
-    // The event carries the k-NN score Azure answered (which scorer fired first depends on
-    // the thresholds; the transient rule may fire on the centroid a window earlier).
+    // The event carries the fused score, whose k-NN half is what Azure answered (which
+    // scorer fired first depends on the thresholds; the transient rule may fire on the
+    // centroid a window earlier). Without Azure's answers it has no value (part 2).
     assert!(
-        started[0]["event"]["scores"]["knn"]["peak"]
+        started[0]["event"]["scores"]["fused"]["peak"]
             .as_f64()
             .is_some(),
-        "no k-NN score in the event: {:?}",
+        "no fused (k-NN) score in the event: {:?}",
         started[0]
     );
     let onset = started[0]["event"]["start"]["stream_s"]

@@ -582,14 +582,28 @@ fn unusable_profile_contents_are_refused_naming_file_and_key() {
     type Case = (&'static str, Box<dyn Fn(&Path)>, &'static str, &'static str);
     let cases: Vec<Case> = vec![
         (
-            "no knn threshold",
+            "no thresholds",
             Box::new(|p| {
                 let mut m = manifest(p);
-                m["thresholds"].as_object_mut().unwrap().remove("knn");
+                m["thresholds"] = serde_json::json!({});
                 set_manifest(p, &m);
             }),
             "manifest.json",
-            "thresholds.knn",
+            "thresholds.centroid",
+        ),
+        (
+            "a fused threshold without log-mel statistics",
+            Box::new(|p| {
+                let mut m = manifest(p);
+                assert!(
+                    m["thresholds"]["fused"].is_object(),
+                    "fused decides by default"
+                );
+                m.as_object_mut().unwrap().remove("mel");
+                set_manifest(p, &m);
+            }),
+            "manifest.json",
+            "mel",
         ),
         (
             "knn_k = 0",
