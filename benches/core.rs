@@ -308,8 +308,8 @@ fn bench_logmel(plan: Plan, out: &mut Vec<Record>) {
 fn opts(threads: usize, skip_checksum: bool) -> EmbedOptions {
     EmbedOptions {
         threads,
-        onnxruntime: None,
         skip_checksum,
+        ..Default::default()
     }
 }
 

@@ -620,6 +620,7 @@ impl Settings {
             threads: self.model.threads,
             onnxruntime: self.model.onnxruntime.clone(),
             skip_checksum: self.model.skip_checksum,
+            optimized_cache: None,
         }
     }
 }

@@ -7,13 +7,14 @@
 
 pub mod card;
 pub mod file;
+pub mod optimized;
 pub mod runtime;
 
 pub use card::ModelCard;
 
 use crate::dsp::StreamLogMel;
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::TensorRef;
 use sha2::Digest;
 use std::path::{Path, PathBuf};
@@ -62,6 +63,11 @@ pub struct EmbedOptions {
     pub onnxruntime: Option<PathBuf>,
     /// Skip the checksum (for very large models on slow disks); the shape checks still run.
     pub skip_checksum: bool,
+    /// A directory for the model as ONNX Runtime optimises it ([`optimized`]): the first load
+    /// saves it there, later ones load it without optimising again, at about half the peak
+    /// memory or less. None: optimise on every load (one-shot commands). Not used with
+    /// `skip_checksum` (the model's identity is then unverified).
+    pub optimized_cache: Option<PathBuf>,
 }
 
 /// What the network returns for one window.
@@ -146,18 +152,25 @@ impl Embedder {
             path: onnx_path.clone(),
             detail,
         };
-        let mut builder = Session::builder(env)
-            .map_err(|e| load_err(e.to_string()))?
-            .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(|e| load_err(e.to_string()))?;
-        if opts.threads > 0 {
-            builder = builder
-                .with_intra_threads(opts.threads)
+        let builder = |level: GraphOptimizationLevel| -> Result<SessionBuilder, EmbedError> {
+            let b = Session::builder(env)
+                .map_err(|e| load_err(e.to_string()))?
+                .with_optimization_level(level)
                 .map_err(|e| load_err(e.to_string()))?;
-        }
-        let session = builder
-            .commit_from_file(&onnx_path)
-            .map_err(|e| load_err(e.to_string()))?;
+            match opts.threads {
+                0 => Ok(b),
+                n => b.with_intra_threads(n).map_err(|e| load_err(e.to_string())),
+            }
+        };
+        let session = match opts.optimized_cache.as_deref() {
+            Some(cache) if !opts.skip_checksum => {
+                let entry = optimized::Entry::new(cache, &card.name, &card.onnx.sha256);
+                session_via_cache(&entry, &onnx_path, builder)?
+            }
+            _ => builder(GraphOptimizationLevel::All)?
+                .commit_from_file(&onnx_path)
+                .map_err(|e| load_err(e.to_string()))?,
+        };
         check_io(&session, &card).map_err(|detail| EmbedError::Mismatch {
             path: onnx_path.clone(),
             detail,
@@ -461,6 +474,88 @@ fn check_io(session: &Session, card: &ModelCard) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A session from the cache entry's optimised model when it holds a usable one (made with
+/// optimisations off: they are in the file), else from the original, optimised and saved
+/// into the entry for the next load. A cache that cannot be read or written is logged and
+/// costs only the memory peak.
+fn session_via_cache(
+    entry: &optimized::Entry,
+    onnx_path: &Path,
+    builder: impl Fn(GraphOptimizationLevel) -> Result<SessionBuilder, EmbedError>,
+) -> Result<Session, EmbedError> {
+    let dir = entry.dir().display().to_string();
+    match entry.usable() {
+        Ok(Some(saved)) => match builder(GraphOptimizationLevel::Disable)?.commit_from_file(&saved)
+        {
+            Ok(s) => {
+                tracing::debug!(cache = %dir, "model loaded from its optimised copy");
+                return Ok(s);
+            }
+            Err(e) => {
+                tracing::warn!(cache = %dir, error = %e, "the saved optimised model does not load: optimising the original again")
+            }
+        },
+        Ok(None) => {}
+        Err(why) => {
+            tracing::warn!(cache = %dir, "saved optimised model not used ({why}): optimising the original again")
+        }
+    }
+    let load_err = |e: &dyn std::fmt::Display| EmbedError::Load {
+        path: onnx_path.to_owned(),
+        detail: e.to_string(),
+    };
+    let staged = match entry.stage() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(cache = %dir, error = %e, "cannot keep the optimised model (each start peaks at up to 3x the model's size); check the state directory's permissions and space");
+            return builder(GraphOptimizationLevel::All)?
+                .commit_from_file(onnx_path)
+                .map_err(|e| load_err(&e));
+        }
+    };
+    // The weights go to a file of their own (all but the smallest tensors), which a later
+    // load maps instead of copying.
+    let save = || -> Result<Session, EmbedError> {
+        let mut b = builder(GraphOptimizationLevel::All)?
+            .with_config_entry(
+                "session.optimized_model_external_initializers_file_name",
+                &staged.weights,
+            )
+            .map_err(|e| load_err(&e))?
+            .with_config_entry(
+                "session.optimized_model_external_initializers_min_size_in_bytes",
+                "1024",
+            )
+            .map_err(|e| load_err(&e))?
+            .with_optimized_model_path(&staged.model)
+            .map_err(|e| load_err(&e))?;
+        b.commit_from_file(onnx_path).map_err(|e| load_err(&e))
+    };
+    let saved = save();
+    match saved {
+        Ok(s) => {
+            match entry.commit(&staged) {
+                Ok(()) => {
+                    tracing::info!(cache = %dir, "optimised model saved: later starts load it without optimising (a lower memory peak)")
+                }
+                Err(e) => {
+                    entry.discard(&staged);
+                    tracing::warn!(cache = %dir, error = %e, "cannot keep the optimised model (each start peaks at up to 3x the model's size)");
+                }
+            }
+            Ok(s)
+        }
+        Err(e) => {
+            // Saving may be what failed (a full disk): the session without it.
+            entry.discard(&staged);
+            tracing::warn!(cache = %dir, error = %e, "optimising with a saved copy failed: loading the original without one");
+            builder(GraphOptimizationLevel::All)?
+                .commit_from_file(onnx_path)
+                .map_err(|e| load_err(&e))
+        }
+    }
 }
 
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {

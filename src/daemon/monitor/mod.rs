@@ -148,6 +148,9 @@ impl Monitor {
             // the capture threads, and ORT's spinning pool would steal their cores.
             opts.threads = 1;
         }
+        // The long-running service keeps the optimised model: every later start (and each
+        // monitor's session) then peaks at the model's size, not three times it.
+        opts.optimized_cache = Some(settings.state_dir().join("model-cache"));
         let model_dir = settings
             .find_model_dir()
             .map_err(|e| MonitorError::Mismatch {
