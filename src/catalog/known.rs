@@ -333,43 +333,45 @@ pub fn metric_label(s: Option<&SoundsLike>, known: impl Fn(&str) -> bool) -> Str
     }
 }
 
+/// A catalog in memory with one entry per (label, 3-d embedding), for unit tests of what
+/// uses one.
+#[cfg(test)]
+pub(crate) fn test_catalog(labels: &[(&str, [f32; 3])]) -> Catalog {
+    use crate::catalog::Entry;
+    use crate::score::profile::{ModelRef, WindowSpec};
+    let model: ModelRef = serde_json::from_value(serde_json::json!({
+        "name": "m", "architecture": "a", "onnx_sha256": "ab", "sample_rate": 16000,
+        "embedding_dim": 3, "untrained": true
+    }))
+    .unwrap();
+    let window: WindowSpec = serde_json::from_value(serde_json::json!({
+        "seconds": 1.0, "hop_seconds": 0.5, "level_dbfs": -10.0
+    }))
+    .unwrap();
+    let mut c = Catalog::new(Path::new("/nonexistent"), model, window);
+    for (i, (l, v)) in labels.iter().enumerate() {
+        let source = format!("/{l}-{i}.wav");
+        let e = Entry {
+            id: crate::catalog::entry_id(&source, Some(0.0)),
+            label: l.to_string(),
+            machine: None,
+            source,
+            offset_s: 0.0,
+            end_s: 1.0,
+            whole_clip: false,
+            note: None,
+            added: String::new(),
+        };
+        c.upsert(e, v.to_vec()).unwrap();
+    }
+    c
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::Entry;
-    use crate::score::profile::{ModelRef, WindowSpec};
 
-    fn model() -> ModelRef {
-        serde_json::from_value(serde_json::json!({
-            "name": "m", "architecture": "a", "onnx_sha256": "ab", "sample_rate": 16000,
-            "embedding_dim": 3, "untrained": true
-        }))
-        .unwrap()
-    }
-
-    fn catalog(labels: &[(&str, [f32; 3])]) -> Catalog {
-        let window: WindowSpec = serde_json::from_value(serde_json::json!({
-            "seconds": 1.0, "hop_seconds": 0.5, "level_dbfs": -10.0
-        }))
-        .unwrap();
-        let mut c = Catalog::new(Path::new("/nonexistent"), model(), window);
-        for (i, (l, v)) in labels.iter().enumerate() {
-            let source = format!("/{l}-{i}.wav");
-            let e = Entry {
-                id: crate::catalog::entry_id(&source, Some(0.0)),
-                label: l.to_string(),
-                machine: None,
-                source,
-                offset_s: 0.0,
-                end_s: 1.0,
-                whole_clip: false,
-                note: None,
-                added: String::new(),
-            };
-            c.upsert(e, v.to_vec()).unwrap();
-        }
-        c
-    }
+    use super::test_catalog as catalog;
 
     fn unit(v: [f32; 3]) -> Vec<f32> {
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();

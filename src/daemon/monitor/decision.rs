@@ -282,9 +282,6 @@ mod tests {
     #[test]
     fn one_event_and_its_updates_count_once() {
         let m = Metrics::new().unwrap();
-        let health = Health::new();
-        let status = m.status("press-1", &health);
-        status.device(crate::metrics::DevicePart::Running);
         let cfg = DecideConfig {
             trigger_n: 1,
             trigger_m: 1,
@@ -292,20 +289,8 @@ mod tests {
             ongoing_every: Some(1.0),
             ..DecideConfig::default()
         };
-        let labels = BTreeMap::from([("monitor".to_string(), "press-1".to_string())]);
         let dir = tempfile::tempdir().unwrap();
-        let sinks = Sinks::standard(dir.path(), Default::default(), Some(&m)).unwrap();
-        let mut stage = DecisionStage::new(
-            "press-1".into(),
-            labels.clone(),
-            Decider::new(cfg, labels).unwrap(),
-            SignalGate::new(None, 1.0),
-            TimeBase::Wall,
-            m.score("press-1"),
-            status,
-            Arc::new(Mutex::new(sinks)),
-            Lease::new(),
-        );
+        let mut stage = stage(&m, cfg, dir.path());
         let loud = [ScoreSample {
             scorer: "centroid",
             score: 2.0,
@@ -360,38 +345,32 @@ mod tests {
         assert_eq!(kinds.iter().filter(|k| *k == "signal_back").count(), 1);
     }
 
-    /// A catalog with one entry per (label, embedding).
+    /// A handle holding a catalog with one entry per (label, embedding).
     fn known(labels: &[(&str, [f32; 3])]) -> crate::daemon::sounds::KnownHandle {
-        use crate::catalog::{Catalog, Entry};
-        let window = serde_json::from_value(serde_json::json!({
-            "seconds": 1.0, "hop_seconds": 0.5, "level_dbfs": -10.0
-        }))
-        .unwrap();
-        let model = serde_json::from_value(serde_json::json!({
-            "name": "m", "architecture": "a", "onnx_sha256": "ab", "sample_rate": 16000,
-            "embedding_dim": 3, "untrained": true
-        }))
-        .unwrap();
-        let mut c = Catalog::new(std::path::Path::new("/nonexistent"), model, window);
-        for (i, (l, v)) in labels.iter().enumerate() {
-            let source = format!("/{l}-{i}.wav");
-            let e = Entry {
-                id: crate::catalog::entry_id(&source, Some(0.0)),
-                label: l.to_string(),
-                machine: None,
-                source,
-                offset_s: 0.0,
-                end_s: 1.0,
-                whole_clip: false,
-                note: None,
-                added: String::new(),
-            };
-            c.upsert(e, v.to_vec()).unwrap();
-        }
         crate::daemon::sounds::KnownHandle::holding(crate::catalog::known::KnownSounds::new(
-            c,
+            crate::catalog::known::test_catalog(labels),
             Default::default(),
         ))
+    }
+
+    /// A decision stage for monitor `press-1` writing its events to `dir`.
+    fn stage(m: &Metrics, cfg: DecideConfig, dir: &std::path::Path) -> DecisionStage {
+        let health = Health::new();
+        let status = m.status("press-1", &health);
+        status.device(crate::metrics::DevicePart::Running);
+        let labels = BTreeMap::from([("monitor".to_string(), "press-1".to_string())]);
+        let sinks = Sinks::standard(dir, Default::default(), Some(m)).unwrap();
+        DecisionStage::new(
+            "press-1".into(),
+            labels.clone(),
+            Decider::new(cfg, labels).unwrap(),
+            SignalGate::new(None, 1.0),
+            TimeBase::Wall,
+            m.score("press-1"),
+            status,
+            Arc::new(Mutex::new(sinks)),
+            Lease::new(),
+        )
     }
 
     fn kinds_and_labels(dir: &std::path::Path) -> Vec<(String, String)> {
@@ -416,37 +395,24 @@ mod tests {
     fn a_start_made_by_one_window_waits_a_hop_for_its_name() {
         let run = |stop_early: bool| {
             let m = Metrics::new().unwrap();
-            let health = Health::new();
-            let status = m.status("press-1", &health);
             let cfg = DecideConfig {
                 trigger_n: 1,
                 trigger_m: 1,
                 ..DecideConfig::default()
             };
-            let labels = BTreeMap::from([("monitor".to_string(), "press-1".to_string())]);
             let dir = tempfile::tempdir().unwrap();
-            let sinks = Sinks::standard(dir.path(), Default::default(), Some(&m)).unwrap();
             let known = known(&[
                 ("bearing squeal", [1.0, 0.0, 0.0]),
                 ("loose part", [0.0, 1.0, 0.0]),
             ]);
-            let mut stage = DecisionStage::new(
-                "press-1".into(),
-                labels.clone(),
-                Decider::new(cfg, labels).unwrap(),
-                SignalGate::new(None, 1.0),
-                TimeBase::Wall,
-                m.score("press-1"),
-                status,
-                Arc::new(Mutex::new(sinks)),
-                Lease::new(),
-            )
-            .with_sounds_like(super::super::sounds_like::SoundsLikeStage::new(
-                "press-1",
-                known,
-                m.catalog().clone(),
-                1,
-            ));
+            let mut stage = stage(&m, cfg, dir.path()).with_sounds_like(
+                super::super::sounds_like::SoundsLikeStage::new(
+                    "press-1",
+                    known,
+                    m.catalog().clone(),
+                    1,
+                ),
+            );
             let sample = |score: f64| ScoreSample {
                 scorer: "centroid",
                 score,
