@@ -27,7 +27,7 @@ def stream_windows(cells, starts):
 AL = "0.372 (w=48)"  # aligned extra: 48-frame windows at hop 16 frames
 
 
-def windows_of(base, ctx, al=None):
+def windows_of(base, ctx, al=None, lvl=None):
     """{(hop, method): (n_windows, 512)} for one clip."""
     ex = base["ex"]
     n4 = ex.shape[0]  # hop 0.25 s windows (start 11w)
@@ -47,6 +47,10 @@ def windows_of(base, ctx, al=None):
             for kind in ("full", "crop"):
                 out[("0.5", f"chunkmax_C{c}_{kind}")] = wmax(ctx[f"c22_C{c}_{kind}"], 2, 1, n2)
                 out[("0.25", f"chunkmax_C{c}_{kind}")] = wmax(ctx[f"c11_C{c}_{kind}"], 4, 1, n4)
+    if lvl is not None:
+        for kind in ("own", "run"):
+            out[("0.25", f"chunkmax_{kind}_level")] = wmax(lvl[f"c11_{kind}"], 4, 1, n4)
+            out[("0.5", f"chunkmax_c11_{kind}_level")] = wmax(lvl[f"c11_{kind}"], 4, 2, n2)
     if al is not None:
         nw = al["ex48"].shape[0]
         out[(AL, "exact")] = al["ex48"]
@@ -64,8 +68,9 @@ def load_all():
             continue
         c = os.path.join(C.CACHE, f"{key}.ctx.npz")
         a = os.path.join(C.CACHE, f"{key}.aligned.npz")
-        data[r["path"]] = (r, windows_of(dict(np.load(b)), dict(np.load(c)) if os.path.exists(c) else None,
-                                         dict(np.load(a)) if os.path.exists(a) else None))
+        lv = os.path.join(C.CACHE, f"{key}.level.npz")
+        opt = lambda p: dict(np.load(p)) if os.path.exists(p) else None  # noqa: E731
+        data[r["path"]] = (r, windows_of(dict(np.load(b)), opt(c), opt(a), opt(lv)))
     return data
 
 

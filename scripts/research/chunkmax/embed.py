@@ -10,6 +10,7 @@ Parts:
           at the clip's ends); full = model's embedding (max over all cells, context cells
           included), crop = max over the cells whose centre frame lies inside the chunk.
   aligned ex48 (48-frame windows every 16 frames), c8, c16 chunks: see part_aligned.
+  level   c11_own, c11_run: 11-frame chunks levelled per chunk, as a stream must: see part_level.
 
 usage: python embed.py --part base|ctx|aligned [--subset N]   (N clips per machine, first N test clips
        of each machine in manifest order; default all clips)
@@ -96,9 +97,29 @@ def part_aligned(sess, x, L):
     return d
 
 
+def part_level(sess, x, L):
+    """Chunk-max with the level set per chunk, as the daemon would have to (each chunk serves
+    four windows, so no window's own gain can be used): the chunk's mel power scaled by
+    c11_own: the gain that brings the samples its frames read to -10 dBFS RMS;
+    c11_run: the gain of the last 1 s of audio up to the chunk's last sample (causal, smoother).
+    The base part's chunks share one gain per clip."""
+    P = C.mel_power(x)
+    n = 11
+    nc = P.shape[0] // n
+    own, run = [], []
+    for j in range(nc):
+        lo = max(0, n * j * C.HOP - C.N_FFT // 2)
+        hi = min(x.size, (n * j + n - 1) * C.HOP + C.N_FFT // 2)
+        frames = P[n * j:n * j + n]
+        for out, g in ((own, C.level_gain(x[lo:hi])), (run, C.level_gain(x[max(0, hi - C.WIN_SAMPLES):hi]))):
+            out.append(np.log10(1.0 + 1e4 * g * g * frames).astype(np.float32))
+    return {"c11_own": emb_of(C.run_cells(sess, np.stack(own))),
+            "c11_run": emb_of(C.run_cells(sess, np.stack(run)))}
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=["base", "ctx", "aligned"], required=True)
+    ap.add_argument("--part", choices=["base", "ctx", "aligned", "level"], required=True)
     ap.add_argument("--subset", type=int, default=0)
     a = ap.parse_args()
     os.makedirs(C.CACHE, exist_ok=True)
@@ -111,7 +132,7 @@ def main():
                 seen[r["machine"]] = seen.get(r["machine"], 0) + 1
                 pick.append(r)
         rows = pick
-    fn = {"base": part_base, "ctx": part_ctx, "aligned": part_aligned}[a.part]
+    fn = {"base": part_base, "ctx": part_ctx, "aligned": part_aligned, "level": part_level}[a.part]
     t0 = time.time()
     done = 0
     for i, r in enumerate(rows):
