@@ -56,6 +56,39 @@ fn a_good_config_passes_and_starts_nothing() {
     assert!(out.contains("does not exist yet"), "{out}");
 }
 
+/// The service's saved optimised model: `check` says the first start will make it, and
+/// after one run of the service that it is there.
+#[test]
+fn check_says_whether_the_optimised_model_is_saved() {
+    let fx = fixture();
+    let dir = test_dir();
+    let text = format!(
+        "{}{}",
+        daemon_header(dir.path()),
+        replay_monitor("press", &fx.profile, &fx.stream, false, false)
+    );
+    let cfg = write_config(dir.path(), &text);
+    let (ok, out) = check(&cfg, &[]);
+    assert!(ok, "{out}");
+    assert!(out.contains("no optimised model saved yet"), "{out}");
+    let (st, run) = run_bounded(
+        Command::new(EARSHOT)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .arg("--exit-when-done"),
+        Duration::from_secs(180),
+    );
+    assert!(st.success(), "{run}");
+    let (ok, out) = check(&cfg, &[]);
+    assert!(ok, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("optimised model saved in"))
+        .unwrap_or_else(|| panic!("no line about the saved model:\n{out}"));
+    assert!(line.starts_with("ok:"), "{line}");
+    assert!(line.contains("model-cache"), "{line}");
+}
+
 #[test]
 fn an_unknown_key_fails_naming_it() {
     let fx = fixture();

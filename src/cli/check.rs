@@ -176,6 +176,7 @@ fn check_model(s: &Settings, r: &mut Report) -> Option<Embedder> {
                     e.card().name
                 ));
             }
+            check_model_cache(s, &e, r);
             Some(e)
         }
         Err(e) => {
@@ -185,6 +186,32 @@ fn check_model(s: &Settings, r: &mut Report) -> Option<Embedder> {
             ));
             None
         }
+    }
+}
+
+/// The service's saved optimised model ([`earshot::embed::optimized`]): whether the next
+/// start can load it (a lower memory peak) or will make it.
+fn check_model_cache(s: &Settings, e: &Embedder, r: &mut Report) {
+    if s.model.skip_checksum {
+        return;
+    }
+    let card = e.card();
+    let entry = earshot::embed::optimized::Entry::new(
+        &s.state_dir().join("model-cache"),
+        &card.name,
+        &card.onnx.sha256,
+    );
+    let dir = entry.dir().display();
+    match entry.usable() {
+        Ok(Some(_)) => r.ok(format!(
+            "optimised model saved in {dir}: the service loads it without optimising again"
+        )),
+        Ok(None) => r.ok(format!(
+            "no optimised model saved yet in {dir}: the service's first start makes it (a higher memory peak once)"
+        )),
+        Err(why) => r.warn(format!(
+            "the saved optimised model cannot be used ({why}): the service makes it again at its next start; nothing to do"
+        )),
     }
 }
 
