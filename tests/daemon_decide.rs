@@ -334,3 +334,63 @@ fn impacts_are_reported_within_a_window_and_silence_edges_start_nothing() {
     let no_signal = events.iter().filter(|e| e["kind"] == "no_signal").count();
     assert_eq!(no_signal, SILENCES.len(), "{events:#?}");
 }
+
+/// `earshot score` flags windows by the scores that decide (`learn.decide_on`, by default
+/// centroid and fused): each row carries the fused score and its threshold (the profile's),
+/// a score that does not decide has no threshold (null, not infinity), a window over the
+/// fused threshold counts as anomalous, and the text verdict names the deciding thresholds.
+#[test]
+fn score_rows_flag_windows_by_the_deciding_scores() {
+    let fx = fixture();
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(fx.profile.join("manifest.json")).expect("manifest"),
+    )
+    .expect("manifest JSON");
+    let tf = manifest["thresholds"]["fused"]["value"]
+        .as_f64()
+        .expect("fused decides by default");
+    assert!(manifest["thresholds"]["knn"].is_null(), "{manifest}");
+    let run = |format: &str| {
+        let out = std::process::Command::new(daemon::EARSHOT)
+            .args(["score", "--format", format, "--profile"])
+            .arg(&fx.profile)
+            .arg(&fx.short_faulty)
+            .env("EARSHOT_LOG", "warn")
+            .output()
+            .expect("run earshot score");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let rows: Vec<Value> = run("jsonl")
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON lines"))
+        .filter(|v| v["type"] == "window")
+        .collect();
+    assert!(!rows.is_empty());
+    let mut fused_over = 0;
+    for r in &rows {
+        assert!(r["knn_threshold"].is_null(), "{r}");
+        let t = r["fused_threshold"].as_f64().expect("fused threshold");
+        assert!((t - tf).abs() < 1e-4, "{t} vs the profile's {tf}");
+        let f = r["fused"].as_f64().expect("fused score");
+        assert_eq!(r["fused_anomaly"], f > tf, "{r}");
+        if f > tf {
+            fused_over += 1;
+            assert_eq!(r["anomaly"], true, "over the fused threshold: {r}");
+        }
+    }
+    assert!(
+        fused_over > 0,
+        "the fault is over the fused threshold somewhere: {rows:?}"
+    );
+    let text = run("text");
+    assert!(
+        text.contains("mean fused") && text.contains("ANOMALOUS"),
+        "{text}"
+    );
+    assert!(!text.contains("inf"), "{text}");
+}

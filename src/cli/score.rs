@@ -4,7 +4,7 @@ use anyhow::Context;
 use earshot::embed::file::embed_file;
 use earshot::score::decide::{DecideConfig, DecisionEvent};
 use earshot::score::replay::{self, Levels, WindowRecord};
-use earshot::score::{CENTROID, KNN, Profile, Scorer};
+use earshot::score::{CENTROID, FUSED, KNN, Profile, Scorer};
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -48,11 +48,17 @@ struct Row<'a> {
     end_s: f64,
     windows: usize,
     centroid: f32,
-    centroid_threshold: f32,
+    /// None (empty in CSV, null in JSON): this score does not decide for the profile
+    /// (`learn.decide_on`), so it has no threshold.
+    centroid_threshold: Option<f32>,
     centroid_anomaly: bool,
     knn: Option<f32>,
-    knn_threshold: f32,
+    knn_threshold: Option<f32>,
     knn_anomaly: bool,
+    /// k-NN and log-mel statistics together (profiles with log-mel statistics).
+    fused: Option<f32>,
+    fused_threshold: Option<f32>,
+    fused_anomaly: bool,
     anomaly: bool,
     /// Clip rows: how many windows were anomalous.
     anomalous_windows: usize,
@@ -84,8 +90,13 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
     e.set_level_dbfs(profile.manifest.window.level_dbfs);
     e.set_keep_logmel(profile.mel.is_some());
     let scorer = Scorer::new(&profile)?;
-    let tc = scorer.threshold(CENTROID).unwrap_or(f32::INFINITY);
-    let tk = scorer.threshold(KNN).unwrap_or(f32::INFINITY);
+    let (tc, tk, tf) = (
+        scorer.threshold(CENTROID),
+        scorer.threshold(KNN),
+        scorer.threshold(FUSED),
+    );
+    // Above its threshold, for a score that decides.
+    let above = |v: Option<f32>, t: Option<f32>| matches!((v, t), (Some(v), Some(t)) if v > t);
     let files = super::collect_wavs(&a.inputs)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -112,20 +123,25 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
             }
         };
         if let Some(p) = &pictures {
-            p.draw(i, &scores, tc, tk)?;
+            p.draw(
+                i,
+                &scores,
+                tc.unwrap_or(f32::INFINITY),
+                tk.unwrap_or(f32::INFINITY),
+            )?;
         }
         let mut rows = Vec::with_capacity(scores.len() + 1);
         let mut n_anom = 0;
         for w in &scores {
-            let (t0, t1, c, k) = (w.start_s, w.end_s, w.scores.centroid, w.scores.knn);
-            let ca = c > tc;
-            let ka = k.is_some_and(|k| k > tk);
-            n_anom += usize::from(ca || ka);
+            let (c, k, fu) = (w.scores.centroid, w.scores.knn, w.scores.fused);
+            let (ca, ka, fa) = (above(Some(c), tc), above(k, tk), above(fu, tf));
+            let any = ca || ka || fa;
+            n_anom += usize::from(any);
             rows.push(Row {
                 r#type: "window",
                 file: f.display().to_string(),
-                start_s: t0,
-                end_s: t1,
+                start_s: w.start_s,
+                end_s: w.end_s,
                 windows: 1,
                 centroid: c,
                 centroid_threshold: tc,
@@ -133,13 +149,19 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
                 knn: k,
                 knn_threshold: tk,
                 knn_anomaly: ka,
-                anomaly: ca || ka,
-                anomalous_windows: usize::from(ca || ka),
+                fused: fu,
+                fused_threshold: tf,
+                fused_anomaly: fa,
+                anomaly: any,
+                anomalous_windows: usize::from(any),
             });
         }
         let n = scores.len().max(1) as f32;
         let cm = scores.iter().map(|s| s.scores.centroid).sum::<f32>() / n;
         let km = scores.iter().filter_map(|s| s.scores.knn).sum::<f32>() / n;
+        let fused: Vec<f32> = scores.iter().filter_map(|s| s.scores.fused).collect();
+        let fm = (!fused.is_empty()).then(|| fused.iter().sum::<f32>() / fused.len() as f32);
+        let (ca, ka, fa) = (above(Some(cm), tc), above(Some(km), tk), above(fm, tf));
         rows.push(Row {
             r#type: "clip",
             file: f.display().to_string(),
@@ -148,11 +170,14 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
             windows: scores.len(),
             centroid: cm,
             centroid_threshold: tc,
-            centroid_anomaly: cm > tc,
+            centroid_anomaly: ca,
             knn: Some(km),
             knn_threshold: tk,
-            knn_anomaly: km > tk,
-            anomaly: cm > tc || km > tk,
+            knn_anomaly: ka,
+            fused: fm,
+            fused_threshold: tf,
+            fused_anomaly: fa,
+            anomaly: ca || ka || fa,
             anomalous_windows: n_anom,
         });
         // What the daemon would raise on this file (default `[monitor.decide]`).
@@ -213,7 +238,8 @@ fn print_text(out: &mut impl Write, rows: &[Row], events: usize) -> anyhow::Resu
     let Some(clip) = rows.last() else {
         return Ok(());
     };
-    let mut ranges: Vec<(f64, f64, f32, f32)> = Vec::new();
+    // Anomalous windows merged into time ranges, with each score's peak over the range.
+    let mut ranges: Vec<(f64, f64, f32, f32, Option<f32>)> = Vec::new();
     for r in rows.iter().filter(|r| r.r#type == "window" && r.anomaly) {
         let k = r.knn.unwrap_or(0.0);
         match ranges.last_mut() {
@@ -221,27 +247,41 @@ fn print_text(out: &mut impl Write, rows: &[Row], events: usize) -> anyhow::Resu
                 last.1 = r.end_s;
                 last.2 = last.2.max(r.centroid);
                 last.3 = last.3.max(k);
+                last.4 = match (last.4, r.fused) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    (a, b) => a.or(b),
+                };
             }
-            _ => ranges.push((r.start_s, r.end_s, r.centroid, k)),
+            _ => ranges.push((r.start_s, r.end_s, r.centroid, k, r.fused)),
         }
+    }
+    // Each score's clip mean, with its threshold when it decides.
+    let mean = |name: &str, v: f32, t: Option<f32>| match t {
+        Some(t) => format!("mean {name} {v:.3} / threshold {t:.3}"),
+        None => format!("mean {name} {v:.3}"),
+    };
+    let mut means = vec![
+        mean("centroid", clip.centroid, clip.centroid_threshold),
+        mean("knn", clip.knn.unwrap_or(0.0), clip.knn_threshold),
+    ];
+    if let Some(fm) = clip.fused {
+        means.push(mean("fused", fm, clip.fused_threshold));
     }
     writeln!(
         out,
-        "{}: {} ({} anomaly event(s) by the decision rule; {} of {} windows above threshold; mean centroid {:.3} / threshold {:.3}, mean knn {:.3} / threshold {:.3})",
+        "{}: {} ({} anomaly event(s) by the decision rule; {} of {} windows above threshold; {})",
         clip.file,
         if events > 0 { "ANOMALOUS" } else { "normal" },
         events,
         clip.anomalous_windows,
         clip.windows,
-        clip.centroid,
-        clip.centroid_threshold,
-        clip.knn.unwrap_or(0.0),
-        clip.knn_threshold
+        means.join(", ")
     )?;
-    for (a, b, c, k) in ranges {
+    for (a, b, c, k, fu) in ranges {
+        let fused = fu.map_or(String::new(), |f| format!(", fused {f:.3}"));
         writeln!(
             out,
-            "    {a:7.2} s - {b:7.2} s  peak centroid {c:.3}, knn {k:.3}"
+            "    {a:7.2} s - {b:7.2} s  peak centroid {c:.3}, knn {k:.3}{fused}"
         )?;
     }
     Ok(())
