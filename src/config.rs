@@ -615,6 +615,12 @@ impl Settings {
         ))
     }
 
+    /// Where the service keeps the model as ONNX Runtime optimised it
+    /// ([`crate::embed::optimized`]).
+    pub fn model_cache_dir(&self) -> PathBuf {
+        self.state_dir().join("model-cache")
+    }
+
     pub fn embed_options(&self) -> crate::embed::EmbedOptions {
         crate::embed::EmbedOptions {
             threads: self.model.threads,

@@ -29,16 +29,22 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-#[test]
-fn a_good_config_passes_and_starts_nothing() {
+/// A config in `dir` with one monitor replaying the fixture's stream: everything it names
+/// exists and fits.
+fn good_config(dir: &Path) -> PathBuf {
     let fx = fixture();
-    let dir = test_dir();
     let text = format!(
         "{}{}",
-        daemon_header(dir.path()),
+        daemon_header(dir),
         replay_monitor("press", &fx.profile, &fx.stream, false, false)
     );
-    let cfg = write_config(dir.path(), &text);
+    write_config(dir, &text)
+}
+
+#[test]
+fn a_good_config_passes_and_starts_nothing() {
+    let dir = test_dir();
+    let cfg = good_config(dir.path());
     let (ok, out) = check(&cfg, &[]);
     assert!(ok, "a good config must pass:\n{out}");
     assert!(out.contains("0 error(s)"), "{out}");
@@ -60,14 +66,8 @@ fn a_good_config_passes_and_starts_nothing() {
 /// after one run of the service that it is there.
 #[test]
 fn check_says_whether_the_optimised_model_is_saved() {
-    let fx = fixture();
     let dir = test_dir();
-    let text = format!(
-        "{}{}",
-        daemon_header(dir.path()),
-        replay_monitor("press", &fx.profile, &fx.stream, false, false)
-    );
-    let cfg = write_config(dir.path(), &text);
+    let cfg = good_config(dir.path());
     let (ok, out) = check(&cfg, &[]);
     assert!(ok, "{out}");
     assert!(out.contains("no optimised model saved yet"), "{out}");

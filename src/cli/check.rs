@@ -196,11 +196,8 @@ fn check_model_cache(s: &Settings, e: &Embedder, r: &mut Report) {
         return;
     }
     let card = e.card();
-    let entry = earshot::embed::optimized::Entry::new(
-        &s.state_dir().join("model-cache"),
-        &card.name,
-        &card.onnx.sha256,
-    );
+    let entry =
+        earshot::embed::optimized::Entry::new(&s.model_cache_dir(), &card.name, &card.onnx.sha256);
     let dir = entry.dir().display();
     match entry.usable() {
         Ok(Some(_)) => r.ok(format!(

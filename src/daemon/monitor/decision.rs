@@ -166,17 +166,15 @@ impl DecisionStage {
         embedding: Option<&[f32]>,
     ) {
         let mut out = Vec::with_capacity(2);
+        // A held start is looked up with this window when it has sound; a silent one clears
+        // the lookup's windows, so it is remembered after: the start goes out on what it had.
+        if embedding.is_some() {
+            self.remember(job, scores, embedding);
+        }
         if let Some(held) = self.held.take() {
-            // Looked up with this window if it has sound (a silent one would clear the
-            // lookup's windows: the held start goes out on what it had).
-            if embedding.is_some() {
-                self.remember(job, scores, embedding);
-            }
             out.push(self.stamped(held));
-            if embedding.is_none() {
-                self.remember(job, scores, embedding);
-            }
-        } else {
+        }
+        if embedding.is_none() {
             self.remember(job, scores, embedding);
         }
         let w = ScoredWindow {

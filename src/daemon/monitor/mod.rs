@@ -150,7 +150,7 @@ impl Monitor {
         }
         // The long-running service keeps the optimised model: every later start (and each
         // monitor's session) then peaks at the model's size, not three times it.
-        opts.optimized_cache = Some(settings.state_dir().join("model-cache"));
+        opts.optimized_cache = Some(settings.model_cache_dir());
         let model_dir = settings
             .find_model_dir()
             .map_err(|e| MonitorError::Mismatch {
