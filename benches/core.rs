@@ -28,6 +28,7 @@ const WINDOW: WindowSpec = WindowSpec {
     seconds: 1.0,
     hop_seconds: 0.5,
     level_dbfs: Some(-10.0),
+    embed: earshot::embed::EmbedMode::Exact,
 };
 /// Rate of the generated WAVs: a common microphone rate, so reading them includes the
 /// resampling to the model's rate that real recordings need.

@@ -88,6 +88,11 @@ pub struct WindowSettings {
     /// `learn` and recorded in the profile; scoring uses the profile's value.
     #[serde(default = "default_level", deserialize_with = "level_or_off")]
     pub level_dbfs: Option<f64>,
+    /// "exact" (one network call per window) or "chunk-max" (one per hop; a window is the
+    /// max of its hop-long chunks: a different feature, fixed per profile; see
+    /// [`crate::embed::chunkmax`]). Used by `learn`; scoring uses the profile's.
+    #[serde(default)]
+    pub embed: crate::embed::EmbedMode,
 }
 
 fn default_level() -> Option<f64> {
@@ -116,6 +121,7 @@ impl Default for WindowSettings {
             seconds: default_window(),
             hop_seconds: default_hop(),
             level_dbfs: default_level(),
+            embed: Default::default(),
         }
     }
 }

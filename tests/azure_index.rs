@@ -664,6 +664,7 @@ fn save_profile(dir: &std::path::Path, machine: &str, e: Array2<f32>, ids: Vec<S
             seconds: 1.0,
             hop_seconds: 0.5,
             level_dbfs: None,
+            embed: Default::default(),
         },
         counts: Counts {
             clips: 1,

@@ -640,6 +640,7 @@ mod tests {
             seconds: 1.0,
             hop_seconds: 0.5,
             level_dbfs: None,
+            embed: Default::default(),
         }
     }
 

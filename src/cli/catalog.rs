@@ -156,7 +156,7 @@ fn add(a: AddArgs) -> anyhow::Result<()> {
         Some(h) => {
             // Entries are comparable only when cut and levelled alike: the catalog's window
             // wins over the config's.
-            e.set_level_dbfs(h.window.level_dbfs);
+            e.use_window(&h.window)?;
             h.clone()
         }
         None => Header {

@@ -294,8 +294,14 @@ fn check_profile(
                 )),
                 Err(err) => r.error(format!("monitor {name}: `profile`: {err}")),
             }
-            let window = profile.manifest.window.seconds;
-            if window < e.card().min_window_seconds() {
+            let w = profile.manifest.window;
+            if w.embed == earshot::embed::EmbedMode::ChunkMax {
+                if let Err(why) = earshot::embed::Chunk::for_hop(e.card(), w.hop_seconds) {
+                    r.error(format!("monitor {name}: `profile`: {why}"));
+                }
+            }
+            let window = w.seconds;
+            if w.embed.is_exact() && window < e.card().min_window_seconds() {
                 r.error(format!(
                     "monitor {name}: the profile's window ({window} s) is shorter than the model accepts ({:.2} s): learn the profile again with a longer `window.seconds`",
                     e.card().min_window_seconds()

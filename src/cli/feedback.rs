@@ -131,7 +131,7 @@ pub fn run(a: FeedbackArgs) -> anyhow::Result<()> {
     let mut e = super::embedder(&s, a.model.as_deref())?;
     let card_path = e.dir().join("card.json");
     before.check_model(e.card(), &card_path)?;
-    e.set_level_dbfs(before.manifest.window.level_dbfs);
+    e.use_window(&before.manifest.window)?;
     // The log-mel too when the profile scores it (`mel`, `fused`): the re-check shows them.
     e.set_keep_logmel(before.mel.is_some());
     let w = before.manifest.window;

@@ -29,6 +29,7 @@ use anyhow::Context;
 use earshot::config::Settings;
 use earshot::embed::Embedder;
 use earshot::embed::file::embed_file;
+use earshot::embed::{Chunk, EmbedMode};
 use earshot::score::learn::ClipWindows;
 use earshot::score::profile::{ModelRef, WindowSpec};
 use std::path::{Path, PathBuf};
@@ -154,17 +155,35 @@ pub fn warn_report(f: &Path, r: &earshot::embed::file::FileReport) {
 }
 
 /// The window `learn` and `eval` embed with: the config's, checked against the model, with the
-/// level normalisation applied to the embedder.
+/// level normalisation and the mode applied to the embedder. In chunk-max mode the hop is
+/// rounded to whole front-end frames and the window to whole hops
+/// ([`earshot::embed::Chunk::round_window`]); the profile records what was used.
 pub fn learn_window(s: &Settings, e: &mut Embedder) -> anyhow::Result<WindowSpec> {
     s.window
         .check("window.", Some(e.card().min_window_seconds()))
         .map_err(|(k, d)| s.invalid(&k, d))?;
-    e.set_level_dbfs(s.window.level_dbfs);
-    Ok(WindowSpec {
-        seconds: s.window.seconds,
-        hop_seconds: s.window.hop_seconds,
+    let (seconds, hop_seconds) = match s.window.embed {
+        EmbedMode::Exact => (s.window.seconds, s.window.hop_seconds),
+        EmbedMode::ChunkMax => {
+            let (w, h) = Chunk::round_window(e.card(), s.window.seconds, s.window.hop_seconds);
+            if (w - s.window.seconds).abs() > 1e-9 || (h - s.window.hop_seconds).abs() > 1e-9 {
+                tracing::info!(
+                    window_s = w,
+                    hop_s = h,
+                    "chunk-max: window and hop rounded to whole front-end frames of the model"
+                );
+            }
+            (w, h)
+        }
+    };
+    let window = WindowSpec {
+        seconds,
+        hop_seconds,
         level_dbfs: s.window.level_dbfs,
-    })
+        embed: s.window.embed,
+    };
+    e.use_window(&window)?;
+    Ok(window)
 }
 
 /// The config's `[learn]` section as learn options for `machine`.

@@ -87,7 +87,7 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
     let profile = Profile::load(&a.profile)?;
     let mut e = super::embedder(&s, a.model.as_deref())?;
     check_profile_model(&profile, &e)?;
-    e.set_level_dbfs(profile.manifest.window.level_dbfs);
+    e.use_window(&profile.manifest.window)?;
     e.set_keep_logmel(profile.mel.is_some());
     let scorer = Scorer::new(&profile)?;
     let (tc, tk, tf) = (

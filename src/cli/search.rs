@@ -64,7 +64,7 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
     check_card(catalog.as_ref(), &mdir)?;
     let mut e = super::embedder(&s, Some(&mdir))?;
     let w = header.window;
-    e.set_level_dbfs(w.level_dbfs);
+    e.use_window(&w)?;
     let (wins, report) = embed_file(&mut e, &a.query, w.seconds, w.hop_seconds)?;
     super::warn_report(&a.query, &report);
     let mut query: Vec<(f64, Vec<f32>)> =

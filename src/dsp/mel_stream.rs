@@ -113,6 +113,33 @@ impl StreamLogMel {
         self.prev = Some(keep);
         frames
     }
+
+    /// Frames `first .. first + count` of the window `samples` (centred framing, as
+    /// [`LogMel::compute`] frames the whole window), scaled by `gain`, appended to `out`
+    /// (row-major, `count x mel_bins`). For chunk-max embeddings
+    /// ([`crate::embed::chunkmax`]): a chunk is a run of a window's frames, computed once
+    /// and kept by the embedder, so nothing here is reused.
+    pub fn frames_of(
+        &mut self,
+        samples: &[f32],
+        first: usize,
+        count: usize,
+        gain: f32,
+        out: &mut Vec<f32>,
+    ) {
+        let bins = self.mel.front_end().mel_bins;
+        let gain2 = f64::from(gain) * f64::from(gain);
+        let mut e = std::mem::take(&mut self.current);
+        e.clear();
+        e.resize(bins, 0.0);
+        out.reserve(count * bins);
+        for t in first..first + count {
+            self.mel.frame_energies(samples, t, &mut e);
+            out.extend(e.iter().map(|&v| self.mel.log(v, gain2)));
+            self.computed += 1;
+        }
+        self.current = e;
+    }
 }
 
 /// By how many frames the previous window's frames lead this one's, when frames can be

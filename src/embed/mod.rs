@@ -6,11 +6,13 @@
 //! is embedded, so a wrong model is refused at start-up, not discovered in the scores.
 
 pub mod card;
+pub mod chunkmax;
 pub mod file;
 pub mod optimized;
 pub mod runtime;
 
 pub use card::ModelCard;
+pub use chunkmax::{Chunk, EmbedMode};
 
 use crate::dsp::StreamLogMel;
 use ort::session::Session;
@@ -52,6 +54,12 @@ pub enum EmbedError {
     },
     #[error("inference failed: {0}")]
     Inference(String),
+    #[error(
+        "window of {samples} samples is not a whole number of {chunk}-sample chunks (the profile's chunk-max hop): the window must be the profile's"
+    )]
+    ChunkGrid { samples: usize, chunk: usize },
+    #[error("the profile's window does not suit chunk-max embeddings: {0}")]
+    ChunkMode(String),
 }
 
 /// How to run the model.
@@ -91,6 +99,8 @@ pub struct Embedder {
     /// Windows and frames of the last network call (its log-mels stay in `batch_buf`).
     last_batch: (usize, usize),
     keep_logmel: bool,
+    /// Chunk-max mode ([`chunkmax`]): the kept chunks; `None` in the exact mode.
+    chunks: Option<chunkmax::Chunks>,
 }
 
 /// Most a window is amplified by level normalisation (+40 dB): enough for a quiet machine,
@@ -187,6 +197,7 @@ impl Embedder {
             level_buf: Vec::new(),
             last_batch: (0, 0),
             keep_logmel: false,
+            chunks: None,
         })
     }
 
@@ -195,6 +206,50 @@ impl Embedder {
     /// profile was learned with is recorded in it and used for scoring.
     pub fn set_level_dbfs(&mut self, dbfs: Option<f64>) {
         self.level_rms = dbfs.map(|d| 10f64.powf(d / 20.0) as f32);
+    }
+
+    /// Embeds the way a profile's window says: its level normalisation and its mode (exact
+    /// windows, or chunk-max with the profile's hop as the chunk). Every command that compares
+    /// embeddings with a profile's or a catalog's sets the embedder up through here.
+    pub fn use_window(&mut self, w: &crate::score::profile::WindowSpec) -> Result<(), EmbedError> {
+        self.set_level_dbfs(w.level_dbfs);
+        self.set_mode(w.embed, w.seconds, w.hop_seconds)
+    }
+
+    /// Sets the mode for windows of `window_s` every `hop_s` seconds (the chunk is the hop).
+    pub fn set_mode(
+        &mut self,
+        mode: EmbedMode,
+        window_s: f64,
+        hop_s: f64,
+    ) -> Result<(), EmbedError> {
+        self.chunks = match mode {
+            EmbedMode::Exact => None,
+            EmbedMode::ChunkMax => {
+                let chunk = Chunk::for_hop(&self.card, hop_s).map_err(EmbedError::ChunkMode)?;
+                let win = (window_s * f64::from(self.card.sample_rate)).round() as usize;
+                if win % chunk.samples != 0 {
+                    return Err(EmbedError::ChunkMode(format!(
+                        "the window ({window_s} s, {win} samples) is not a whole number of hops ({} samples); re-learn the profile (learn rounds the window)",
+                        chunk.samples
+                    )));
+                }
+                Some(chunkmax::Chunks::new(chunk))
+            }
+        };
+        Ok(())
+    }
+
+    pub fn mode(&self) -> EmbedMode {
+        match self.chunks {
+            Some(_) => EmbedMode::ChunkMax,
+            None => EmbedMode::Exact,
+        }
+    }
+
+    /// Chunk-max mode: chunks run through the network and chunks reused so far.
+    pub fn chunk_counts(&self) -> Option<(u64, u64)> {
+        self.chunks.as_ref().map(chunkmax::Chunks::counts)
     }
 
     /// Whether the file embedding paths ([`file::embed_file`]) also hand out each window's
@@ -230,6 +285,9 @@ impl Embedder {
 
     /// Fewest samples a window must have.
     pub fn min_samples(&self) -> usize {
+        if let Some(c) = &self.chunks {
+            return c.chunk().samples;
+        }
         let fe = &self.card.frontend;
         ((self.card.min_frames - 1) * fe.hop_size).max(fe.min_samples())
     }
@@ -253,6 +311,9 @@ impl Embedder {
         let Some(first) = windows.first() else {
             return Ok(Vec::new());
         };
+        if self.chunks.is_some() {
+            return self.embed_chunks_alone(windows);
+        }
         let len = first.len();
         self.check_lengths(len, windows.iter().map(|w| w.len()))?;
         self.batch_buf.clear();
@@ -290,6 +351,9 @@ impl Embedder {
         let Some((_, first)) = windows.first() else {
             return Ok(Vec::new());
         };
+        if self.chunks.is_some() {
+            return self.embed_chunks_at(windows);
+        }
         let len = first.len();
         self.check_lengths(len, windows.iter().map(|(_, w)| w.len()))?;
         self.batch_buf.clear();

@@ -294,6 +294,7 @@ mod tests {
             seconds: 1.0,
             hop_seconds: 0.5,
             level_dbfs: None,
+            embed: Default::default(),
         };
         let (x, y) = ([w(0.0, [1.0, 0.1])], [w(0.0, [0.1, 1.0])]);
         let (x2, y2) = ([w(0.0, [1.0, 0.2])], [w(0.0, [0.2, 1.0])]);

@@ -692,6 +692,7 @@ mod mel_tests {
             seconds: 1.0,
             hop_seconds: 0.5,
             level_dbfs: None,
+            embed: Default::default(),
         };
         let opts = LearnOptions {
             mel_bins: Some(BANDS),

@@ -12,6 +12,7 @@
 //! it in with one atomic rename: a crash leaves either the old profile or the new one.
 
 use super::threshold::Threshold;
+use crate::embed::EmbedMode;
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -119,6 +120,10 @@ pub struct WindowSpec {
     /// RMS level (dBFS) windows were normalised to before embedding; `None` = not normalised.
     #[serde(default)]
     pub level_dbfs: Option<f64>,
+    /// How windows became embeddings ([`crate::embed::chunkmax`]); profiles from before the
+    /// mode existed are exact.
+    #[serde(default, skip_serializing_if = "EmbedMode::is_exact")]
+    pub embed: EmbedMode,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -665,6 +670,7 @@ fn check_manifest(m: &Manifest) -> Result<(), (String, String)> {
         seconds: m.window.seconds,
         hop_seconds: m.window.hop_seconds,
         level_dbfs: m.window.level_dbfs,
+        embed: m.window.embed,
     };
     w.check("window.", None)?;
     if !(1..=100).contains(&m.knn_k) {

@@ -175,7 +175,12 @@ impl Monitor {
                 source,
             })?;
         let window = profile.manifest.window;
-        embedder.set_level_dbfs(window.level_dbfs);
+        embedder
+            .use_window(&window)
+            .map_err(|source| MonitorError::Model {
+                name: name.clone(),
+                source,
+            })?;
         let rt = tokio::runtime::Handle::try_current().map_err(|_| MonitorError::Mismatch {
             name: name.clone(),
             detail: "monitors must be started inside the service's runtime".into(),
@@ -379,7 +384,7 @@ fn warn_window_mismatch(name: &str, shared: &Shared, window: &crate::score::prof
         return;
     };
     let c = k.catalog().window();
-    if c.seconds != window.seconds || c.level_dbfs != window.level_dbfs {
+    if c.seconds != window.seconds || c.level_dbfs != window.level_dbfs || c.embed != window.embed {
         tracing::warn!(
             monitor = %name,
             catalog = %k.catalog().dir().display(),
@@ -387,6 +392,8 @@ fn warn_window_mismatch(name: &str, shared: &Shared, window: &crate::score::prof
             catalog_level_dbfs = ?c.level_dbfs,
             profile_window_s = window.seconds,
             profile_level_dbfs = ?window.level_dbfs,
+            catalog_embed = c.embed.name(),
+            profile_embed = window.embed.name(),
             "the sound catalog's windows differ from this monitor's profile: `sounds_like` similarities will be lower; build the catalog with the profile's [window] settings"
         );
     }
@@ -475,6 +482,22 @@ fn load_profile(ms: &MonitorSettings) -> Result<(Profile, f64), MonitorError> {
                 window.seconds
             ),
         });
+    }
+    if window.embed == crate::embed::EmbedMode::ChunkMax {
+        // A chunk-max profile's windows are made of hop-long chunks: another hop must still
+        // step whole chunks, or no window would be made of the profile's chunks.
+        let rate = f64::from(profile.manifest.model.sample_rate);
+        let chunk = (window.hop_seconds * rate).round() as usize;
+        let samples = (hop * rate).round() as usize;
+        if chunk == 0 || samples % chunk != 0 {
+            return Err(MonitorError::Mismatch {
+                name: ms.name.clone(),
+                detail: format!(
+                    "`hop_seconds` = {hop} is not a whole number of the chunk-max profile's hops ({} s): use a multiple of it, or leave hop_seconds unset",
+                    window.hop_seconds
+                ),
+            });
+        }
     }
     Ok((profile, hop))
 }
