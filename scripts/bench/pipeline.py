@@ -12,6 +12,9 @@
              window (scripts/bench/python_reference.py --stream), run by a Python that has
              torch (--python, $EARSHOT_TORCH_PYTHON or .venv-torch); skipped, with the reason,
              when there is none
+- chunk-max  the same runs with a profile learned with `[window] embed = "chunk-max"` at hop =
+             window/4 (the network once per hop-long chunk, a window the max of its chunks;
+             window and hop rounded to whole front-end frames, hops that step whole chunks)
 - peak RSS, start-to-READY (sd_notify READY=1 on our own NOTIFY_SOCKET), and onset-to-event
   latency on a real-time replay of a recording whose fault starts at a known time.
 
@@ -174,6 +177,7 @@ def main():
                     "windows shed tell whether the machine keeps up")
     ap.add_argument("--monitor-hop", default="", help="hop(s) of the --monitors runs, e.g. 0.5,0.25 "
                     "(default window/4)")
+    ap.add_argument("--embed", default="exact,chunk-max", help="embedding modes to measure: exact, chunk-max or both")
     ap.add_argument("--json-out")
     ap.add_argument("--skip-limit", action="store_true", help="leave out the limit and embed-stage rows "
                     "(benches/pipeline.rs), e.g. when the bench binary is not built: no x-limit column")
@@ -204,6 +208,16 @@ def main():
         live = synth(d, a.realtime_seconds, onset, 48000, "live.wav", level_db=0)
         prof = f"{d}/profile"
         sh([EXE, "learn", "--normal", f"{d}/data/motor_id01/train", "--out", prof, "--model", model])
+        modes = [m for m in a.embed.split(",") if m]
+        # Each measured (mode, profile, hops): chunk-max steps whole chunks of its own hop.
+        runs_of = [("exact", prof, hops)] if "exact" in modes else []
+        if "chunk-max" in modes:
+            cm = chunk_max_profile(d, model, w)
+            if isinstance(cm, str):
+                doc["rows"].append({"what": "earshot run chunk-max", "hop_s": None, "skipped": cm})
+            else:
+                runs_of.append(("chunk-max", cm[0], cm[1]))
+                doc["audio"]["chunk_max_window_s"] = cm[2]
         for t in threads:
             if a.skip_limit:
                 lim, limit = {"embed": [None] * len(hops)}, None
@@ -212,50 +226,38 @@ def main():
                 limit = lim["limit"]["cpu_per_audio_s"]
                 doc["rows"].append({"what": "limit", "threads": t, "hop_s": None, "cpu_per_audio_s": limit,
                                     "ratio_to_limit": 1.0, "detail": lim["limit"]})
-            for hop, emb in zip(hops, lim["embed"]):
-                runs = {}
-                for name, wav in (("long", long), ("short", short)):
-                    cfg, _ = config(d, model, prof, wav, hop, False, t, f"{name}-{hop}-{t}")
-                    runs[name] = run_daemon(cfg)
-                cpu = (runs["long"]["cpu_s"] - runs["short"]["cpu_s"]) / (a.seconds - a.short_seconds)
-                doc["rows"].append({
-                    "what": "earshot run", "threads": t, "hop_s": hop, "cpu_per_audio_s": cpu,
-                    "ratio_to_limit": None if limit is None else cpu / limit,
-                    "startup_cpu_s": runs["short"]["cpu_s"] - cpu * a.short_seconds,
-                    "peak_rss_mb": max(r["peak_rss_mb"] for r in runs.values()),
-                    "ready_s": runs["long"]["ready_s"],
-                    "embed_stage": emb,
-                })
+            for mode, p, mode_hops in runs_of:
+                stage = lim["embed"] if mode == "exact" else [None] * len(mode_hops)
+                for hop, emb in zip(mode_hops, stage):
+                    runs = {}
+                    for name, wav in (("long", long), ("short", short)):
+                        cfg, _ = config(d, model, p, wav, hop, False, t, f"{name}-{mode}-{hop}-{t}")
+                        runs[name] = run_daemon(cfg)
+                    cpu = (runs["long"]["cpu_s"] - runs["short"]["cpu_s"]) / (a.seconds - a.short_seconds)
+                    doc["rows"].append({
+                        "what": "earshot run" if mode == "exact" else "earshot run chunk-max",
+                        "threads": t, "hop_s": hop, "cpu_per_audio_s": cpu,
+                        "ratio_to_limit": None if limit is None else cpu / limit,
+                        "startup_cpu_s": runs["short"]["cpu_s"] - cpu * a.short_seconds,
+                        "peak_rss_mb": max(r["peak_rss_mb"] for r in runs.values()),
+                        "ready_s": runs["long"]["ready_s"],
+                        "embed_stage": emb,
+                    })
         # Onset-to-event on a real-time replay (hop = window/4, the fastest detection).
-        hop = w / 4
-        cfg, state = config(d, model, prof, live, hop, True, threads[0], "live")
-        r = run_daemon(cfg, state=state, onset_s=onset)
-        lat = decided = rules = None
-        if r["first_event"]:
-            # The event's own stamps give the monitor's clock: stream second t was heard at
-            # start.wall - start.stream_s + t. The event counts when its line is in the file.
-            seen, rec = r["first_event"]
-            ev = rec["event"]
-            heard = rfc3339(ev["start"]["wall"]) - ev["start"]["stream_s"] + onset
-            lat = seen - heard
-            decided = rfc3339(ev["detected"]["wall"]) - heard
-            # Split: how much audio the rules needed (stream time from the onset to the end of
-            # the triggering window) and what the pipeline added after that window was heard.
-            rules = ev["detected"]["stream_s"] - onset
-        doc["realtime"] = {"hop_s": hop, "seconds": a.realtime_seconds, "onset_s": onset,
-                           "onset_to_event_s": lat, "onset_to_decision_s": decided,
-                           "audio_needed_by_the_rules_s": rules,
-                           "pipeline_after_trigger_window_s": None if rules is None else decided - rules,
-                           "target_s": w + hop + 0.2, "ready_s": r["ready_s"],
-                           "peak_rss_mb": r["peak_rss_mb"]}
+        for mode, p, mode_hops in runs_of:
+            key = "realtime" if mode == "exact" else "realtime_chunk_max"
+            doc[key] = realtime(d, model, p, live, onset, mode_hops[-1], w, threads[0], a.realtime_seconds, mode)
         # How many monitors this machine sustains in real time (no window shed).
         doc["monitors"] = []
-        for mh, n in [(mh, n) for mh in ([float(x) for x in a.monitor_hop.split(",") if x] or [w / 4])
-                      for n in [int(x) for x in a.monitors.split(",") if x]]:
-            cfg, _ = config(d, model, prof, live, mh, True, threads[0], f"mon{n}-{mh}", monitors=n)
+        # Exact at the given hops (default window/4); chunk-max at its own hop (window/4 rounded).
+        plan = [(mode, p, mh) for mode, p, mode_hops in runs_of
+                for mh in ([float(x) for x in a.monitor_hop.split(",") if x] or [w / 4]
+                           if mode == "exact" else mode_hops[-1:])]
+        for mode, p, mh, n in [(*m, n) for m in plan for n in [int(x) for x in a.monitors.split(",") if x]]:
+            cfg, _ = config(d, model, p, live, mh, True, threads[0], f"mon{n}-{mode}-{mh}", monitors=n)
             r = run_daemon(cfg)
             windows = n * int((a.realtime_seconds - w) / mh + 1)
-            doc["monitors"].append({"monitors": n, "hop_s": mh, "seconds": a.realtime_seconds,
+            doc["monitors"].append({"embed": mode, "monitors": n, "hop_s": mh, "seconds": a.realtime_seconds,
                                     "windows": windows, "shed": r["shed"],
                                     "cpu_s_per_audio_s_per_monitor": r["cpu_s"] / a.realtime_seconds / n,
                                     "peak_rss_mb": r["peak_rss_mb"], "ready_s": r["ready_s"]})
@@ -269,11 +271,16 @@ def main():
                       "--threads", str(threads[0]), "--json"]).stdout
             res = json.loads(out)
             lim = next((x["cpu_per_audio_s"] for x in doc["rows"] if x["what"] == "limit"), None)
-            ours = next(x["cpu_per_audio_s"] for x in doc["rows"] if x["what"] == "earshot run" and x["hop_s"] == hop)
+            ours = next((x["cpu_per_audio_s"] for x in doc["rows"] if x["what"] == "earshot run" and x["hop_s"] == hop), None)
+            # chunk-max's nearest hop (its hop is rounded to whole frames: 0.2554 s for 0.25 s).
+            cms = [x for x in doc["rows"] if x["what"] == "earshot run chunk-max" and x.get("hop_s")]
+            cm = min(cms, key=lambda x: abs(x["hop_s"] - hop), default=None)
             doc["rows"].append({"what": "python (librosa + PyTorch eager)", "threads": threads[0], "hop_s": hop,
                                 "cpu_per_audio_s": res["cpu_per_audio_s"],
                                 "ratio_to_limit": None if lim is None else res["cpu_per_audio_s"] / lim,
-                                "python_over_earshot": res["cpu_per_audio_s"] / ours, "detail": res})
+                                "python_over_earshot": None if ours is None else res["cpu_per_audio_s"] / ours,
+                                "python_over_chunk_max": None if cm is None else res["cpu_per_audio_s"] / cm["cpu_per_audio_s"],
+                                "chunk_max_hop_s": None if cm is None else cm["hop_s"], "detail": res})
     finally:
         shutil.rmtree(d, ignore_errors=True)
     doc["machine"]["loadavg_end"] = os.getloadavg()
@@ -284,6 +291,47 @@ def main():
             f.write(text + "\n")
     print("\nJSON:")
     print(text)
+
+
+def chunk_max_profile(d, model, w):
+    """Learns the chunk-max profile (hop = window/4); returns (profile, hops, window) or why not."""
+    cfg = os.path.join(d, "learn-chunk-max.toml")
+    with open(cfg, "w") as f:
+        f.write(f'[window]\nseconds = {w}\nhop_seconds = {w / 4}\nembed = "chunk-max"\n')
+    p = f"{d}/profile-chunk-max"
+    r = subprocess.run([EXE, "learn", "--config", cfg, "--normal", f"{d}/data/motor_id01/train", "--out", p,
+                        "--model", model], capture_output=True, text=True)
+    if r.returncode != 0:
+        return "learn refused chunk-max: " + (r.stderr.strip().splitlines() or ["?"])[-1]
+    win = json.load(open(os.path.join(p, "manifest.json")))["window"]
+    chunk, seconds = win["hop_seconds"], win["seconds"]
+    n = round(seconds / chunk)
+    return p, sorted({chunk * k for k in (n, n // 2, 1) if k >= 1 and n % k == 0}, reverse=True), seconds
+
+
+def realtime(d, model, prof, live, onset, hop, w, threads, seconds, mode):
+    """Onset-to-event on a real-time replay of `live` (fault from `onset`) at `hop`."""
+    cfg, state = config(d, model, prof, live, hop, True, threads, f"live-{mode}")
+    r = run_daemon(cfg, state=state, onset_s=onset)
+    lat = decided = rules = None
+    if r["first_event"]:
+        # The event's own stamps give the monitor's clock: stream second t was heard at
+        # start.wall - start.stream_s + t. The event counts when its line is in the file.
+        seen, rec = r["first_event"]
+        ev = rec["event"]
+        heard = rfc3339(ev["start"]["wall"]) - ev["start"]["stream_s"] + onset
+        lat = seen - heard
+        decided = rfc3339(ev["detected"]["wall"]) - heard
+        # Split: how much audio the rules needed (stream time from the onset to the end of
+        # the triggering window) and what the pipeline added after that window was heard.
+        rules = ev["detected"]["stream_s"] - onset
+    win = json.load(open(os.path.join(prof, "manifest.json")))["window"]["seconds"]
+    return {"embed": mode, "hop_s": hop, "window_s": win, "seconds": seconds, "onset_s": onset,
+            "onset_to_event_s": lat, "onset_to_decision_s": decided,
+            "audio_needed_by_the_rules_s": rules,
+            "pipeline_after_trigger_window_s": None if rules is None else decided - rules,
+            "target_s": win + hop + 0.2, "ready_s": r["ready_s"],
+            "peak_rss_mb": r["peak_rss_mb"]}
 
 
 def cpu_name():
@@ -307,7 +355,7 @@ def print_table(doc):
     print("| path | threads | hop | CPU s per audio s | x limit | embed stage: streamed / per-window front end | peak RSS MB | start-to-READY s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in doc["rows"]:
-        hop = "-" if r.get("hop_s") is None else f"{r['hop_s']:g} s"
+        hop = "-" if r.get("hop_s") is None else f"{r['hop_s']:.4g} s"
         if "skipped" in r:
             print(f"| {r['what']} | - | {hop} | skipped: {r['skipped']} | | | | |")
             continue
@@ -321,14 +369,18 @@ def print_table(doc):
     for r in doc["rows"]:
         if r.get("python_over_earshot"):
             print(f"python / earshot run at hop {r['hop_s']:g} s: {r['python_over_earshot']:.2f}x the CPU per audio s")
+        if r.get("python_over_chunk_max"):
+            print(f"python at hop {r['hop_s']:g} s / earshot run chunk-max at hop {r['chunk_max_hop_s']:.4g} s: "
+                  f"{r['python_over_chunk_max']:.2f}x the CPU per audio s")
     for m in doc.get("monitors", []):
-        print(f"{m['monitors']} monitor(s) in real time, hop {m['hop_s']:g} s, {m['seconds']:.0f} s: "
+        print(f"{m['monitors']} monitor(s) in real time, {m.get('embed', 'exact')}, hop {m['hop_s']:.4g} s, {m['seconds']:.0f} s: "
               f"{m['shed']} of {m['windows']} windows shed, {m['cpu_s_per_audio_s_per_monitor']:.4f} CPU s per audio s "
               f"per monitor (start-up included), peak RSS {m['peak_rss_mb']:.0f} MB, READY {m['ready_s'] or float('nan'):.2f} s")
-    rt = doc.get("realtime")
-    if rt:
+    for rt in (doc.get("realtime"), doc.get("realtime_chunk_max")):
+        if not rt:
+            continue
         lat = "no event" if rt["onset_to_event_s"] is None else f"{rt['onset_to_event_s']:.2f} s"
-        print(f"\nReal-time replay ({rt['seconds']:.0f} s, fault from {rt['onset_s']:.0f} s, hop {rt['hop_s']:g} s): "
+        print(f"\nReal-time replay, {rt['embed']} ({rt['seconds']:.0f} s, fault from {rt['onset_s']:.0f} s, hop {rt['hop_s']:.4g} s): "
               f"onset-to-event {lat} (target window + hop + 0.2 s = {rt['target_s']:.2f} s; the rules needed "
               f"{fmt(rt['audio_needed_by_the_rules_s'])} of audio after the onset, the pipeline added "
               f"{fmt(rt['pipeline_after_trigger_window_s'])} after the triggering window was heard), "

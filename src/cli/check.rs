@@ -295,10 +295,10 @@ fn check_profile(
                 Err(err) => r.error(format!("monitor {name}: `profile`: {err}")),
             }
             let w = profile.manifest.window;
-            if w.embed == earshot::embed::EmbedMode::ChunkMax {
-                if let Err(why) = earshot::embed::Chunk::for_hop(e.card(), w.hop_seconds) {
-                    r.error(format!("monitor {name}: `profile`: {why}"));
-                }
+            if w.embed == earshot::embed::EmbedMode::ChunkMax
+                && let Err(why) = earshot::embed::Chunk::for_hop(e.card(), w.hop_seconds)
+            {
+                r.error(format!("monitor {name}: `profile`: {why}"));
             }
             let window = w.seconds;
             if w.embed.is_exact() && window < e.card().min_window_seconds() {

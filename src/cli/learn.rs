@@ -81,6 +81,15 @@ pub fn run(a: LearnArgs) -> anyhow::Result<()> {
         th.join(", "),
         a.out.display()
     );
+    let w = m.window;
+    if !w.embed.is_exact() {
+        println!(
+            "embeddings: chunk-max, windows of {:.4} s made of {} chunks of {:.4} s (the network runs once per chunk); score and run use the same",
+            w.seconds,
+            (w.seconds / w.hop_seconds).round(),
+            w.hop_seconds
+        );
+    }
     if let Some(f) = &m.false_alarms {
         println!(
             "false alarms: {:.2} event(s)/day expected from the N-of-M rule ({} of {}; asked {:.2}), 68 % range {:.2}..{:.2}, from {:.0} s of normal audio{}",

@@ -180,7 +180,7 @@ impl Embedder {
             samples: cs,
         } = chunks.chunk;
         let len = first.len();
-        if len < cs || len % cs != 0 || windows.iter().any(|(_, w)| w.len() != len) {
+        if len < cs || !len.is_multiple_of(cs) || windows.iter().any(|(_, w)| w.len() != len) {
             return Err(EmbedError::ChunkGrid {
                 samples: len,
                 chunk: cs,

@@ -228,7 +228,7 @@ impl Embedder {
             EmbedMode::ChunkMax => {
                 let chunk = Chunk::for_hop(&self.card, hop_s).map_err(EmbedError::ChunkMode)?;
                 let win = (window_s * f64::from(self.card.sample_rate)).round() as usize;
-                if win % chunk.samples != 0 {
+                if !win.is_multiple_of(chunk.samples) {
                     return Err(EmbedError::ChunkMode(format!(
                         "the window ({window_s} s, {win} samples) is not a whole number of hops ({} samples); re-learn the profile (learn rounds the window)",
                         chunk.samples

@@ -489,7 +489,7 @@ fn load_profile(ms: &MonitorSettings) -> Result<(Profile, f64), MonitorError> {
         let rate = f64::from(profile.manifest.model.sample_rate);
         let chunk = (window.hop_seconds * rate).round() as usize;
         let samples = (hop * rate).round() as usize;
-        if chunk == 0 || samples % chunk != 0 {
+        if chunk == 0 || !samples.is_multiple_of(chunk) {
             return Err(MonitorError::Mismatch {
                 name: ms.name.clone(),
                 detail: format!(
