@@ -4,6 +4,9 @@
 //! original model; a damaged or unwritable cache costs nothing but the memory peak. The peak
 //! itself is a benchmark figure (README "Speed": peak RSS), not asserted here.
 
+#[path = "common/signal.rs"]
+mod signal;
+
 use earshot::embed::{EmbedOptions, Embedder};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -14,20 +17,9 @@ fn model(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Two seconds of a chirp over deterministic noise at `rate`.
+/// Two seconds of a changing signal at `rate`.
 fn signal(rate: u32) -> Vec<f32> {
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    (0..2 * rate as usize)
-        .map(|i| {
-            let t = i as f64 / f64::from(rate);
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let noise = (seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
-            (0.3 * (2.0 * std::f64::consts::PI * (200.0 * t + 300.0 * t * t)).sin() + 0.05 * noise)
-                as f32
-        })
-        .collect()
+    signal::changing(rate, 2.0, 0x2545_f491_4f6c_dd1d)
 }
 
 fn opts(cache: Option<&Path>) -> EmbedOptions {

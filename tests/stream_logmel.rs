@@ -4,6 +4,9 @@
 //! (44.1 kHz, HTK, log10(1 + 1e4 x), zero padding). The per-window path is the one
 //! tests/parity.rs and tests/parity_aisfx.rs hold against the original code.
 
+#[path = "common/signal.rs"]
+mod signal;
+
 use earshot::embed::file::{FileWindows, embed_file};
 use earshot::embed::{EmbedOptions, Embedder};
 use std::path::{Path, PathBuf};
@@ -14,25 +17,9 @@ fn model(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A signal that changes all the time, so that a wrongly reused frame would show: chirp,
-/// amplitude-modulated tone, decaying clicks and deterministic noise.
+/// A signal that changes all the time, so that a wrongly reused frame would show.
 fn signal(rate: u32, seconds: f64) -> Vec<f32> {
-    let n = (seconds * f64::from(rate)) as usize;
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    (0..n)
-        .map(|i| {
-            let t = i as f64 / f64::from(rate);
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let noise = (seed >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
-            let chirp = (2.0 * std::f64::consts::PI * (150.0 * t + 400.0 * t * t)).sin();
-            let am = (1.0 + (2.0 * std::f64::consts::PI * 0.9 * t).sin())
-                * (2.0 * std::f64::consts::PI * 2500.0 * t).sin();
-            let click = (-((t % 0.41) * 150.0)).exp();
-            (0.2 * chirp + 0.1 * am + 0.3 * click + 0.05 * noise) as f32
-        })
-        .collect()
+    signal::changing(rate, seconds, 0x9e37_79b9_7f4a_7c15)
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {

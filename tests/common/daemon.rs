@@ -113,6 +113,27 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> (ExitStatus, String) {
 }
 
 /// The shared test material, made on first use (about 20 s in a debug build).
+/// `earshot synth dataset` of motor 1 (train clips and one test clip of each kind) into `out`,
+/// at 48 kHz: the null sink's rate, so learn, replay and live capture all resample 48 kHz ->
+/// the model's rate the same way, as a site's own chain would.
+pub fn motor_dataset(out: &Path, cwd: &Path) {
+    earshot_ok(
+        &[
+            "synth",
+            "dataset",
+            "--out",
+            out.to_str().expect("utf-8 temp path"),
+            "--machine",
+            "motor:1",
+            "--test-clips",
+            "1",
+            "--sample-rate",
+            "48000",
+        ],
+        cwd,
+    );
+}
+
 pub fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
@@ -127,23 +148,7 @@ pub fn fixture() -> &'static Fixture {
             unsafe { libc::atexit(remove_fixture_dir) };
         }
         let d = dir.to_str().expect("utf-8 temp path");
-        earshot_ok(
-            &[
-                "synth",
-                "dataset",
-                "--out",
-                &format!("{d}/data"),
-                "--machine",
-                "motor:1",
-                "--test-clips",
-                "1",
-                // The null sink's rate: learn, replay and live capture then all resample
-                // 48 kHz -> the model's rate the same way, as a site's own chain would.
-                "--sample-rate",
-                "48000",
-            ],
-            &dir,
-        );
+        motor_dataset(&dir.join("data"), &dir);
         // 50 s of normal audio cannot resolve 1 false event a day: that budget's extrapolated
         // threshold (0.73 centroid) sits above the loud fault's windows (0.60-0.65). These
         // tests are about decisions, not calibration: a budget of 300 a day puts the
