@@ -335,6 +335,59 @@ fn impacts_are_reported_within_a_window_and_silence_edges_start_nothing() {
     assert_eq!(no_signal, SILENCES.len(), "{events:#?}");
 }
 
+/// The input stopping a little way into a window (a device muted, a splice to digital zeros)
+/// starts nothing: the window keeps three loud quarters, so the quietest-quarter level alone
+/// let it through, and the edge to zeros scored far above every threshold. Stops 0.2-0.3 s
+/// before a window's end at hop 0.5 s, and a silence that starts a window later.
+#[test]
+fn a_stop_a_little_way_into_a_window_starts_nothing() {
+    const STOPS: [(f64, f64); 3] = [(8.3, 11.0), (16.8, 19.0), (25.27, 28.0)];
+    let dir = test_dir();
+    // The pretrained default model: it hears such an edge far louder than the seeded one.
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/aisfx-cnn9");
+    let data = dir.path().join("data");
+    daemon::motor_dataset(&data, dir.path());
+    let learn_cfg = dir.path().join("learn.toml");
+    let model_cfg = format!("[model]\ndir = \"{}\"\n", model.display());
+    std::fs::write(
+        &learn_cfg,
+        format!("{model_cfg}[learn]\nfalse_alarms_per_day = 300\n"),
+    )
+    .expect("learn config");
+    let profile = dir.path().join("profile");
+    daemon::earshot_ok(
+        &[
+            "learn",
+            "--config",
+            learn_cfg.to_str().expect("utf-8"),
+            "--normal",
+            data.join("motor_id01/train").to_str().expect("utf-8"),
+            "--out",
+            profile.to_str().expect("utf-8"),
+        ],
+        dir.path(),
+    );
+    let at = |t: f64| (t * f64::from(RATE)) as usize;
+    let mut out = read_i16(&motor_stream(dir.path(), "n.wav", "-60", 34.0, 33.0, RATE));
+    for (a, b) in STOPS {
+        out[at(a)..at(b)].iter_mut().for_each(|v| *v = 0);
+    }
+    let wav = dir.path().join("stops.wav");
+    write_i16(&wav, RATE, &out);
+    let cfg = format!(
+        "{}{model_cfg}{}decide = {{ no_signal_after = 1.0 }}\n",
+        daemon_header(dir.path()),
+        replay_monitor("motor-1", &profile, &wav, false, false)
+    );
+    let mut d = Daemon::start(&write_config(dir.path(), &cfg), &["--exit-when-done"], &[]);
+    let st = d.expect_exit(Duration::from_secs(240));
+    assert!(st.success(), "earshot run failed ({st}); log:\n{}", d.log());
+    let events = d.events();
+    let count = |kind: &str| events.iter().filter(|e| e["kind"] == kind).count();
+    assert_eq!(count("anomaly_started"), 0, "{events:#?}");
+    assert_eq!(count("no_signal"), STOPS.len(), "{events:#?}");
+}
+
 /// `earshot score` flags windows by the scores that decide (`learn.decide_on`, by default
 /// centroid and fused): each row carries the fused score and its threshold (the profile's),
 /// a score that does not decide has no threshold (null, not infinity), a window over the

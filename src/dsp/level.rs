@@ -40,6 +40,37 @@ pub fn quietest_quarter_dbfs(window: &[f32]) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
+/// Below this a sample is digital silence: -120 dBFS, under the noise floor of any live
+/// microphone input (a 16-bit LSB is -90 dBFS), so only zeros from a muted or stopped device,
+/// a dropout or a splice stay below it for long.
+const DIGITAL_SILENCE: f32 = 1e-6;
+
+/// The longest stretch of digital silence (seconds) a window may hold and still be scored.
+pub const MAX_DIGITAL_SILENCE_S: f64 = 0.02;
+
+/// The level the no-signal gate judges a window by: [`quietest_quarter_dbfs`], or
+/// [`SILENCE_DBFS`] when the window holds more than [`MAX_DIGITAL_SILENCE_S`] of digital
+/// silence. A window whose input stops or resumes a little way in keeps three loud quarters,
+/// but the edge between sound and digital zeros is a click no machine made, and it scored far
+/// above every threshold (seen live at hop 0.25 s, where windows straddle a stop at any
+/// offset). `learn` keeps [`quietest_quarter_dbfs`]: normal audio with a dropout must not
+/// drag the learned floor down to digital silence.
+pub fn gate_level_dbfs(window: &[f32], rate: u32) -> f64 {
+    let limit = (MAX_DIGITAL_SILENCE_S * f64::from(rate)) as usize;
+    let mut run = 0usize;
+    for &v in window {
+        if v.abs() < DIGITAL_SILENCE {
+            run += 1;
+            if run > limit {
+                return SILENCE_DBFS;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    quietest_quarter_dbfs(window)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,6 +83,29 @@ mod tests {
         assert!((rms_dbfs(&s) + 3.0103).abs() < 0.01, "{}", rms_dbfs(&s));
         assert_eq!(rms_dbfs(&[0.0; 100]), SILENCE_DBFS);
         assert_eq!(rms_dbfs(&[]), SILENCE_DBFS);
+    }
+
+    #[test]
+    fn a_window_that_stops_short_of_a_quarter_is_gated_by_its_digital_silence() {
+        let rate = 44_100;
+        // Sound with zero crossings (a sampled sine passes near zero, never stays there).
+        let mut w: Vec<f32> = (0..rate)
+            .map(|i| 0.1 * (i as f32 * 2.0 * std::f32::consts::PI * 50.0 / rate as f32).sin())
+            .collect();
+        let sound = quietest_quarter_dbfs(&w);
+        assert!(sound > -30.0, "{sound}");
+        assert_eq!(gate_level_dbfs(&w, rate as u32), sound);
+        // The input stops 0.1 s before the window's end: the quietest quarter hardly moves...
+        w[rate - rate / 10..].iter_mut().for_each(|v| *v = 0.0);
+        assert!(quietest_quarter_dbfs(&w) > -35.0);
+        // ... but the gate sees no signal.
+        assert_eq!(gate_level_dbfs(&w, rate as u32), SILENCE_DBFS);
+        // A 10 ms dropout is still sound.
+        let mut d: Vec<f32> = (0..rate)
+            .map(|i| if i % 2 == 0 { 0.1 } else { -0.1 })
+            .collect();
+        d[1000..1000 + rate / 100].iter_mut().for_each(|v| *v = 0.0);
+        assert!(gate_level_dbfs(&d, rate as u32) > -30.0);
     }
 
     #[test]

@@ -6,10 +6,11 @@
 //! machine is off), shown in metrics, `/healthz` and an operational event, and never scored.
 //!
 //! A window has no signal when the RMS of its quietest quarter
-//! ([`crate::dsp::level::quietest_quarter_dbfs`]) is below the floor, so windows that straddle
-//! a stop or a start are not scored either. The state is declared after `after_s` seconds of
-//! such windows (a short dropout is not worth an event) and ends with the first window that
-//! has a signal again.
+//! ([`crate::dsp::level::quietest_quarter_dbfs`]) is below the floor, or when it holds more
+//! than 20 ms of digital silence ([`crate::dsp::level::gate_level_dbfs`]), so windows that
+//! straddle a stop or a start are not scored either. The state is declared after `after_s`
+//! seconds of such windows (a short dropout is not worth an event) and ends with the first
+//! window that has a signal again.
 
 use crate::score::learn::NO_SIGNAL_MIN_FLOOR_DBFS;
 use crate::score::profile::LevelStats;

@@ -14,7 +14,7 @@ use super::decision::DecisionStage;
 use super::{Job, Shared};
 use crate::daemon::notify::Progress;
 use crate::dsp::impulse::impulse_db;
-use crate::dsp::level::quietest_quarter_dbfs;
+use crate::dsp::level::gate_level_dbfs;
 use crate::embed::Embedder;
 use crate::index::{IndexError, VectorIndex};
 use crate::metrics::{DevicePart, IndexHandle, IndexPart, StatusHandle};
@@ -138,7 +138,7 @@ impl EmbedLoop {
                 }
                 self.shared.metrics.memory_reloaded(&self.name);
             }
-            let level = quietest_quarter_dbfs(&job.samples);
+            let level = gate_level_dbfs(&job.samples, rate);
             if !self.decision.gate(&job, level) {
                 // No signal: nothing to score (silence is not an anomaly), but the decider
                 // still sees the window pass (an open event can end).
