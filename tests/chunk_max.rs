@@ -14,7 +14,8 @@ mod daemon;
 mod signal;
 
 use daemon::{
-    Daemon, EARSHOT, daemon_header, earshot_ok, motor_dataset, motor_stream, test_dir, write_config,
+    Daemon, EARSHOT, daemon_header, learn_motor_profile, model_table, motor_stream, test_dir,
+    write_config,
 };
 use earshot::embed::{EmbedMode, EmbedOptions, Embedder};
 use std::path::{Path, PathBuf};
@@ -195,31 +196,11 @@ fn changed_samples_at_a_known_position_are_recomputed_not_reused() {
 fn learn_records_the_mode_and_the_service_raises_the_fault_with_it() {
     let dir = test_dir();
     let d = dir.path();
-    let ds = d.join("data");
-    motor_dataset(&ds, d);
     let model = aisfx();
-    let learn_cfg = d.join("learn.toml");
-    std::fs::write(
-        &learn_cfg,
-        format!(
-            "[model]\ndir = \"{}\"\n[window]\nseconds = 1.0\nhop_seconds = 0.25\nembed = \"chunk-max\"\n\
-             [learn]\nfalse_alarms_per_day = 300\n",
-            model.display()
-        ),
-    )
-    .expect("config");
-    let profile = d.join("profile");
-    earshot_ok(
-        &[
-            "learn",
-            "--config",
-            learn_cfg.to_str().expect("utf-8"),
-            "--normal",
-            ds.join("motor_id01/train").to_str().expect("utf-8"),
-            "--out",
-            profile.to_str().expect("utf-8"),
-        ],
+    let profile = learn_motor_profile(
         d,
+        &model,
+        "[window]\nseconds = 1.0\nhop_seconds = 0.25\nembed = \"chunk-max\"\n",
     );
     let manifest: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(profile.join("manifest.json")).expect("manifest"),
@@ -272,10 +253,10 @@ fn learn_records_the_mode_and_the_service_raises_the_fault_with_it() {
     assert!(flagged(16.0, 30.0) > 20, "the fault is flagged: {rows:?}");
     let monitor = |hop: &str| {
         format!(
-            "{}[model]\ndir = \"{}\"\n[[monitor]]\nname = \"m\"\nprofile = \"{}\"\n{hop}\
+            "{}{}[[monitor]]\nname = \"m\"\nprofile = \"{}\"\n{hop}\
              source = {{ file = \"{}\", realtime = false, loop = false }}\n",
             daemon_header(d),
-            model.display(),
+            model_table(&model),
             profile.display(),
             wav.display()
         )

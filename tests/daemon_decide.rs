@@ -345,28 +345,8 @@ fn a_stop_a_little_way_into_a_window_starts_nothing() {
     let dir = test_dir();
     // The pretrained default model: it hears such an edge far louder than the seeded one.
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/aisfx-cnn9");
-    let data = dir.path().join("data");
-    daemon::motor_dataset(&data, dir.path());
-    let learn_cfg = dir.path().join("learn.toml");
-    let model_cfg = format!("[model]\ndir = \"{}\"\n", model.display());
-    std::fs::write(
-        &learn_cfg,
-        format!("{model_cfg}[learn]\nfalse_alarms_per_day = 300\n"),
-    )
-    .expect("learn config");
-    let profile = dir.path().join("profile");
-    daemon::earshot_ok(
-        &[
-            "learn",
-            "--config",
-            learn_cfg.to_str().expect("utf-8"),
-            "--normal",
-            data.join("motor_id01/train").to_str().expect("utf-8"),
-            "--out",
-            profile.to_str().expect("utf-8"),
-        ],
-        dir.path(),
-    );
+    let profile = daemon::learn_motor_profile(dir.path(), &model, "");
+    let model_cfg = daemon::model_table(&model);
     let at = |t: f64| (t * f64::from(RATE)) as usize;
     let mut out = read_i16(&motor_stream(dir.path(), "n.wav", "-60", 34.0, 33.0, RATE));
     for (a, b) in STOPS {

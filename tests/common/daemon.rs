@@ -134,6 +134,42 @@ pub fn motor_dataset(out: &Path, cwd: &Path) {
     );
 }
 
+/// `[model] dir = ...` naming `model`, for a test config.
+pub fn model_table(model: &Path) -> String {
+    format!("[model]\ndir = \"{}\"\n", model.display())
+}
+
+/// Learns a profile of motor 1 in `dir` (a fresh [`motor_dataset`]) with `model` and the TOML
+/// tables in `extra` (not `[learn]`); returns its path. The budget is 300 false events a day,
+/// as in [`fixture`]: 50 s of normal audio cannot resolve 1 a day.
+pub fn learn_motor_profile(dir: &Path, model: &Path, extra: &str) -> PathBuf {
+    let data = dir.join("data");
+    motor_dataset(&data, dir);
+    let cfg = dir.join("learn.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}{extra}[learn]\nfalse_alarms_per_day = 300\n",
+            model_table(model)
+        ),
+    )
+    .expect("learn config");
+    let profile = dir.join("profile");
+    earshot_ok(
+        &[
+            "learn",
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "--normal",
+            data.join("motor_id01/train").to_str().expect("utf-8"),
+            "--out",
+            profile.to_str().expect("utf-8"),
+        ],
+        dir,
+    );
+    profile
+}
+
 pub fn fixture() -> &'static Fixture {
     FIXTURE.get_or_init(|| {
         let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
