@@ -10,10 +10,12 @@
 #   --json        machine-readable output on stdout
 #
 #       scripts/bench.sh --pipeline [--model DIR] [--seconds S] [--threads 1,2] [--python PY]
-#                       [--monitors 4,16 --monitor-hop 0.5,0.25] [--skip-limit] ...
+#                       [--monitors 4,16 --monitor-hop 0.5,0.25] [--embed exact,chunk-max]
+#                       [--skip-limit] ...
 #   the side-by-side benchmark of issue 14 (scripts/bench/pipeline.py): the no-overlap ONNX
-#   Runtime limit, `earshot run` at hop = window, /2, /4, the Python way when a Python with
-#   torch is given, peak RSS, start-to-READY and onset-to-event latency; a table, then JSON.
+#   Runtime limit, `earshot run` at hop = window, /2, /4 with exact and chunk-max profiles, the
+#   Python way when a Python with torch is given, peak RSS, start-to-READY and onset-to-event
+#   latency; a table, then JSON.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"

@@ -240,13 +240,6 @@ impl Embedder {
         Ok(())
     }
 
-    pub fn mode(&self) -> EmbedMode {
-        match self.chunks {
-            Some(_) => EmbedMode::ChunkMax,
-            None => EmbedMode::Exact,
-        }
-    }
-
     /// Chunk-max mode: chunks run through the network and chunks reused so far.
     pub fn chunk_counts(&self) -> Option<(u64, u64)> {
         self.chunks.as_ref().map(chunkmax::Chunks::counts)
