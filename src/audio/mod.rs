@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+mod pcm;
+
 /// Decoded audio: interleaved `f32` frames at the file's own rate and channel count.
 #[derive(Debug, Clone)]
 pub struct Clip {
@@ -93,13 +95,20 @@ pub fn decode_wav<R: std::io::Read>(
     path: &Path,
 ) -> Result<Clip, AudioError> {
     let file_bytes = available;
+    let (input, last) = pcm::Tap::new(input);
     let reader = hound::WavReader::new(input).map_err(|e| header_error(path, e))?;
     let spec = reader.spec();
     check_spec(path, spec)?;
+    check_format(path, spec)?;
     let expected = u64::from(reader.duration());
     let bytes_per_sample = u64::from(spec.bits_per_sample.div_ceil(8).max(1));
     let capacity = u64::from(reader.len()).min(file_bytes / bytes_per_sample);
-    let (samples, non_finite) = decode(reader, spec, path, capacity as usize)?;
+    let mut samples = Vec::with_capacity(capacity as usize);
+    let mut non_finite = 0;
+    // A read error part-way means the data chunk is shorter than the header says: the
+    // samples stop there and the counts below report the truncation.
+    pcm::Samples::new(reader, spec, &last).read(usize::MAX, &mut samples, &mut non_finite);
+    samples.truncate(samples.len() - samples.len() % usize::from(spec.channels));
     let got = (samples.len() / usize::from(spec.channels)) as u64;
     if got < expected {
         return Err(AudioError::Truncated {
@@ -126,14 +135,13 @@ pub fn decode_wav<R: std::io::Read>(
 /// The same checks as [`read_wav`] apply: bounded header values, truncation (reported by
 /// [`WavStream::finish`] once the data is used up) and empty files.
 pub struct WavStream {
-    reader: hound::WavReader<std::io::BufReader<std::fs::File>>,
+    samples: pcm::Samples<std::io::BufReader<std::fs::File>>,
     path: PathBuf,
     spec: hound::WavSpec,
     expected: u64,
     /// Interleaved samples read so far.
     read: u64,
     non_finite: usize,
-    scale: f64,
     ended: bool,
 }
 
@@ -144,28 +152,18 @@ impl WavStream {
             crate::files::PathError::Io { path, source } => AudioError::Open { path, source },
             e @ crate::files::PathError::NotRegular { .. } => AudioError::NotRegular(e),
         })?;
-        let reader = hound::WavReader::new(std::io::BufReader::new(file))
-            .map_err(|e| header_error(path, e))?;
+        let (input, last) = pcm::Tap::new(std::io::BufReader::new(file));
+        let reader = hound::WavReader::new(input).map_err(|e| header_error(path, e))?;
         let spec = reader.spec();
         check_spec(path, spec)?;
-        let scale = match (spec.sample_format, spec.bits_per_sample) {
-            (hound::SampleFormat::Float, 32) => 1.0,
-            (hound::SampleFormat::Int, bits @ 1..=32) => 1.0 / (1u64 << (bits - 1)) as f64,
-            (fmt, bits) => {
-                return Err(AudioError::Unsupported {
-                    path: path.to_owned(),
-                    detail: format!("{fmt:?} with {bits} bits per sample"),
-                });
-            }
-        };
+        check_format(path, spec)?;
         Ok(Self {
             expected: u64::from(reader.duration()),
-            reader,
+            samples: pcm::Samples::new(reader, spec, &last),
             path: path.to_owned(),
             spec,
             read: 0,
             non_finite: 0,
-            scale,
             ended: false,
         })
     }
@@ -197,23 +195,7 @@ impl WavStream {
         }
         let ch = usize::from(self.spec.channels);
         let want = frames.max(1) * ch;
-        if self.spec.sample_format == hound::SampleFormat::Float {
-            for s in self.reader.samples::<f32>().take(want) {
-                let Ok(v) = s else { break };
-                if v.is_finite() {
-                    out.push(v);
-                } else {
-                    self.non_finite += 1;
-                    out.push(0.0);
-                }
-            }
-        } else {
-            let scale = self.scale;
-            for s in self.reader.samples::<i32>().take(want) {
-                let Ok(v) = s else { break };
-                out.push((f64::from(v) * scale) as f32);
-            }
-        }
+        self.samples.read(want, out, &mut self.non_finite);
         if out.len() < want {
             // End of data (or a read error part-way: the data chunk is shorter than claimed).
             self.ended = true;
@@ -290,45 +272,15 @@ fn check_spec(path: &Path, spec: hound::WavSpec) -> Result<(), AudioError> {
     bounds("channels", spec.channels.into(), 1, MAX_CHANNELS.into())
 }
 
-fn decode<R: std::io::Read>(
-    mut reader: hound::WavReader<R>,
-    spec: hound::WavSpec,
-    path: &Path,
-    capacity: usize,
-) -> Result<(Vec<f32>, usize), AudioError> {
-    let mut out = Vec::with_capacity(capacity);
-    let mut non_finite = 0usize;
-    // A read error part-way means the data chunk is shorter than the header says: stop there
-    // and let the caller report truncation with the counts.
+/// Refuses sample formats earshot does not decode (hound parses a few more).
+fn check_format(path: &Path, spec: hound::WavSpec) -> Result<(), AudioError> {
     match (spec.sample_format, spec.bits_per_sample) {
-        (hound::SampleFormat::Float, 32) => {
-            for s in reader.samples::<f32>() {
-                let Ok(v) = s else { break };
-                if v.is_finite() {
-                    out.push(v);
-                } else {
-                    non_finite += 1;
-                    out.push(0.0);
-                }
-            }
-        }
-        (hound::SampleFormat::Int, bits @ 1..=32) => {
-            let scale = 1.0 / (1u64 << (bits - 1)) as f64;
-            for s in reader.samples::<i32>() {
-                let Ok(v) = s else { break };
-                out.push((f64::from(v) * scale) as f32);
-            }
-        }
-        (fmt, bits) => {
-            return Err(AudioError::Unsupported {
-                path: path.to_owned(),
-                detail: format!("{fmt:?} with {bits} bits per sample"),
-            });
-        }
+        (hound::SampleFormat::Float, 32) | (hound::SampleFormat::Int, 1..=32) => Ok(()),
+        (fmt, bits) => Err(AudioError::Unsupported {
+            path: path.to_owned(),
+            detail: format!("{fmt:?} with {bits} bits per sample"),
+        }),
     }
-    let whole = out.len() - out.len() % usize::from(spec.channels);
-    out.truncate(whole);
-    Ok((out, non_finite))
 }
 
 /// Writes mono `f32` samples as 16-bit PCM (used for anomaly clips and test fixtures).
