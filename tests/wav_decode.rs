@@ -18,37 +18,21 @@ struct Layout {
     container: u16,
 }
 
-const I8: Layout = Layout {
-    tag: 1,
-    bits: 8,
-    container: 1,
-};
-const I16: Layout = Layout {
-    tag: 1,
-    bits: 16,
-    container: 2,
-};
-const I24: Layout = Layout {
-    tag: 1,
-    bits: 24,
-    container: 3,
-};
-const I32: Layout = Layout {
-    tag: 1,
-    bits: 32,
-    container: 4,
-};
-const F32: Layout = Layout {
-    tag: 3,
-    bits: 32,
-    container: 4,
-};
+const fn layout(tag: u16, bits: u16, container: u16) -> Layout {
+    Layout {
+        tag,
+        bits,
+        container,
+    }
+}
+
+const I8: Layout = layout(1, 8, 1);
+const I16: Layout = layout(1, 16, 2);
+const I24: Layout = layout(1, 24, 3);
+const I32: Layout = layout(1, 32, 4);
+const F32: Layout = layout(3, 32, 4);
 /// 16 bits used in a 4-byte container (allowed by the format, rare in the wild).
-const I16_IN_4: Layout = Layout {
-    tag: 1,
-    bits: 16,
-    container: 4,
-};
+const I16_IN_4: Layout = layout(1, 16, 4);
 
 struct Rng(u64);
 
