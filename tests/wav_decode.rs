@@ -2,7 +2,7 @@
 //! here is `hound`'s own per-sample reader on the same bytes, which earshot used everywhere
 //! before its raw path for 16/24-bit integer and 32-bit float data. Files are built byte by
 //! byte, so chunks before and after the data, containers wider than the sample, cut-off data
-//! and non-finite floats are all covered; `read_wav`, `decode_wav` and `WavStream` (block by
+//! and non-finite floats are all covered (and a container nothing reads is refused by name); `read_wav`, `decode_wav` and `WavStream` (block by
 //! block, at awkward block sizes) must agree with it and with each other, errors included.
 
 use std::io::Cursor;
@@ -31,7 +31,9 @@ const I16: Layout = layout(1, 16, 2);
 const I24: Layout = layout(1, 24, 3);
 const I32: Layout = layout(1, 32, 4);
 const F32: Layout = layout(3, 32, 4);
-/// 16 bits used in a 4-byte container (allowed by the format, rare in the wild).
+/// 24 bits in a 4-byte container: allowed by the format, read by hound (not the raw path).
+const I24_IN_4: Layout = layout(1, 24, 4);
+/// 16 bits in a 4-byte container: allowed by the format, read by nothing earshot has.
 const I16_IN_4: Layout = layout(1, 16, 4);
 
 struct Rng(u64);
@@ -216,7 +218,7 @@ fn check(bytes: &[u8], what: &str) -> Reference {
 #[test]
 fn every_layout_decodes_to_hounds_samples() {
     let mut seed = 1;
-    for layout in [I8, I16, I24, I32, F32, I16_IN_4] {
+    for layout in [I8, I16, I24, I32, F32, I24_IN_4] {
         for channels in [1u16, 2, 3] {
             // 70 001 frames cross several of the raw path's blocks, at an odd boundary.
             for frames in [1usize, 1000, 70_001] {
@@ -227,11 +229,6 @@ fn every_layout_decodes_to_hounds_samples() {
                     let what =
                         format!("{layout:?} x{channels}, {frames} frames, chunks {before}/{after}");
                     let got = check(&wav(layout, channels, &body, before, after, None), &what);
-                    if layout.container * 8 != layout.bits {
-                        // hound reads the header but not these samples (its error part-way
-                        // reads as a cut-off file): earshot says what it said before.
-                        continue;
-                    }
                     let Reference::Ok(samples, 0) = got else {
                         panic!("{what}: {got:?}");
                     };
@@ -322,4 +319,46 @@ fn a_data_chunk_with_no_samples_is_empty() {
         check(&wav(I16, 1, &[], true, true, None), "no samples"),
         Reference::Empty
     );
+}
+
+#[test]
+fn samples_in_a_container_nothing_reads_are_refused_by_name_not_called_cut_off() {
+    // hound reads this header, then fails on the first sample, which read as a truncated file.
+    let bytes = wav(
+        I16_IN_4,
+        2,
+        &data(I16_IN_4, 200, 4, false),
+        false,
+        false,
+        None,
+    );
+    assert_eq!(
+        reference(&bytes),
+        Reference::Truncated {
+            expected: 100,
+            got: 0
+        },
+        "what hound alone makes of it"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("wide.wav");
+    std::fs::write(&path, &bytes).expect("write");
+    let errors = [
+        decode_wav(&bytes[..], bytes.len() as u64, &path).err(),
+        read_wav(&path).err(),
+        WavStream::open(&path).err(),
+    ];
+    for e in errors {
+        match e {
+            Some(e @ AudioError::Unsupported { .. }) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains("16-bit samples stored in 4-byte containers"),
+                    "{msg}"
+                );
+                assert!(msg.contains("sox"), "says what to do: {msg}");
+            }
+            other => panic!("want Unsupported, got {other:?}"),
+        }
+    }
 }

@@ -107,7 +107,12 @@ pub fn decode_wav<R: std::io::Read>(
     let mut non_finite = 0;
     // A read error part-way means the data chunk is shorter than the header says: the
     // samples stop there and the counts below report the truncation.
-    pcm::Samples::new(reader, spec, &last).read(usize::MAX, &mut samples, &mut non_finite);
+    pcm::Samples::new(reader, spec, &last)
+        .map_err(|detail| AudioError::Unsupported {
+            path: path.to_owned(),
+            detail,
+        })?
+        .read(usize::MAX, &mut samples, &mut non_finite);
     samples.truncate(samples.len() - samples.len() % usize::from(spec.channels));
     let got = (samples.len() / usize::from(spec.channels)) as u64;
     if got < expected {
@@ -159,7 +164,12 @@ impl WavStream {
         check_format(path, spec)?;
         Ok(Self {
             expected: u64::from(reader.duration()),
-            samples: pcm::Samples::new(reader, spec, &last),
+            samples: pcm::Samples::new(reader, spec, &last).map_err(|detail| {
+                AudioError::Unsupported {
+                    path: path.to_owned(),
+                    detail,
+                }
+            })?,
             path: path.to_owned(),
             spec,
             read: 0,

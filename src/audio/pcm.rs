@@ -102,9 +102,14 @@ pub(super) enum Samples<R: Read> {
 
 impl<R: Read> Samples<R> {
     /// Takes a reader whose header `hound` has checked (`spec` is its format, already known
-    /// to be supported: 32-bit float or 1..=32-bit integer).
-    /// `last` is the [`Tap`]'s, with no sample read yet.
-    pub(super) fn new(reader: hound::WavReader<Tap<R>>, spec: hound::WavSpec, last: &Last) -> Self {
+    /// to be supported: 32-bit float or 1..=32-bit integer); `last` is the [`Tap`]'s, with no
+    /// sample read yet. Refuses, with what the file holds, samples in containers neither
+    /// path decodes (which `hound` would only report part-way, as if the file were cut off).
+    pub(super) fn new(
+        reader: hound::WavReader<Tap<R>>,
+        spec: hound::WavSpec,
+        last: &Last,
+    ) -> Result<Self, String> {
         let samples = u64::from(reader.len());
         let layout = match (spec.sample_format, spec.bits_per_sample) {
             (hound::SampleFormat::Int, 16) => Some(Raw::I16),
@@ -119,21 +124,32 @@ impl<R: Read> Samples<R> {
             (len == samples * l.bytes() as u64).then_some((l, len))
         });
         match raw {
-            Some((layout, left)) => Samples::Raw {
+            Some((layout, left)) => Ok(Samples::Raw {
                 reader: reader.into_inner(),
                 layout,
                 left,
                 carry: Vec::new(),
                 buf: Vec::new(),
-            },
+            }),
             None => {
+                let bits = spec.bits_per_sample;
+                let container = data_len(last)
+                    .filter(|_| samples > 0)
+                    .map(|len| len / samples);
+                if let Some(bytes) = container
+                    && !hound_decodes(spec.sample_format, bytes, bits)
+                {
+                    return Err(format!(
+                        "{bits}-bit samples stored in {bytes}-byte containers"
+                    ));
+                }
                 let scale = match spec.sample_format {
                     hound::SampleFormat::Float => 1.0,
                     hound::SampleFormat::Int => {
                         1.0 / (1u64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f64
                     }
                 };
-                Samples::Hound { reader, scale }
+                Ok(Samples::Hound { reader, scale })
             }
         }
     }
@@ -189,6 +205,19 @@ impl<R: Read> Samples<R> {
                     carry.extend_from_slice(&buf[whole..]);
                 }
             }
+        }
+    }
+}
+
+/// The (container bytes, bits) pairs `hound` 3.5 reads samples of.
+fn hound_decodes(format: hound::SampleFormat, bytes: u64, bits: u16) -> bool {
+    match format {
+        hound::SampleFormat::Float => (bytes, bits) == (4, 32),
+        hound::SampleFormat::Int => {
+            matches!(
+                (bytes, bits),
+                (1, 8) | (2, 16) | (3, 24) | (4, 24) | (4, 32)
+            )
         }
     }
 }
