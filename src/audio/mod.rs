@@ -77,10 +77,7 @@ pub const MAX_CHANNELS: u16 = 256;
 /// rate, any channel count. NaN and infinite samples become 0 and are counted, so one bad
 /// sample cannot poison a window's embedding; the caller decides whether to warn.
 pub fn read_wav(path: &Path) -> Result<Clip, AudioError> {
-    let file = crate::files::open_regular(path).map_err(|e| match e {
-        crate::files::PathError::Io { path, source } => AudioError::Open { path, source },
-        e @ crate::files::PathError::NotRegular { .. } => AudioError::NotRegular(e),
-    })?;
+    let file = open_file(path)?;
     // What is really there bounds every allocation, whatever the header claims.
     let file_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     decode_wav(std::io::BufReader::new(file), file_bytes, path)
@@ -94,43 +91,22 @@ pub fn decode_wav<R: std::io::Read>(
     available: u64,
     path: &Path,
 ) -> Result<Clip, AudioError> {
-    let file_bytes = available;
-    let (input, last) = pcm::Tap::new(input);
-    let reader = hound::WavReader::new(input).map_err(|e| header_error(path, e))?;
-    let spec = reader.spec();
-    check_spec(path, spec)?;
-    check_format(path, spec)?;
-    let expected = u64::from(reader.duration());
-    let bytes_per_sample = u64::from(spec.bits_per_sample.div_ceil(8).max(1));
-    let capacity = u64::from(reader.len()).min(file_bytes / bytes_per_sample);
+    let (mut data, head) = open_data(input, path)?;
+    // `available`, not the header, bounds the allocation.
+    let bytes_per_sample = u64::from(head.spec.bits_per_sample.div_ceil(8).max(1));
+    let capacity = head.samples.min(available / bytes_per_sample);
     let mut samples = Vec::with_capacity(capacity as usize);
     let mut non_finite = 0;
     // A read error part-way means the data chunk is shorter than the header says: the
-    // samples stop there and the counts below report the truncation.
-    pcm::Samples::new(reader, spec, &last)
-        .map_err(|detail| AudioError::Unsupported {
-            path: path.to_owned(),
-            detail,
-        })?
-        .read(usize::MAX, &mut samples, &mut non_finite);
-    samples.truncate(samples.len() - samples.len() % usize::from(spec.channels));
-    let got = (samples.len() / usize::from(spec.channels)) as u64;
-    if got < expected {
-        return Err(AudioError::Truncated {
-            path: path.to_owned(),
-            expected,
-            got,
-        });
-    }
-    if got == 0 {
-        return Err(AudioError::Empty {
-            path: path.to_owned(),
-        });
-    }
+    // samples stop there and the count reports the truncation.
+    data.read(usize::MAX, &mut samples, &mut non_finite);
+    let ch = usize::from(head.spec.channels);
+    samples.truncate(samples.len() - samples.len() % ch);
+    check_count(path, head.frames, (samples.len() / ch) as u64)?;
     Ok(Clip {
         samples,
-        channels: spec.channels,
-        sample_rate: spec.sample_rate,
+        channels: head.spec.channels,
+        sample_rate: head.spec.sample_rate,
         non_finite,
     })
 }
@@ -153,25 +129,13 @@ pub struct WavStream {
 impl WavStream {
     /// Opens and checks the header; reads no audio yet.
     pub fn open(path: &Path) -> Result<Self, AudioError> {
-        let file = crate::files::open_regular(path).map_err(|e| match e {
-            crate::files::PathError::Io { path, source } => AudioError::Open { path, source },
-            e @ crate::files::PathError::NotRegular { .. } => AudioError::NotRegular(e),
-        })?;
-        let (input, last) = pcm::Tap::new(std::io::BufReader::new(file));
-        let reader = hound::WavReader::new(input).map_err(|e| header_error(path, e))?;
-        let spec = reader.spec();
-        check_spec(path, spec)?;
-        check_format(path, spec)?;
+        let file = open_file(path)?;
+        let (samples, head) = open_data(std::io::BufReader::new(file), path)?;
         Ok(Self {
-            expected: u64::from(reader.duration()),
-            samples: pcm::Samples::new(reader, spec, &last).map_err(|detail| {
-                AudioError::Unsupported {
-                    path: path.to_owned(),
-                    detail,
-                }
-            })?,
+            samples,
+            expected: head.frames,
             path: path.to_owned(),
-            spec,
+            spec: head.spec,
             read: 0,
             non_finite: 0,
             ended: false,
@@ -222,21 +186,66 @@ impl WavStream {
 
     /// After the last block: a file shorter than its header, or empty, is an error.
     pub fn finish(&self) -> Result<(), AudioError> {
-        let got = self.frames_read();
-        if got < self.expected {
-            return Err(AudioError::Truncated {
-                path: self.path.clone(),
-                expected: self.expected,
-                got,
-            });
-        }
-        if got == 0 {
-            return Err(AudioError::Empty {
-                path: self.path.clone(),
-            });
-        }
-        Ok(())
+        check_count(&self.path, self.expected, self.frames_read())
     }
+}
+
+/// Opens a file earshot may read audio from (a regular file: not a FIFO or a device).
+fn open_file(path: &Path) -> Result<std::fs::File, AudioError> {
+    crate::files::open_regular(path).map_err(|e| match e {
+        crate::files::PathError::Io { path, source } => AudioError::Open { path, source },
+        e @ crate::files::PathError::NotRegular { .. } => AudioError::NotRegular(e),
+    })
+}
+
+/// What a checked header says.
+struct Header {
+    spec: hound::WavSpec,
+    /// Frames the header promises.
+    frames: u64,
+    /// Samples (all channels) the data chunk holds by its length.
+    samples: u64,
+}
+
+/// Reads and checks the header (hound parses it; earshot bounds it), and returns the data
+/// chunk's samples ready to read.
+fn open_data<R: std::io::Read>(
+    input: R,
+    path: &Path,
+) -> Result<(pcm::Samples<R>, Header), AudioError> {
+    let (input, last) = pcm::Tap::new(input);
+    let reader = hound::WavReader::new(input).map_err(|e| header_error(path, e))?;
+    let spec = reader.spec();
+    check_spec(path, spec)?;
+    check_format(path, spec)?;
+    let head = Header {
+        spec,
+        frames: u64::from(reader.duration()),
+        samples: u64::from(reader.len()),
+    };
+    let samples =
+        pcm::Samples::new(reader, spec, &last).map_err(|detail| AudioError::Unsupported {
+            path: path.to_owned(),
+            detail,
+        })?;
+    Ok((samples, head))
+}
+
+/// Fewer frames than the header promises is a cut-off file; none at all is an empty one.
+fn check_count(path: &Path, expected: u64, got: u64) -> Result<(), AudioError> {
+    if got < expected {
+        return Err(AudioError::Truncated {
+            path: path.to_owned(),
+            expected,
+            got,
+        });
+    }
+    if got == 0 {
+        return Err(AudioError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 fn header_error(path: &Path, e: hound::Error) -> AudioError {
