@@ -165,9 +165,56 @@ pub fn sync_dir(dir: &Path) -> Result<(), PathError> {
         .map_err(|e| PathError::io(dir, e))
 }
 
+/// An exclusive `flock` on the file at `path` (made if missing), held until the returned file
+/// is dropped or the process ends. `wait`: block until it is free (interrupted waits are
+/// retried); otherwise `Ok(None)` when another holds it.
+pub fn lock_file(path: &Path, wait: bool) -> std::io::Result<Option<File>> {
+    use std::os::fd::AsRawFd;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    let op = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
+    loop {
+        // SAFETY: flock on a descriptor owned here for the duration of the call.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(Some(file));
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EWOULDBLOCK) if !wait => return Ok(None),
+            _ => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_lock_is_refused_without_waiting_then_free_once_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("lock");
+        let held = lock_file(&p, false).unwrap().expect("free at first");
+        // Another open file description: flock conflicts even within one process.
+        assert!(lock_file(&p, false).unwrap().is_none());
+        let waiter = std::thread::spawn({
+            let p = p.clone();
+            move || lock_file(&p, true).unwrap().is_some()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "a waiting lock did not wait");
+        drop(held);
+        assert!(waiter.join().unwrap());
+        assert!(lock_file(&p, false).unwrap().is_some());
+    }
 
     #[test]
     fn fifo_is_refused_without_blocking_and_named() {

@@ -160,3 +160,52 @@ fn a_cache_that_cannot_be_written_only_costs_the_peak() {
     assert!(max_diff(&e, &reference) <= 1e-4);
     assert!(cache.is_file(), "the obstacle is left alone");
 }
+
+/// Monitors of one model start together: one of them optimises and saves the model while the
+/// others wait and load what it saved, so the entry is whole (its graph, its metadata and the
+/// weights file they name are one save's) and the next start uses it as it is. Before the
+/// entry had a lock, every monitor optimised (its memory peak once per monitor) and the saves
+/// removed each other's weights, so no later start could use the entry.
+#[test]
+fn monitors_starting_together_save_the_model_once() {
+    let dir = model("aisfx-cnn9");
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("model-cache");
+    let reference = embed(&dir, None);
+    let n = 4;
+    let start = std::sync::Barrier::new(n);
+    let got: Vec<Vec<f32>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..n)
+            .map(|_| {
+                s.spawn(|| {
+                    start.wait();
+                    embed(&dir, Some(&cache))
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for e in &got {
+        assert!(max_diff(e, &reference) <= 1e-4);
+    }
+    let (saved, meta) = entry(&cache);
+    let weights = weights_file(&saved);
+    assert!(
+        weights.is_file(),
+        "the entry names a weights file that is gone: {weights:?}"
+    );
+    let stray: Vec<String> = std::fs::read_dir(saved.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|f| {
+            f.starts_with("weights-") && *f != weights.file_name().unwrap().to_string_lossy()
+        })
+        .collect();
+    assert!(stray.is_empty(), "weights of other saves left: {stray:?}");
+    let (saved_at, meta_at) = (modified(&saved), modified(&meta));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let again = embed(&dir, Some(&cache));
+    assert!(max_diff(&again, &reference) <= 1e-4);
+    assert_eq!(modified(&saved), saved_at, "the next start optimised again");
+    assert_eq!(modified(&meta), meta_at, "the next start rewrote the entry");
+}

@@ -572,7 +572,6 @@ pub struct CatalogLock {
 impl CatalogLock {
     /// Takes the lock beside `dir` (`.<name>.lock`), or says another command holds it.
     pub fn acquire(dir: &Path) -> Result<CatalogLock, CatalogError> {
-        use std::os::fd::AsRawFd;
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -587,23 +586,11 @@ impl CatalogLock {
         };
         std::fs::create_dir_all(parent).map_err(io(parent))?;
         let path = parent.join(format!(".{name}.lock"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        // SAFETY: flock on a file descriptor we own for the duration of the call.
-        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if r != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Err(CatalogError::Busy {
-                    path: dir.to_owned(),
-                });
-            }
-            return Err(io(&path)(err));
-        }
+        let file = crate::files::lock_file(&path, false)
+            .map_err(io(&path))?
+            .ok_or_else(|| CatalogError::Busy {
+                path: dir.to_owned(),
+            })?;
         Ok(CatalogLock { _file: file })
     }
 }

@@ -6,19 +6,20 @@
 //! is embedded, so a wrong model is refused at start-up, not discovered in the scores.
 
 pub mod card;
+pub mod checksum;
 pub mod chunkmax;
 pub mod file;
 pub mod optimized;
 pub mod runtime;
 
 pub use card::ModelCard;
+pub use checksum::sha256_file;
 pub use chunkmax::{Chunk, EmbedMode};
 
 use crate::dsp::StreamLogMel;
 use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::TensorRef;
-use sha2::Digest;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -142,10 +143,11 @@ impl Embedder {
             detail: e.to_string(),
         })?;
         if !opts.skip_checksum {
-            let actual = sha256_file(&onnx_path).map_err(|e| EmbedError::Load {
-                path: onnx_path.clone(),
-                detail: e.to_string(),
-            })?;
+            let actual =
+                checksum::sha256_file_cached(&onnx_path).map_err(|e| EmbedError::Load {
+                    path: onnx_path.clone(),
+                    detail: e.to_string(),
+                })?;
             if !actual.eq_ignore_ascii_case(&card.onnx.sha256) {
                 return Err(EmbedError::Checksum {
                     path: onnx_path,
@@ -537,28 +539,65 @@ fn check_io(session: &Session, card: &ModelCard) -> Result<(), String> {
 /// optimisations off: they are in the file), else from the original, optimised and saved
 /// into the entry for the next load. A cache that cannot be read or written is logged and
 /// costs only the memory peak.
+///
+/// Monitors of one model start at once: a usable entry is loaded by all of them together,
+/// but an entry to be made is made by one of them while the others wait for it (the entry's
+/// lock) and then load what it saved. Each making its own would peak at the optimisation's
+/// memory once per monitor, and their saves would replace each other's weights.
 fn session_via_cache(
     entry: &optimized::Entry,
     onnx_path: &Path,
     builder: impl Fn(GraphOptimizationLevel) -> Result<SessionBuilder, EmbedError>,
 ) -> Result<Session, EmbedError> {
+    if let Some(s) = load_saved(entry, &builder, false)? {
+        return Ok(s);
+    }
+    let _lock = entry.lock();
+    if let Some(s) = load_saved(entry, &builder, true)? {
+        return Ok(s);
+    }
+    save_to_cache(entry, onnx_path, builder)
+}
+
+/// The session from the entry's saved model, if it holds a usable one. Why one that is there
+/// cannot be used is logged when `report` (the check under the entry's lock, which then makes
+/// it again); the check before the lock stays quiet, so it is said once.
+fn load_saved(
+    entry: &optimized::Entry,
+    builder: &impl Fn(GraphOptimizationLevel) -> Result<SessionBuilder, EmbedError>,
+    report: bool,
+) -> Result<Option<Session>, EmbedError> {
     let dir = entry.dir().display().to_string();
     match entry.usable() {
         Ok(Some(saved)) => match builder(GraphOptimizationLevel::Disable)?.commit_from_file(&saved)
         {
             Ok(s) => {
                 tracing::debug!(cache = %dir, "model loaded from its optimised copy");
-                return Ok(s);
+                Ok(Some(s))
             }
-            Err(e) => {
-                tracing::warn!(cache = %dir, error = %e, "the saved optimised model does not load: optimising the original again")
+            Err(e) if report => {
+                tracing::warn!(cache = %dir, error = %e, "the saved optimised model does not load: optimising the original again");
+                Ok(None)
             }
+            Err(_) => Ok(None),
         },
-        Ok(None) => {}
-        Err(why) => {
-            tracing::warn!(cache = %dir, "saved optimised model not used ({why}): optimising the original again")
+        Ok(None) => Ok(None),
+        Err(why) if report => {
+            tracing::warn!(cache = %dir, "saved optimised model not used ({why}): optimising the original again");
+            Ok(None)
         }
+        Err(_) => Ok(None),
     }
+}
+
+/// Optimises the original model into a session and saves the result as the entry (called
+/// with the entry's lock held).
+fn save_to_cache(
+    entry: &optimized::Entry,
+    onnx_path: &Path,
+    builder: impl Fn(GraphOptimizationLevel) -> Result<SessionBuilder, EmbedError>,
+) -> Result<Session, EmbedError> {
+    let dir = entry.dir().display().to_string();
     let load_err = |e: &dyn std::fmt::Display| EmbedError::Load {
         path: onnx_path.to_owned(),
         detail: e.to_string(),
@@ -613,19 +652,4 @@ fn session_via_cache(
                 .map_err(|e| load_err(&e))
         }
     }
-}
-
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut h = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
 }

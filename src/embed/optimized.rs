@@ -57,6 +57,15 @@ pub struct Staged {
 const MODEL: &str = "model.onnx";
 const META: &str = "entry.json";
 const WEIGHTS_PREFIX: &str = "weights-";
+const LOCK: &str = "lock";
+
+/// Held while an entry is made: one save per entry at a time, across the monitors of one
+/// service and across processes (an exclusive `flock` on the entry's lock file, let go when
+/// this is dropped, or when the process dies).
+#[derive(Debug)]
+pub struct Lock {
+    _file: Option<std::fs::File>,
+}
 
 impl Entry {
     /// The entry for a model (`name` and its checksum) under `cache_dir`.
@@ -114,6 +123,20 @@ impl Entry {
         Ok(Some(model))
     }
 
+    /// Waits for the entry's lock. A cache where no lock can be taken (not writable, or a
+    /// filesystem without locks) gives an empty one: saving there fails or races as before,
+    /// and costs only the peak.
+    pub fn lock(&self) -> Lock {
+        let path = self.dir.join(LOCK);
+        let file = std::fs::create_dir_all(&self.dir)
+            .and_then(|()| crate::files::lock_file(&path, true))
+            .unwrap_or_else(|e| {
+                tracing::debug!(path = %path.display(), error = %e, "no lock for the model cache entry");
+                None
+            });
+        Lock { _file: file }
+    }
+
     /// Names for a session being created to save its optimised graph and weights to: new
     /// files in the entry's directory (made here), unique to this save.
     pub fn stage(&self) -> std::io::Result<Staged> {
@@ -133,7 +156,9 @@ impl Entry {
     /// over an older one is refused by its checksum until its metadata follows). Weights files
     /// of earlier saves are removed.
     pub fn commit(&self, staged: &Staged) -> Result<(), String> {
-        let sum = |p: &Path| super::sha256_file(p).map_err(|e| format!("{}: {e}", p.display()));
+        let sum = |p: &Path| {
+            super::checksum::sha256_file_cached(p).map_err(|e| format!("{}: {e}", p.display()))
+        };
         let weights_path = self.dir.join(&staged.weights);
         let weights = match weights_path.exists() {
             true => Some((staged.weights.clone(), sum(&weights_path)?)),
@@ -175,7 +200,8 @@ impl Entry {
 /// A saved file is a regular file with the checksum it was saved with.
 fn check(path: &Path, sha256: &str) -> Result<(), String> {
     crate::files::ensure_regular(path).map_err(|e| e.to_string())?;
-    let actual = super::sha256_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let actual = super::checksum::sha256_file_cached(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     if actual != sha256 {
         return Err(format!(
             "{} is damaged (sha256 {actual}, saved as {sha256})",
