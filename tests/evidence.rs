@@ -64,6 +64,68 @@ fn png_size(path: &Path) -> (u32, u32) {
     (info.width, info.height)
 }
 
+/// RGB pixels of a PNG (8-bit RGB or RGBA), decoded in full.
+fn png_pixels(path: &Path) -> Vec<[u8; 3]> {
+    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut r = dec.read_info().expect("PNG header");
+    let mut buf = vec![0; r.output_buffer_size()];
+    let info = r.next_frame(&mut buf).expect("PNG data");
+    let step = match info.color_type {
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        other => panic!("unexpected PNG colour type {other:?}"),
+    };
+    buf[..info.buffer_size()]
+        .chunks_exact(step)
+        .map(|p| [p[0], p[1], p[2]])
+        .collect()
+}
+
+/// `earshot score --spectrogram` draws the scores that decide, as the daemon's evidence does:
+/// with the profile deciding on centroid and fused (learn's default), the picture has the
+/// second scorer's line (magenta) as well as the first's (blue). It used to draw centroid and
+/// k-NN only, so a fused profile's picture showed the centroid alone.
+#[test]
+fn score_pictures_draw_the_deciding_scores() {
+    let f = fixture();
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(f.profile.join("manifest.json")).unwrap())
+            .unwrap();
+    let deciding: Vec<&String> = manifest["thresholds"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        deciding,
+        ["centroid", "fused"],
+        "the fixture's deciding scores"
+    );
+    let tmp = test_dir();
+    let dir = tmp.path();
+    let out = Command::new(EARSHOT)
+        .args(["score", "--profile"])
+        .arg(&f.profile)
+        .arg("--spectrogram")
+        .arg(dir.join("png"))
+        .arg(&f.stream)
+        .output()
+        .expect("run earshot score");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pngs: Vec<PathBuf> = std::fs::read_dir(dir.join("png"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(pngs.len(), 1, "{pngs:?}");
+    let px = png_pixels(&pngs[0]);
+    let count = |c: [u8; 3]| px.iter().filter(|p| **p == c).count();
+    // plotters' BLUE and MAGENTA: the first and second scorer's colours (the viridis
+    // spectrogram has neither).
+    let (blue, magenta) = (count([0, 0, 255]), count([255, 0, 255]));
+    assert!(blue > 200, "centroid's line: {blue} blue pixels");
+    assert!(magenta > 200, "fused's line: {magenta} magenta pixels");
+}
+
 /// Runs a fast replay of a 48 kHz stream with a bearing fault at ONSET to its end.
 fn replay_fault(dir: &Path, extra: &str) -> (PathBuf, String) {
     let f = fixture();

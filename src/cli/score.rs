@@ -4,7 +4,7 @@ use anyhow::Context;
 use earshot::embed::file::embed_file;
 use earshot::score::decide::{DecideConfig, DecisionEvent};
 use earshot::score::replay::{self, Levels, WindowRecord};
-use earshot::score::{CENTROID, FUSED, KNN, Profile, Scorer};
+use earshot::score::{CENTROID, FUSED, KNN, MEL, Profile, Scorer};
 use serde::Serialize;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -95,6 +95,11 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
         scorer.threshold(KNN),
         scorer.threshold(FUSED),
     );
+    // The deciding scores, in the order windows name them (centroid, knn, mel, fused).
+    let deciding: Vec<(&str, f32)> = [CENTROID, KNN, MEL, FUSED]
+        .into_iter()
+        .filter_map(|n| scorer.threshold(n).map(|t| (n, t)))
+        .collect();
     // Above its threshold, for a score that decides.
     let above = |v: Option<f32>, t: Option<f32>| matches!((v, t), (Some(v), Some(t)) if v > t);
     let files = super::collect_wavs(&a.inputs)?;
@@ -123,12 +128,7 @@ pub fn run(a: ScoreArgs) -> anyhow::Result<()> {
             }
         };
         if let Some(p) = &pictures {
-            p.draw(
-                i,
-                &scores,
-                tc.unwrap_or(f32::INFINITY),
-                tk.unwrap_or(f32::INFINITY),
-            )?;
+            p.draw(i, &scores, &deciding)?;
         }
         let mut rows = Vec::with_capacity(scores.len() + 1);
         let mut n_anom = 0;

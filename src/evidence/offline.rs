@@ -31,13 +31,14 @@ impl Pictures {
         self.dir.join(format!("{}.png", name.replace('/', "__")))
     }
 
-    /// Draws file `i` with its windows `(start_s, end_s, centroid, knn)` and thresholds.
+    /// Draws file `i` with its windows and the deciding scores (`deciding`: each scorer
+    /// that decides with its threshold, as the profile has them), as the daemon draws its
+    /// evidence: a score that does not decide is not drawn.
     pub fn draw(
         &self,
         i: usize,
         windows: &[crate::score::replay::WindowRecord],
-        centroid_threshold: f32,
-        knn_threshold: f32,
+        deciding: &[(&str, f32)],
     ) -> Result<PathBuf, EvidenceError> {
         let file = &self.files[i];
         let clip = crate::audio::read_wav(file).map_err(|e| EvidenceError::Image {
@@ -53,28 +54,16 @@ impl Pictures {
         let spec = Spectrogram::compute(&mono, clip.sample_rate, 800, 256);
         let ws: Vec<WindowScores> = windows
             .iter()
-            .map(|w| {
-                let (a, b, c, k) = (w.start_s, w.end_s, w.scores.centroid, w.scores.knn);
-                let mut scores = Vec::with_capacity(2);
-                if centroid_threshold.is_finite() {
-                    scores.push((
-                        crate::score::CENTROID.to_string(),
-                        f64::from(c),
-                        f64::from(centroid_threshold),
-                    ));
-                }
-                if let (Some(k), true) = (k, knn_threshold.is_finite()) {
-                    scores.push((
-                        crate::score::KNN.to_string(),
-                        f64::from(k),
-                        f64::from(knn_threshold),
-                    ));
-                }
-                WindowScores {
-                    start_s: a,
-                    end_s: b,
-                    scores,
-                }
+            .map(|w| WindowScores {
+                start_s: w.start_s,
+                end_s: w.end_s,
+                scores: deciding
+                    .iter()
+                    .filter_map(|&(name, t)| {
+                        let s = w.scores.get(name)?;
+                        Some((name.to_string(), f64::from(s), f64::from(t)))
+                    })
+                    .collect(),
             })
             .collect();
         let out = self.path(i);
