@@ -209,3 +209,34 @@ fn monitors_starting_together_save_the_model_once() {
     assert_eq!(modified(&saved), saved_at, "the next start optimised again");
     assert_eq!(modified(&meta), meta_at, "the next start rewrote the entry");
 }
+
+/// A new entry replaces the model's entries for another key (an earlier model file, ONNX
+/// Runtime or CPU): nothing loads them again and each holds a copy of the weights. Another
+/// model's entry, a directory that is not an entry, and an entry being saved (its lock held)
+/// stay.
+#[test]
+fn a_new_entry_removes_the_same_models_outdated_ones() {
+    let dir = model("aisfx-cnn9");
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("model-cache");
+    let made = |name: &str| {
+        let d = cache.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("model.onnx"), b"an earlier save").unwrap();
+        d
+    };
+    let outdated = made("aisfx-cnn9-0123456789abcdef");
+    let busy = made("aisfx-cnn9-fedcba9876543210");
+    let other_model = made("aisfx-cnn9-large-0123456789abcdef");
+    let not_an_entry = made("aisfx-cnn9-notes");
+    let _saving = earshot::files::lock_file(&busy.join("lock"), false)
+        .unwrap()
+        .expect("the lock is free");
+    embed(&dir, Some(&cache));
+    assert!(!outdated.exists(), "the outdated entry is still there");
+    for kept in [&busy, &other_model, &not_an_entry] {
+        assert!(kept.join("model.onnx").is_file(), "{kept:?} was removed");
+    }
+    let entries = std::fs::read_dir(&cache).unwrap().count();
+    assert_eq!(entries, 4, "the new entry and the three kept");
+}

@@ -23,6 +23,8 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone)]
 pub struct Entry {
     dir: PathBuf,
+    /// The model's name as it appears in entry directory names (`<name>-<key id>`).
+    name: String,
     key: Key,
 }
 
@@ -90,6 +92,7 @@ impl Entry {
             .collect();
         Self {
             dir: cache_dir.join(format!("{safe}-{}", &id[..16])),
+            name: safe,
             key,
         }
     }
@@ -187,7 +190,43 @@ impl Entry {
                 }
             }
         }
+        self.remove_earlier_versions();
         Ok(())
+    }
+
+    /// Removes the entries of the same model name made for another key: an earlier model
+    /// file, ONNX Runtime or CPU. Nothing would load them again, and each holds a copy of the
+    /// weights (308 MB for Cnn14), so a service upgraded a few times over months would fill a
+    /// small state disk with them. An entry another process is saving (its lock held) is
+    /// left alone; a session already made from a removed entry keeps its mapped weights.
+    fn remove_earlier_versions(&self) {
+        let Some(cache) = self.dir.parent() else {
+            return;
+        };
+        let Ok(rd) = std::fs::read_dir(cache) else {
+            return;
+        };
+        for d in rd.flatten() {
+            let path = d.path();
+            let file_name = d.file_name().to_string_lossy().into_owned();
+            let same_model = file_name.rsplit_once('-').is_some_and(|(name, id)| {
+                name == self.name && id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())
+            });
+            if !same_model || path == self.dir || !d.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let Ok(Some(_held)) = crate::files::lock_file(&path.join(LOCK), false) else {
+                continue;
+            };
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => {
+                    tracing::info!(removed = %path.display(), "removed the optimised copy of an earlier model, ONNX Runtime or CPU")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove an outdated optimised model copy; it may be deleted by hand")
+                }
+            }
+        }
     }
 
     /// Removes what a failed save left behind.
