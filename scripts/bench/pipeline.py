@@ -39,6 +39,13 @@ def sh(args, **kw):
 def config(d, model, profile, stream, hop, realtime, threads, tag, monitors=1):
     state = os.path.join(d, f"state-{tag}")
     os.makedirs(state, exist_ok=True)
+    # One optimised-model cache for every run (a warm-up run makes it): each run is a later
+    # start, as a service's are, not the first start's optimisation peak.
+    cache = os.path.join(d, "model-cache")
+    os.makedirs(cache, exist_ok=True)
+    link = os.path.join(state, "model-cache")
+    if not os.path.lexists(link):
+        os.symlink(cache, link)
     p = os.path.join(d, f"run-{tag}.toml")
     with open(p, "w") as f:
         f.write(f"""[model]
@@ -77,6 +84,7 @@ def run_daemon(cfg, state=None, onset_s=None):
                             stdout=subprocess.DEVNULL, stderr=log, text=True)
     ready = None
     hwm = 0.0
+    pss = 0.0
     first_event_at = None
     events = os.path.join(state, "events.jsonl") if state else None
     try:
@@ -93,6 +101,15 @@ def run_daemon(cfg, state=None, onset_s=None):
                     for line in f:
                         if line.startswith("VmHWM:"):
                             hwm = max(hwm, int(line.split()[1]) / 1024.0)
+            except OSError:
+                pass
+            # PSS: the memory this process really holds. RSS counts the model weights mapped
+            # from the model cache once per session (per monitor), though they are one copy.
+            try:
+                with open(f"/proc/{proc.pid}/smaps_rollup") as f:
+                    for line in f:
+                        if line.startswith("Pss:"):
+                            pss = max(pss, int(line.split()[1]) / 1024.0)
             except OSError:
                 pass
             if onset_s is not None and first_event_at is None and events and os.path.exists(events):
@@ -120,7 +137,7 @@ def run_daemon(cfg, state=None, onset_s=None):
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     # Windows the load-shedding policy dropped (logged at warn with their count).
     shed = sum(int(n) for n in re.findall(r"skipped windows to catch up.*?\bwindows=(\d+)", err))
-    return {"cpu_s": cpu, "wall_s": time.monotonic() - t0, "peak_rss_mb": hwm, "ready_s": ready,
+    return {"cpu_s": cpu, "wall_s": time.monotonic() - t0, "peak_rss_mb": hwm, "peak_pss_mb": pss, "ready_s": ready,
             "first_event": first_event_at, "shed": shed}
 
 
@@ -174,7 +191,8 @@ def main():
     ap.add_argument("--threads", default="1", help="ONNX Runtime intra-op threads to measure, e.g. 1,2")
     ap.add_argument("--python", help="a Python with torch, torchlibrosa and librosa for the python row")
     ap.add_argument("--monitors", default="", help="monitor counts to replay in real time together, e.g. 1,4,8: "
-                    "windows shed tell whether the machine keeps up")
+                    "windows shed tell whether the machine keeps up; 'auto' finds the most that shed none")
+    ap.add_argument("--max-monitors", type=int, default=256, help="the most monitors --monitors auto tries")
     ap.add_argument("--monitor-hop", default="", help="hop(s) of the --monitors runs, e.g. 0.5,0.25 "
                     "(default window/4)")
     ap.add_argument("--embed", default="exact,chunk-max", help="embedding modes to measure: exact, chunk-max or both")
@@ -208,6 +226,8 @@ def main():
         live = synth(d, a.realtime_seconds, onset, 48000, "live.wav", level_db=0)
         prof = f"{d}/profile"
         sh([EXE, "learn", "--normal", f"{d}/data/motor_id01/train", "--out", prof, "--model", model])
+        # Warm-up: makes the optimised-model cache the measured runs load (later starts).
+        run_daemon(config(d, model, prof, short, w, False, threads[0], "warm-up")[0])
         modes = [m for m in a.embed.split(",") if m]
         # Each measured (mode, profile, hops): chunk-max steps whole chunks of its own hop.
         runs_of = [("exact", prof, hops)] if "exact" in modes else []
@@ -240,6 +260,7 @@ def main():
                         "ratio_to_limit": None if limit is None else cpu / limit,
                         "startup_cpu_s": runs["short"]["cpu_s"] - cpu * a.short_seconds,
                         "peak_rss_mb": max(r["peak_rss_mb"] for r in runs.values()),
+                        "peak_pss_mb": max(r["peak_pss_mb"] for r in runs.values()),
                         "ready_s": runs["long"]["ready_s"],
                         "embed_stage": emb,
                     })
@@ -253,14 +274,43 @@ def main():
         plan = [(mode, p, mh) for mode, p, mode_hops in runs_of
                 for mh in ([float(x) for x in a.monitor_hop.split(",") if x] or [w / 4]
                            if mode == "exact" else mode_hops[-1:])]
-        for mode, p, mh, n in [(*m, n) for m in plan for n in [int(x) for x in a.monitors.split(",") if x]]:
+
+        def monitors_run(mode, p, mh, n):
             cfg, _ = config(d, model, p, live, mh, True, threads[0], f"mon{n}-{mode}-{mh}", monitors=n)
             r = run_daemon(cfg)
             windows = n * int((a.realtime_seconds - w) / mh + 1)
-            doc["monitors"].append({"embed": mode, "monitors": n, "hop_s": mh, "seconds": a.realtime_seconds,
-                                    "windows": windows, "shed": r["shed"],
-                                    "cpu_s_per_audio_s_per_monitor": r["cpu_s"] / a.realtime_seconds / n,
-                                    "peak_rss_mb": r["peak_rss_mb"], "ready_s": r["ready_s"]})
+            row = {"embed": mode, "monitors": n, "hop_s": mh, "seconds": a.realtime_seconds,
+                   "windows": windows, "shed": r["shed"],
+                   "cpu_s_per_audio_s_per_monitor": r["cpu_s"] / a.realtime_seconds / n,
+                   "peak_rss_mb": r["peak_rss_mb"], "peak_pss_mb": r["peak_pss_mb"],
+                   "ready_s": r["ready_s"]}
+            doc["monitors"].append(row)
+            print(f"  {n} monitor(s), {mode}, hop {mh:.4g} s: {r['shed']} of {windows} windows shed",
+                  file=sys.stderr, flush=True)
+            return row["shed"] == 0
+
+        doc["sustained"] = []
+        for mode, p, mh in plan:
+            if a.monitors != "auto":
+                for n in [int(x) for x in a.monitors.split(",") if x]:
+                    monitors_run(mode, p, mh, n)
+                continue
+            # Found, not guessed: double until a window is shed, then halve the gap between the
+            # most that kept up and the fewest that did not, to within an eighth.
+            good, bad, n = 0, None, 1
+            while bad is None and n <= a.max_monitors:
+                if monitors_run(mode, p, mh, n):
+                    good, n = n, n * 2
+                else:
+                    bad = n
+            while bad is not None and bad - good > max(1, good // 8):
+                n = (good + bad) // 2
+                if monitors_run(mode, p, mh, n):
+                    good = n
+                else:
+                    bad = n
+            doc["sustained"].append({"embed": mode, "hop_s": mh, "monitors": good, "first_shedding": bad,
+                                     "max_tried": a.max_monitors})
         # The way people do it today.
         py, why = find_torch_python(a.python)
         if py is None:
@@ -352,7 +402,7 @@ def print_table(doc):
     m = doc["machine"]
     print(f"earshot speed, {doc['model']} ({doc['model_file_mb']} MB), {doc['audio']['seconds']:.0f} s of 48 kHz audio, "
           f"window {doc['audio']['window_s']} s; {m['cores']} cores ({m['cpu']}), load {m['loadavg_start'][0]:.1f}\n")
-    print("| path | threads | hop | CPU s per audio s | x limit | embed stage: streamed / per-window front end | peak RSS MB | start-to-READY s |")
+    print("| path | threads | hop | CPU s per audio s | x limit | embed stage: streamed / per-window front end | peak RSS / PSS MB | start-to-READY s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in doc["rows"]:
         hop = "-" if r.get("hop_s") is None else f"{r['hop_s']:.4g} s"
@@ -362,7 +412,7 @@ def print_table(doc):
         emb = r.get("embed_stage")
         es = "" if not emb else (f"{emb['front_end_and_network_cpu_per_audio_s']['streamed']:.4f} / "
                                  f"{emb['front_end_and_network_cpu_per_audio_s']['per_window']:.4f}")
-        rss = f"{r['peak_rss_mb']:.0f}" if r.get("peak_rss_mb") else ""
+        rss = f"{r['peak_rss_mb']:.0f} / {r.get('peak_pss_mb', 0):.0f}" if r.get("peak_rss_mb") else ""
         ready = f"{r['ready_s']:.2f}" if r.get("ready_s") is not None else ""
         print(f"| {r['what']} | {r.get('threads', '')} | {hop} | {r['cpu_per_audio_s']:.4f} | "
               f"{'-' if r.get('ratio_to_limit') is None else format(r['ratio_to_limit'], '.2f')} | {es} | {rss} | {ready} |")
@@ -375,7 +425,12 @@ def print_table(doc):
     for m in doc.get("monitors", []):
         print(f"{m['monitors']} monitor(s) in real time, {m.get('embed', 'exact')}, hop {m['hop_s']:.4g} s, {m['seconds']:.0f} s: "
               f"{m['shed']} of {m['windows']} windows shed, {m['cpu_s_per_audio_s_per_monitor']:.4f} CPU s per audio s "
-              f"per monitor (start-up included), peak RSS {m['peak_rss_mb']:.0f} MB, READY {m['ready_s'] or float('nan'):.2f} s")
+              f"per monitor (start-up included), peak RSS {m['peak_rss_mb']:.0f} MB (PSS sampled {m.get('peak_pss_mb', 0):.0f} MB), READY {m['ready_s'] or float('nan'):.2f} s")
+    for x in doc.get("sustained", []):
+        more = (f"{x['first_shedding']} shed windows" if x["first_shedding"] is not None
+                else f"{x['max_tried']} was the most tried")
+        print(f"sustained in real time, {x['embed']}, hop {x['hop_s']:.4g} s: {x['monitors']} monitors with no "
+              f"window shed ({more})")
     for rt in (doc.get("realtime"), doc.get("realtime_chunk_max")):
         if not rt:
             continue
