@@ -66,6 +66,18 @@ source = {{ file = "{stream}", realtime = {str(realtime).lower()}, loop = false 
     return p, state
 
 
+def proc_kb(pid, name, key):
+    """A kB figure from /proc/<pid>/<name> (0 when the process or the line is gone)."""
+    try:
+        with open(f"/proc/{pid}/{name}") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def run_daemon(cfg, state=None, onset_s=None):
     """Runs `earshot run` to the end of its replay. Returns a dict with cpu_s, wall_s,
     peak_rss_mb, ready_s (spawn to READY=1) and, when `onset_s` is given, the wall time of the
@@ -96,22 +108,10 @@ def run_daemon(cfg, state=None, onset_s=None):
                         ready = time.monotonic() - t0
             except BlockingIOError:
                 pass
-            try:
-                with open(f"/proc/{proc.pid}/status") as f:
-                    for line in f:
-                        if line.startswith("VmHWM:"):
-                            hwm = max(hwm, int(line.split()[1]) / 1024.0)
-            except OSError:
-                pass
+            hwm = max(hwm, proc_kb(proc.pid, "status", "VmHWM:") / 1024.0)
             # PSS: the memory this process really holds. RSS counts the model weights mapped
             # from the model cache once per session (per monitor), though they are one copy.
-            try:
-                with open(f"/proc/{proc.pid}/smaps_rollup") as f:
-                    for line in f:
-                        if line.startswith("Pss:"):
-                            pss = max(pss, int(line.split()[1]) / 1024.0)
-            except OSError:
-                pass
+            pss = max(pss, proc_kb(proc.pid, "smaps_rollup", "Pss:") / 1024.0)
             if onset_s is not None and first_event_at is None and events and os.path.exists(events):
                 with open(events) as f:
                     for line in f:
