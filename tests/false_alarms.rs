@@ -96,3 +96,65 @@ fn measured_false_events_per_day_are_within_the_stated_range() {
         "measured {measured:.0} false events/day outside the stated {low:.0}..{high:.0}: {d}"
     );
 }
+
+/// Normal clips that hold fewer windows than the N-of-M rule needs (5 s clips, 2.56 s windows
+/// at hop 1.28 s: two windows each, the rule needs 3): no event can happen in the held-out
+/// audio at any level, which made every threshold infinite, written as `null` into a profile
+/// that `score` and the service then refused to read. The thresholds are now just above every
+/// held-out window, `learn` says why, and the profile is used.
+#[test]
+fn clips_shorter_than_the_rule_still_make_a_usable_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    let o = earshot(&[
+        "synth",
+        "dataset",
+        "--out",
+        ds.to_str().unwrap(),
+        "--machine",
+        "motor:1",
+        "--seed",
+        "5",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg = dir.path().join("learn.toml");
+    std::fs::write(&cfg, "[window]\nseconds = 2.56\nhop_seconds = 1.28\n").unwrap();
+    let prof = dir.path().join("profile");
+    let train = ds.join("motor_id01/train");
+    let o = earshot(&[
+        "learn",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--normal",
+        train.to_str().unwrap(),
+        "--out",
+        prof.to_str().unwrap(),
+        "--model",
+        model().to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("runs of at most 2 windows"),
+        "learn does not say why: {err}"
+    );
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(prof.join("manifest.json")).unwrap())
+            .unwrap();
+    for (name, t) in m["thresholds"].as_object().unwrap() {
+        assert!(
+            t["value"].as_f64().is_some_and(f64::is_finite),
+            "{name}: {t}"
+        );
+    }
+    let test = ds.join("motor_id01/test");
+    let o = earshot(&[
+        "score",
+        "--profile",
+        prof.to_str().unwrap(),
+        "--model",
+        model().to_str().unwrap(),
+        test.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -225,7 +225,12 @@ def main():
         # A 0 dB bearing fault: continuous from its onset, so the onset is exact.
         live = synth(d, a.realtime_seconds, onset, 48000, "live.wav", level_db=0)
         prof = f"{d}/profile"
-        sh([EXE, "learn", "--normal", f"{d}/data/motor_id01/train", "--out", prof, "--model", model])
+        # The profile's window is the benchmark's (`--window`); the monitors set their own hops.
+        learn_cfg = os.path.join(d, "learn-exact.toml")
+        with open(learn_cfg, "w") as f:
+            f.write(f"[window]\nseconds = {w}\nhop_seconds = {w / 2}\n")
+        sh([EXE, "learn", "--config", learn_cfg, "--normal", f"{d}/data/motor_id01/train", "--out", prof,
+            "--model", model])
         # Warm-up: makes the optimised-model cache the measured runs load (later starts).
         run_daemon(config(d, model, prof, short, w, False, threads[0], "warm-up")[0])
         modes = [m for m in a.embed.split(",") if m]

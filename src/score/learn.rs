@@ -188,6 +188,16 @@ pub fn learn(
             scores.entry(name.into()).or_default().push(v as f32);
         }
     }
+    let longest = held.iter().map(Vec::len).max().unwrap_or(0);
+    if longest < opts.decide.trigger_n {
+        let needed = window.seconds + (opts.decide.trigger_n - 1) as f64 * window.hop_seconds;
+        tracing::warn!(
+            windows = longest,
+            trigger_n = opts.decide.trigger_n,
+            "held-out normal audio comes in runs of at most {longest} windows, fewer than the {} windows the rule needs to start an event: learn cannot see how often normal audio would, so each threshold is set just above every held-out window; learn from recordings of at least {needed:.1} s, or with a shorter window",
+            opts.decide.trigger_n
+        );
+    }
     let deciding = deciding_scorers(&opts.decide_on, &scores);
     let holdout_windows = held.iter().map(Vec::len).sum::<usize>();
     let normal_seconds: f64 = held

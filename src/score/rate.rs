@@ -266,8 +266,21 @@ impl Held<'_> {
         let windows: usize = self.seqs.iter().map(Vec::len).sum();
         let (u, n_u, peaks) = self.level_for(scorer, base, tail_events(windows) as f64);
         if n_u < 3 {
-            // Too few events at any level to model a tail: stay above all of them.
-            let x = peaks.iter().copied().fold(u, f32::max);
+            // Too few events at any level to model a tail: stay above all of them. No event at
+            // any level (every held-out run shorter than the rule's N windows, and no window
+            // over the transient level): above every held-out window's score instead, or the
+            // per-window threshold when no window has this score.
+            let x = if u.is_finite() {
+                peaks.iter().copied().fold(u, f32::max)
+            } else {
+                self.seqs
+                    .iter()
+                    .flatten()
+                    .filter_map(|w| w.scores.get(scorer))
+                    .filter(|v| v.is_finite())
+                    .reduce(f32::max)
+                    .unwrap_or(base.value)
+            };
             let x = x + (x.abs() * 0.05).max(1e-3);
             return ScorerRate {
                 level: x,
@@ -373,6 +386,51 @@ mod tests {
         let back: ScorerRate =
             serde_json::from_str(&serde_json::to_string(&finite).unwrap()).unwrap();
         assert_eq!(back.high_per_day, 12.5);
+    }
+
+    /// Held-out clips of two windows each can never meet a 3-of-5 rule, and no window is a
+    /// transient: no event happens at any level. The level must still be a number above every
+    /// held-out window (it was infinite, which `learn` wrote as `null` into a profile that
+    /// nothing could load).
+    #[test]
+    fn runs_shorter_than_the_rule_still_give_a_level_above_every_window() {
+        let seqs: Vec<Vec<WindowRecord>> = (0..10)
+            .map(|c| {
+                (0..2)
+                    .map(|i| WindowRecord {
+                        start_s: i as f64 * 1.28,
+                        end_s: i as f64 * 1.28 + 2.56,
+                        level_dbfs: -20.0,
+                        scores: WindowScores {
+                            centroid: 0.1 + 0.01 * (c * 2 + i) as f32,
+                            ..Default::default()
+                        },
+                        impulse_db: None,
+                    })
+                    .collect()
+            })
+            .collect();
+        let decide = DecideConfig::default();
+        assert!(
+            decide.trigger_n > 2,
+            "the rule needs more windows than a run has"
+        );
+        let all: Vec<f32> = seqs.iter().flatten().map(|w| w.scores.centroid).collect();
+        let mut base = crate::score::threshold::calibrate(&all, 0.01).unwrap();
+        base.transient = None;
+        let held = Held {
+            seqs: &seqs,
+            level: None,
+            decide: &decide,
+            normal_seconds: 10.0 * 3.84,
+        };
+        let r = held.calibrate(CENTROID, &base, 1.0);
+        let top = all.iter().copied().fold(f32::MIN, f32::max);
+        assert!(
+            r.level.is_finite() && r.level > top,
+            "{r:?} (top window {top})"
+        );
+        assert!(r.level < 2.0 * top, "{r:?}: not far above the windows");
     }
 
     /// Independent scores from a known distribution, one long recording cut in clips: the
