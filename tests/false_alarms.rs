@@ -22,6 +22,13 @@ fn earshot(args: &[&str]) -> Output {
         .expect("run earshot")
 }
 
+/// Runs earshot, asserts it succeeded (its stderr in the message) and returns its output.
+fn earshot_ok(args: &[&str]) -> Output {
+    let o = earshot(args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
 fn model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-models/panns-mobilenetv1-seeded")
 }
@@ -30,7 +37,7 @@ fn model() -> PathBuf {
 fn measured_false_events_per_day_are_within_the_stated_range() {
     let dir = tempfile::tempdir().unwrap();
     let ds = dir.path().join("ds");
-    let o = earshot(&[
+    earshot_ok(&[
         "synth",
         "dataset",
         "--out",
@@ -46,7 +53,6 @@ fn measured_false_events_per_day_are_within_the_stated_range() {
         "--seconds",
         "15",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // Normal clips only: the test split's anomalies play no part in a false-alarm rate.
     let text = std::fs::read_to_string(ds.join("manifest.csv")).unwrap();
     let mut lines = text.lines();
@@ -57,7 +63,7 @@ fn measured_false_events_per_day_are_within_the_stated_range() {
     std::fs::write(&manifest, format!("{header}\n{}\n", kept.join("\n"))).unwrap();
     let config = dir.path().join("earshot.toml");
     std::fs::write(&config, "[learn]\nfalse_alarms_per_day = 2000\n").unwrap();
-    let o = earshot(&[
+    let o = earshot_ok(&[
         "eval",
         "--manifest",
         manifest.to_str().unwrap(),
@@ -70,7 +76,6 @@ fn measured_false_events_per_day_are_within_the_stated_range() {
         "--format",
         "json",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: Value = serde_json::from_slice(&o.stdout).unwrap();
     let d = &r["machines"][0]["decision"];
     let f = |k: &str| {
@@ -106,7 +111,7 @@ fn measured_false_events_per_day_are_within_the_stated_range() {
 fn clips_shorter_than_the_rule_still_make_a_usable_profile() {
     let dir = tempfile::tempdir().unwrap();
     let ds = dir.path().join("ds");
-    let o = earshot(&[
+    earshot_ok(&[
         "synth",
         "dataset",
         "--out",
@@ -116,12 +121,11 @@ fn clips_shorter_than_the_rule_still_make_a_usable_profile() {
         "--seed",
         "5",
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let cfg = dir.path().join("learn.toml");
     std::fs::write(&cfg, "[window]\nseconds = 2.56\nhop_seconds = 1.28\n").unwrap();
     let prof = dir.path().join("profile");
     let train = ds.join("motor_id01/train");
-    let o = earshot(&[
+    let o = earshot_ok(&[
         "learn",
         "--config",
         cfg.to_str().unwrap(),
@@ -133,7 +137,6 @@ fn clips_shorter_than_the_rule_still_make_a_usable_profile() {
         model().to_str().unwrap(),
     ]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{err}");
     assert!(
         err.contains("runs of at most 2 windows"),
         "learn does not say why: {err}"
@@ -148,7 +151,7 @@ fn clips_shorter_than_the_rule_still_make_a_usable_profile() {
         );
     }
     let test = ds.join("motor_id01/test");
-    let o = earshot(&[
+    earshot_ok(&[
         "score",
         "--profile",
         prof.to_str().unwrap(),
@@ -156,5 +159,4 @@ fn clips_shorter_than_the_rule_still_make_a_usable_profile() {
         model().to_str().unwrap(),
         test.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

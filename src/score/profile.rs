@@ -465,6 +465,10 @@ impl Profile {
         for (n, b) in optional {
             files.push((n, b.clone()));
         }
+        // What `load` would refuse is never written (an infinite threshold became `null`
+        // in JSON once, and the profile could not be read back).
+        check_manifest(&self.manifest)
+            .map_err(|(key, detail)| invalid(format!("{key}: {detail}")))?;
         let mut manifest = self.manifest.clone();
         manifest.files = files
             .iter()

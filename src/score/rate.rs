@@ -388,6 +388,20 @@ mod tests {
         assert_eq!(back.high_per_day, 12.5);
     }
 
+    /// A window of normal audio at -20 dBFS with only a centroid score.
+    fn window(start_s: f64, end_s: f64, centroid: f32) -> WindowRecord {
+        WindowRecord {
+            start_s,
+            end_s,
+            level_dbfs: -20.0,
+            scores: WindowScores {
+                centroid,
+                ..Default::default()
+            },
+            impulse_db: None,
+        }
+    }
+
     /// Held-out clips of two windows each can never meet a 3-of-5 rule, and no window is a
     /// transient: no event happens at any level. The level must still be a number above every
     /// held-out window (it was infinite, which `learn` wrote as `null` into a profile that
@@ -397,15 +411,9 @@ mod tests {
         let seqs: Vec<Vec<WindowRecord>> = (0..10)
             .map(|c| {
                 (0..2)
-                    .map(|i| WindowRecord {
-                        start_s: i as f64 * 1.28,
-                        end_s: i as f64 * 1.28 + 2.56,
-                        level_dbfs: -20.0,
-                        scores: WindowScores {
-                            centroid: 0.1 + 0.01 * (c * 2 + i) as f32,
-                            ..Default::default()
-                        },
-                        impulse_db: None,
+                    .map(|i| {
+                        let start = i as f64 * 1.28;
+                        window(start, start + 2.56, 0.1 + 0.01 * (c * 2 + i) as f32)
                     })
                     .collect()
             })
@@ -444,16 +452,10 @@ mod tests {
             (0..clips)
                 .map(|_| {
                     (0..240)
-                        .map(|i| WindowRecord {
-                            start_s: i as f64 * 0.5,
-                            end_s: i as f64 * 0.5 + 1.0,
-                            level_dbfs: -20.0,
-                            scores: WindowScores {
-                                // Exponential scores.
-                                centroid: -(1.0 - rng.random::<f32>()).ln(),
-                                ..Default::default()
-                            },
-                            impulse_db: None,
+                        .map(|i| {
+                            // Exponential scores.
+                            let centroid = -(1.0 - rng.random::<f32>()).ln();
+                            window(i as f64 * 0.5, i as f64 * 0.5 + 1.0, centroid)
                         })
                         .collect()
                 })
