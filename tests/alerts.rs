@@ -262,7 +262,9 @@ fn undelivered_alerts_survive_sigkill_and_are_sent_after_restart() {
         "{}[alerts]\n{}{}",
         daemon_header(dir.path()),
         webhook_section(&url),
-        replay_monitor("motor-1", &fx.profile, &fx.short_faulty, false, false),
+        // Real time, so that the kill comes while the fault (3-8 s) still plays and its event
+        // is open (a fast replay reaches the end, and ends the event, first).
+        replay_monitor("motor-1", &fx.profile, &fx.short_faulty, true, false),
     );
     let config = write_config(dir.path(), &cfg);
     let mut d = Daemon::start(&config, &[], &[("EARSHOT_TEST_HMAC", SECRET)]);
@@ -275,7 +277,7 @@ fn undelivered_alerts_survive_sigkill_and_are_sent_after_restart() {
     drop(d);
 
     // Restart on normal audio (no new event) with the receiver up: the alerts of the killed
-    // run are delivered from the outbox.
+    // run are delivered from the outbox, and the anomaly it left open is resolved.
     let rx = Receiver::start(port);
     let cfg = format!(
         "{}[alerts]\n{}{}",
@@ -297,6 +299,51 @@ fn undelivered_alerts_survive_sigkill_and_are_sent_after_restart() {
         |r| alerts_of(r).len() >= before.len(),
     );
     check_delivered_in_order(&before, &alerts_of(&got));
+
+    // The event the kill left open is ended by the new run before it scores anything: in
+    // the events file (reason `interrupted`) and at the receiver (resolved, same labels).
+    let mut left_open: Vec<&str> = before
+        .iter()
+        .filter(|e| e["kind"] == "anomaly_started")
+        .filter_map(|e| e["fingerprint"].as_str())
+        .collect();
+    left_open.retain(|id| {
+        !before
+            .iter()
+            .any(|e| e["fingerprint"] == *id && e["kind"] == "anomaly_ended")
+    });
+    assert!(
+        !left_open.is_empty(),
+        "the kill came while an anomaly was open: {before:#?}"
+    );
+    let got = rx.wait_until(
+        "the resolution of what the kill left open",
+        Duration::from_secs(30),
+        |r| {
+            let alerts = alerts_of(r);
+            left_open.iter().all(|id| {
+                alerts.iter().any(|a| {
+                    a["labels"]["event_id"] == *id
+                        && a["status"] == "resolved"
+                        && a["annotations"]["reason"] == "interrupted"
+                })
+            })
+        },
+    );
+    let after = anomaly_events(&d);
+    for id in &left_open {
+        let ended = after
+            .iter()
+            .find(|e| e["fingerprint"] == *id && e["kind"] == "anomaly_ended")
+            .unwrap_or_else(|| panic!("{id} left open by the kill was not ended: {after:#?}"));
+        assert_eq!(ended["annotations"]["reason"], "interrupted");
+        assert_eq!(ended["status"], "resolved");
+    }
+    check_delivered_in_order(&after, &alerts_of(&got));
+    d.wait_log(
+        "resolving the events the last run left open",
+        Duration::from_secs(1),
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let text = scrape(&mut d);

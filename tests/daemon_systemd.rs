@@ -370,3 +370,67 @@ fn sighup_with_unworkable_monitor_settings_keeps_the_running_monitor() {
     let st = d.expect_exit(Duration::from_secs(10));
     assert!(st.success(), "{st}; log:\n{}", d.log());
 }
+
+/// A monitor removed by a reload while its machine was silent: nothing of the new
+/// configuration would ever end its `no_signal` state, so the reload resolves it (a webhook
+/// receiver would otherwise keep that alert open for good). The monitor that stays keeps its
+/// state.
+#[test]
+fn sighup_removing_a_silent_monitor_resolves_its_no_signal_state() {
+    let fx = fixture();
+    let dir = test_dir();
+    let silence = dir.path().join("silence.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&silence, spec).unwrap();
+    for _ in 0..48_000 * 4 {
+        w.write_sample(0i16).unwrap();
+    }
+    w.finalize().unwrap();
+    let kept = replay_monitor("kept", &fx.profile, &silence, true, true);
+    let text = format!(
+        "{}{kept}{}",
+        daemon_header(dir.path()),
+        replay_monitor("removed", &fx.profile, &silence, true, true)
+    );
+    let config = write_config(dir.path(), &text);
+    let mut d = Daemon::start(&config, &[], &[]);
+    let no_signal = |d: &Daemon, monitor: &str, kind: &str| {
+        d.events()
+            .into_iter()
+            .filter(|e| e["kind"] == kind && e["labels"]["monitor"] == monitor)
+            .collect::<Vec<_>>()
+    };
+    d.wait_for("both monitors in no_signal", Duration::from_secs(60), |d| {
+        ["kept", "removed"]
+            .iter()
+            .all(|m| !no_signal(d, m, "no_signal").is_empty())
+    });
+
+    write_config(dir.path(), &format!("{}{kept}", daemon_header(dir.path())));
+    d.signal(libc::SIGHUP);
+    d.wait_log("configuration reloaded", Duration::from_secs(30));
+    let back = no_signal(&d, "removed", "signal_back");
+    assert_eq!(back.len(), 1, "{:#?}", d.events());
+    let fired = &no_signal(&d, "removed", "no_signal")[0];
+    assert_eq!(back[0]["fingerprint"], fired["fingerprint"]);
+    assert_eq!(back[0]["startsAt"], fired["startsAt"]);
+    let summary = back[0]["annotations"]["summary"].as_str().unwrap_or("");
+    assert!(
+        summary.contains("removed from the configuration"),
+        "{summary}"
+    );
+    assert!(
+        no_signal(&d, "kept", "signal_back").is_empty(),
+        "the monitor that stays is still silent: {:#?}",
+        d.events()
+    );
+
+    d.signal(libc::SIGTERM);
+    let st = d.expect_exit(Duration::from_secs(10));
+    assert!(st.success(), "{st}; log:\n{}", d.log());
+}

@@ -174,6 +174,7 @@ fn anomaly_record(ev: &Event, d: &DecisionEvent) -> EventRecord {
         let r = match r {
             EndReason::Released => "released",
             EndReason::Shutdown => "shutdown",
+            EndReason::Interrupted => "interrupted",
         };
         annotations.insert("reason".into(), r.into());
     }
@@ -188,8 +189,11 @@ fn anomaly_record(ev: &Event, d: &DecisionEvent) -> EventRecord {
         .filter(|(k, _)| d.fired.contains(k))
         .map(|(k, s)| format!("{k} peak {:.3} vs threshold {:.3}", s.peak, s.threshold))
         .collect();
-    let verb = match d.kind {
-        DecisionKind::Ended => "ended",
+    let verb = match (d.kind, d.reason) {
+        (DecisionKind::Ended, Some(EndReason::Interrupted)) => {
+            "event closed at earshot's start (earshot stopped without seeing its end: crash, kill or power loss)"
+        }
+        (DecisionKind::Ended, _) => "ended",
         _ => "sounds abnormal",
     };
     let mut summary = format!("{what} {verb} ({})", peaks.join("; "));
@@ -580,9 +584,18 @@ impl EventSink for LogSink {
 }
 
 /// Fans events out to several sinks; one failing sink does not stop the others.
+///
+/// With a state directory ([`Sinks::standard`]) it also keeps the open events on disk
+/// ([`super::open`]): an event is recorded before its firing message reaches any sink and
+/// forgotten after its resolving message reached them all, so that the next start resolves
+/// whatever a crash (or a stop, for device and signal states) left open.
 #[derive(Default)]
 pub struct Sinks {
     sinks: Vec<(Box<dyn EventSink>, Option<SinkHandle>)>,
+    open: Option<(super::open::OpenEvents, Option<SinkHandle>)>,
+    /// What the last run left open, as resolving messages: sent by
+    /// [`Sinks::resolve_left_open`] once every sink is added.
+    left_open: Vec<Event>,
 }
 
 impl Sinks {
@@ -600,7 +613,36 @@ impl Sinks {
         let file = JsonlSink::open(state_dir, opts)?;
         s.add(Box::new(file), metrics.map(|m| m.sink("jsonl")));
         s.add(Box::new(LogSink), metrics.map(|m| m.sink("log")));
+        let (open, left_open, err) = super::open::OpenEvents::open(state_dir, SystemTime::now());
+        let m = metrics.map(|m| m.sink("open_events"));
+        if let Some(e) = err {
+            journal_failed(&m, &e);
+        }
+        s.keep_open_events(open, m);
+        s.left_open = left_open;
         Ok(s)
+    }
+
+    /// Keeps the open events in `open` from now on (see [`super::open`]).
+    pub fn keep_open_events(&mut self, open: super::open::OpenEvents, metrics: Option<SinkHandle>) {
+        self.open = Some((open, metrics));
+    }
+
+    /// Sends the resolving message of every event the last run left open (see
+    /// [`super::open`]) to every sink; call it once all sinks are added and before any
+    /// monitor starts. Returns how many it sent.
+    pub fn resolve_left_open(&mut self) -> usize {
+        let left = std::mem::take(&mut self.left_open);
+        if !left.is_empty() {
+            tracing::info!(
+                count = left.len(),
+                "resolving the events the last run left open (it stopped without resolving them)"
+            );
+        }
+        for e in &left {
+            self.emit(e);
+        }
+        left.len()
     }
 
     /// Adds a sink, with its metrics handle (`Metrics::sink(sink.name())`) if metrics are on.
@@ -610,6 +652,21 @@ impl Sinks {
 
     /// Delivers to every sink; returns how many failed (each failure is logged and counted).
     pub fn emit(&mut self, event: &Event) -> usize {
+        if let Some((open, m)) = &mut self.open
+            && let Err(e) = open.before(event)
+        {
+            journal_failed(m, &e);
+        }
+        let failed = self.fan_out(event);
+        if let Some((open, m)) = &mut self.open
+            && let Err(e) = open.after(event)
+        {
+            journal_failed(m, &e);
+        }
+        failed
+    }
+
+    fn fan_out(&mut self, event: &Event) -> usize {
         let mut failed = 0;
         for (sink, m) in &mut self.sinks {
             match sink.emit(event) {
@@ -635,6 +692,27 @@ impl Sinks {
         failed
     }
 
+    /// Resolves the open events of a monitor that is gone (removed by a reload), with `why`
+    /// in the detail of a device or signal state; returns how many.
+    pub fn resolve_open_of(&mut self, monitor: &str, why: &str) -> usize {
+        let Some((open, _)) = &self.open else {
+            return 0;
+        };
+        let endings = open.endings_of(monitor, SystemTime::now(), why);
+        for e in &endings {
+            self.emit(e);
+        }
+        endings.len()
+    }
+
+    /// Fingerprints of the events open now (fired, not resolved), when they are kept.
+    pub fn open_fingerprints(&self) -> Vec<String> {
+        self.open
+            .iter()
+            .flat_map(|(o, _)| o.fingerprints().map(str::to_string))
+            .collect()
+    }
+
     /// Closes every sink (fsync for files); returns the errors.
     pub fn close(&mut self) -> Vec<SinkError> {
         self.sinks
@@ -644,8 +722,16 @@ impl Sinks {
     }
 }
 
+/// A failure of the open-events file: logged and counted, never fatal (events still flow).
+fn journal_failed(m: &Option<SinkHandle>, e: &super::open::OpenEventsError) {
+    if let Some(m) = m {
+        m.failures.inc();
+    }
+    tracing::error!(error = %e, "open events not recorded");
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::score::decide::{DecideConfig, Decider, ScoreSample, ScoredWindow};
     use std::io::{BufRead, BufReader, Read};
@@ -659,7 +745,7 @@ mod tests {
     }
 
     /// Real decision events from a decider: a start and an end.
-    fn decision_events() -> Vec<Event> {
+    pub(crate) fn decision_events() -> Vec<Event> {
         let cfg = DecideConfig {
             trigger_n: 1,
             trigger_m: 1,

@@ -105,6 +105,8 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     if let Some(a) = &alerting {
         sinks.add(Box::new(a.sink()), Some(metrics.sink("alerts")));
     }
+    // Before any monitor can raise something new under the same fingerprint.
+    sinks.resolve_left_open();
     tracing::info!(file = %state_dir.join(&settings.events.file_name).display(), "events are written here");
     let known = crate::daemon::sounds::KnownHandle::default();
     crate::daemon::sounds::reload(&known, &settings, &metrics);
@@ -547,11 +549,13 @@ async fn reload(
         restart.push(m.clone());
     }
     let stopping: Vec<Monitor> = running.into_values().collect();
+    let mut removed = Vec::new();
     for m in &stopping {
         if !new.monitors.iter().any(|n| n.name == m.name) {
             shared.health.remove(&m.name);
             shared.metrics.forget_monitor(&m.name);
             tracing::info!(monitor = %m.name, "monitor removed from the configuration: stopping");
+            removed.push(m.name.clone());
         }
     }
     // A stopped monitor's lease is retired when `stop` returns, even if a thread outlived the
@@ -562,6 +566,17 @@ async fn reload(
         .collect();
     for h in handles {
         let _ = h.await;
+    }
+    // Nothing will resolve a removed monitor's no-signal or device state (or an event its
+    // late stop could not close): its receivers would keep it firing.
+    for name in &removed {
+        let n = shared.sinks.lock().resolve_open_of(
+            name,
+            "resolved because the monitor was removed from the configuration",
+        );
+        if n > 0 {
+            tracing::info!(monitor = %name, count = n, "resolved the removed monitor's open events");
+        }
     }
     if !keep.is_empty() {
         let names: Vec<&String> = keep.keys().collect();

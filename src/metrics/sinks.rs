@@ -23,7 +23,7 @@ impl SinkFamilies {
             failures: counter(
                 r,
                 EVENT_WRITE_FAILURES,
-                "Events an event sink failed to write.",
+                "Events an event sink failed to write (sink=\"open_events\": the on-disk record of fired, unresolved events that lets a restart resolve them).",
                 &["sink"],
             )?,
             skipped: counter(

@@ -353,6 +353,9 @@ pub enum EndReason {
     Released,
     /// The monitor stopped (daemon shutdown or reload) while the event was open.
     Shutdown,
+    /// earshot stopped without ending the event (crash, SIGKILL, power loss); the next start
+    /// ended it (see `alert::open`). Its end time is that start, or the last instant known.
+    Interrupted,
 }
 
 /// A start, update or end of an anomaly event of one monitor.
