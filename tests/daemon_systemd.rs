@@ -371,12 +371,13 @@ fn sighup_with_unworkable_monitor_settings_keeps_the_running_monitor() {
     assert!(st.success(), "{st}; log:\n{}", d.log());
 }
 
-/// A monitor removed by a reload while its machine was silent: nothing of the new
-/// configuration would ever end its `no_signal` state, so the reload resolves it (a webhook
-/// receiver would otherwise keep that alert open for good). The monitor that stays keeps its
-/// state.
+/// Monitors a reload stops while their machines are silent: nothing would ever end their
+/// `no_signal` state (a removed monitor never runs again; a restarted one starts its level
+/// gate afresh), so the reload resolves it, and a restarted monitor raises it again since
+/// the silence goes on. An unchanged monitor keeps its state. (A webhook receiver would
+/// otherwise keep those alerts open for good.)
 #[test]
-fn sighup_removing_a_silent_monitor_resolves_its_no_signal_state() {
+fn sighup_resolves_the_no_signal_state_of_the_monitors_it_stops() {
     let fx = fixture();
     let dir = test_dir();
     let silence = dir.path().join("silence.wav");
@@ -391,42 +392,58 @@ fn sighup_removing_a_silent_monitor_resolves_its_no_signal_state() {
         w.write_sample(0i16).unwrap();
     }
     w.finalize().unwrap();
-    let kept = replay_monitor("kept", &fx.profile, &silence, true, true);
+    let monitor = |name| replay_monitor(name, &fx.profile, &silence, true, true);
+    let header = daemon_header(dir.path());
     let text = format!(
-        "{}{kept}{}",
-        daemon_header(dir.path()),
-        replay_monitor("removed", &fx.profile, &silence, true, true)
+        "{header}{}{}{}",
+        monitor("kept"),
+        monitor("removed"),
+        monitor("changed")
     );
     let config = write_config(dir.path(), &text);
     let mut d = Daemon::start(&config, &[], &[]);
-    let no_signal = |d: &Daemon, monitor: &str, kind: &str| {
+    let of = |d: &Daemon, monitor: &str, kind: &str| {
         d.events()
             .into_iter()
             .filter(|e| e["kind"] == kind && e["labels"]["monitor"] == monitor)
             .collect::<Vec<_>>()
     };
-    d.wait_for("both monitors in no_signal", Duration::from_secs(60), |d| {
-        ["kept", "removed"]
+    d.wait_for("every monitor in no_signal", Duration::from_secs(60), |d| {
+        ["kept", "removed", "changed"]
             .iter()
-            .all(|m| !no_signal(d, m, "no_signal").is_empty())
+            .all(|m| !of(d, m, "no_signal").is_empty())
     });
 
-    write_config(dir.path(), &format!("{}{kept}", daemon_header(dir.path())));
+    write_config(
+        dir.path(),
+        &format!(
+            "{header}{}{}hop_seconds = 0.5\n",
+            monitor("kept"),
+            monitor("changed")
+        ),
+    );
     d.signal(libc::SIGHUP);
     d.wait_log("configuration reloaded", Duration::from_secs(30));
-    let back = no_signal(&d, "removed", "signal_back");
-    assert_eq!(back.len(), 1, "{:#?}", d.events());
-    let fired = &no_signal(&d, "removed", "no_signal")[0];
-    assert_eq!(back[0]["fingerprint"], fired["fingerprint"]);
-    assert_eq!(back[0]["startsAt"], fired["startsAt"]);
-    let summary = back[0]["annotations"]["summary"].as_str().unwrap_or("");
-    assert!(
-        summary.contains("removed from the configuration"),
-        "{summary}"
+    for m in ["removed", "changed"] {
+        let back = of(&d, m, "signal_back");
+        assert_eq!(back.len(), 1, "{m}: {:#?}", d.events());
+        let fired = &of(&d, m, "no_signal")[0];
+        assert_eq!(back[0]["fingerprint"], fired["fingerprint"]);
+        assert_eq!(back[0]["startsAt"], fired["startsAt"]);
+        let summary = back[0]["annotations"]["summary"].as_str().unwrap_or("");
+        assert!(
+            summary.contains("a reload stopped the monitor"),
+            "{summary}"
+        );
+    }
+    d.wait_for(
+        "the restarted monitor's silence raised again",
+        Duration::from_secs(30),
+        |d| of(d, "changed", "no_signal").len() == 2,
     );
     assert!(
-        no_signal(&d, "kept", "signal_back").is_empty(),
-        "the monitor that stays is still silent: {:#?}",
+        of(&d, "kept", "signal_back").is_empty(),
+        "the unchanged monitor is still silent: {:#?}",
         d.events()
     );
 

@@ -549,13 +549,12 @@ async fn reload(
         restart.push(m.clone());
     }
     let stopping: Vec<Monitor> = running.into_values().collect();
-    let mut removed = Vec::new();
+    let stopped: Vec<String> = stopping.iter().map(|m| m.name.clone()).collect();
     for m in &stopping {
         if !new.monitors.iter().any(|n| n.name == m.name) {
             shared.health.remove(&m.name);
             shared.metrics.forget_monitor(&m.name);
             tracing::info!(monitor = %m.name, "monitor removed from the configuration: stopping");
-            removed.push(m.name.clone());
         }
     }
     // A stopped monitor's lease is retired when `stop` returns, even if a thread outlived the
@@ -567,15 +566,17 @@ async fn reload(
     for h in handles {
         let _ = h.await;
     }
-    // Nothing will resolve a removed monitor's no-signal or device state (or an event its
-    // late stop could not close): its receivers would keep it firing.
-    for name in &removed {
+    // Nothing would resolve a stopped monitor's no-signal or device state (or an event its
+    // late stop could not close): a removed monitor never runs again, and a restarted one
+    // starts its level gate and device watch afresh, raising the state again only if it
+    // persists. Its receivers would keep it firing.
+    for name in &stopped {
         let n = shared.sinks.lock().resolve_open_of(
             name,
-            "resolved because the monitor was removed from the configuration",
+            "resolved because a reload stopped the monitor (removed from the configuration, or restarted with new settings: then raised again if it persists)",
         );
         if n > 0 {
-            tracing::info!(monitor = %name, count = n, "resolved the removed monitor's open events");
+            tracing::info!(monitor = %name, count = n, "resolved the stopped monitor's open events");
         }
     }
     if !keep.is_empty() {
