@@ -252,3 +252,48 @@ fn endpoint_security_files_are_checked() {
         "{out}"
     );
 }
+
+/// The events on record as open (what the next start resolves) are listed; a damaged record
+/// is a warning that says what to do. The record is made by earshot's own event sinks.
+#[test]
+fn check_lists_the_events_on_record_as_open_and_warns_of_a_damaged_record() {
+    use earshot::alert::events::{Event, JsonlOptions, OperationalEvent, OperationalKind, Sinks};
+    let dir = test_dir();
+    let cfg = good_config(dir.path());
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let (ok, out) = check(&cfg, &[]);
+    assert!(ok, "{out}");
+    assert!(
+        !out.contains("not resolved"),
+        "nothing on record yet:\n{out}"
+    );
+
+    let labels = [("monitor".to_string(), "press".to_string())].into();
+    let mut sinks = Sinks::standard(&state, JsonlOptions::default(), None).unwrap();
+    sinks.emit(&Event::Operational(OperationalEvent::now(
+        OperationalKind::NoSignal,
+        labels,
+        None,
+        "input below -60 dBFS",
+    )));
+    drop(sinks);
+    let (ok, out) = check(&cfg, &[]);
+    assert!(ok, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("not resolved"))
+        .unwrap_or_else(|| panic!("no line about open events:\n{out}"));
+    assert!(line.starts_with("ok: 1 event(s)"), "{line}");
+    assert!(line.contains("press/no_signal"), "{line}");
+
+    std::fs::write(state.join("open-events.json"), b"{\"open\": ").unwrap();
+    let (ok, out) = check(&cfg, &[]);
+    assert!(ok, "a warning, not an error:\n{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("open-events.json"))
+        .unwrap_or_else(|| panic!("no line about the damaged record:\n{out}"));
+    assert!(line.starts_with("warning:"), "{line}");
+    assert!(line.contains("remove the file if it is damaged"), "{line}");
+}

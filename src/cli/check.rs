@@ -351,7 +351,10 @@ fn check_http(s: &Settings, r: &mut Report) {
 fn check_state_dir(s: &Settings, r: &mut Report) {
     let d = s.state_dir();
     match std::fs::metadata(&d) {
-        Ok(md) if md.is_dir() => r.ok(format!("state directory {} exists", d.display())),
+        Ok(md) if md.is_dir() => {
+            r.ok(format!("state directory {} exists", d.display()));
+            check_open_events(&d, r);
+        }
         Ok(_) => r.error(format!(
             "state directory {} is not a directory: set `daemon.state_dir` to a directory",
             d.display()
@@ -360,5 +363,25 @@ fn check_state_dir(s: &Settings, r: &mut Report) {
             "state directory {} does not exist yet: the service (systemd StateDirectory=) creates it; create it by hand when running earshot outside systemd",
             d.display()
         )),
+    }
+}
+
+/// The events on record as fired and not resolved (`open-events.json`): open now if the
+/// service runs, left open by its last stop if not; either way what a start would resolve. A
+/// damaged file is a warning: that start could not resolve them.
+fn check_open_events(state_dir: &std::path::Path, r: &mut Report) {
+    let (open, _, err) =
+        earshot::alert::open::OpenEvents::open(state_dir, std::time::SystemTime::now());
+    if let Some(e) = err {
+        r.warn(e);
+        return;
+    }
+    let open: Vec<&str> = open.fingerprints().collect();
+    if !open.is_empty() {
+        r.ok(format!(
+            "{} event(s) on record as fired and not resolved ({}): open now if the service runs; otherwise its last stop left them open and its next start resolves them",
+            open.len(),
+            open.join(", ")
+        ));
     }
 }
