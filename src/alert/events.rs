@@ -692,8 +692,8 @@ impl Sinks {
         failed
     }
 
-    /// Resolves the open events of a monitor that is gone (removed by a reload), with `why`
-    /// in the detail of a device or signal state; returns how many.
+    /// Resolves the open events of a monitor a reload stopped (removed, or restarted with new
+    /// settings), with `why` in the detail of a device or signal state; returns how many.
     pub fn resolve_open_of(&mut self, monitor: &str, why: &str) -> usize {
         let Some((open, _)) = &self.open else {
             return 0;

@@ -79,10 +79,11 @@ fn change(event: &Event) -> Change {
 }
 
 impl OpenEvents {
-    /// Opens `dir/open-events.json`. Returns the journal (now empty) and the events the last
-    /// run left open, each turned into its resolving message ([`Event::left_open`]) stamped
-    /// `now`; the caller emits them to every sink, which forgets them here. A missing file is
-    /// an empty one; a damaged one is reported and then overwritten by the next change.
+    /// Opens `dir/open-events.json`. Returns the journal (still holding what the last run
+    /// left open) and those events' resolving messages ([`Event::left_open`]) stamped `now`;
+    /// emitting them through [`super::events::Sinks`] forgets them here. Reads only: nothing
+    /// is written until an event changes. A missing file is an empty one; a damaged one is
+    /// reported and then overwritten by the next change.
     pub fn open(dir: &Path, now: SystemTime) -> (Self, Vec<Event>, Option<OpenEventsError>) {
         let path = dir.join(FILE_NAME);
         let (open, err) = match crate::files::read_regular(&path) {
