@@ -298,13 +298,17 @@ impl Starter {
     }
 
     /// A reload begins: pending starts are superseded (their leases retired, so a start that
-    /// finishes later publishes nothing over the monitor that replaces it).
-    fn supersede(&mut self) {
+    /// finishes later publishes nothing over the monitor that replaces it). Returns their
+    /// names.
+    fn supersede(&mut self) -> Vec<String> {
         self.generation += 1;
+        let mut names = Vec::new();
         for (name, lease) in std::mem::take(&mut self.pending) {
             tracing::warn!(monitor = %name, "a reload supersedes this monitor's unfinished start");
             lease.retire();
+            names.push(name);
         }
+        names
     }
 
     /// Takes an arrival: the monitor if it is current and started, else `None` (failures are
@@ -509,7 +513,7 @@ async fn reload(
     starter: &mut Starter,
 ) -> BTreeMap<String, Monitor> {
     // Unfinished starts are restarted with the new settings below (they are not `running`).
-    starter.supersede();
+    let superseded = starter.supersede();
     let model_same = old.model.dir == new.model.dir
         && old.model.threads == new.model.threads
         && old.model.onnxruntime == new.model.onnxruntime
@@ -549,7 +553,10 @@ async fn reload(
         restart.push(m.clone());
     }
     let stopping: Vec<Monitor> = running.into_values().collect();
-    let stopped: Vec<String> = stopping.iter().map(|m| m.name.clone()).collect();
+    // Every monitor this reload ends: running ones stopped, and starts it superseded (one
+    // may have reported its device lost before it was superseded).
+    let mut stopped: Vec<String> = stopping.iter().map(|m| m.name.clone()).collect();
+    stopped.extend(superseded);
     for m in &stopping {
         if !new.monitors.iter().any(|n| n.name == m.name) {
             shared.health.remove(&m.name);
