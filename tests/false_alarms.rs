@@ -29,6 +29,22 @@ fn earshot_ok(args: &[&str]) -> Output {
     o
 }
 
+/// `earshot synth dataset` of one machine into `out`, with `extra` options.
+fn synth_dataset(out: &Path, machine: &str, seed: &str, extra: &[&str]) {
+    let mut args = vec![
+        "synth",
+        "dataset",
+        "--out",
+        out.to_str().unwrap(),
+        "--machine",
+        machine,
+        "--seed",
+        seed,
+    ];
+    args.extend_from_slice(extra);
+    earshot_ok(&args);
+}
+
 fn model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-models/panns-mobilenetv1-seeded")
 }
@@ -37,22 +53,19 @@ fn model() -> PathBuf {
 fn measured_false_events_per_day_are_within_the_stated_range() {
     let dir = tempfile::tempdir().unwrap();
     let ds = dir.path().join("ds");
-    earshot_ok(&[
-        "synth",
-        "dataset",
-        "--out",
-        ds.to_str().unwrap(),
-        "--machine",
+    synth_dataset(
+        &ds,
         "motor:3",
-        "--seed",
         "21",
-        "--train-clips",
-        "20",
-        "--test-clips",
-        "40",
-        "--seconds",
-        "15",
-    ]);
+        &[
+            "--train-clips",
+            "20",
+            "--test-clips",
+            "40",
+            "--seconds",
+            "15",
+        ],
+    );
     // Normal clips only: the test split's anomalies play no part in a false-alarm rate.
     let text = std::fs::read_to_string(ds.join("manifest.csv")).unwrap();
     let mut lines = text.lines();
@@ -111,16 +124,7 @@ fn measured_false_events_per_day_are_within_the_stated_range() {
 fn clips_shorter_than_the_rule_still_make_a_usable_profile() {
     let dir = tempfile::tempdir().unwrap();
     let ds = dir.path().join("ds");
-    earshot_ok(&[
-        "synth",
-        "dataset",
-        "--out",
-        ds.to_str().unwrap(),
-        "--machine",
-        "motor:1",
-        "--seed",
-        "5",
-    ]);
+    synth_dataset(&ds, "motor:1", "5", &[]);
     let cfg = dir.path().join("learn.toml");
     std::fs::write(&cfg, "[window]\nseconds = 2.56\nhop_seconds = 1.28\n").unwrap();
     let prof = dir.path().join("profile");
