@@ -89,6 +89,54 @@ fn check_says_whether_the_optimised_model_is_saved() {
     assert!(line.contains("model-cache"), "{line}");
 }
 
+/// The service runs one model and only it reads the model cache: a start removes the saved
+/// copies of other models (one tried before) and keeps its own model's entry, directories
+/// that are not entries, and an entry another process holds locked (being saved).
+#[test]
+fn a_start_removes_the_saved_copies_of_models_no_longer_used() {
+    let dir = test_dir();
+    let cfg = good_config(dir.path());
+    let cache = dir.path().join("state").join("model-cache");
+    let made = |name: &str| {
+        let d = cache.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("model.onnx"), b"a model tried before").unwrap();
+        d
+    };
+    let tried = made("panns-cnn14-0123456789abcdef");
+    let busy = made("panns-cnn14_16k-fedcba9876543210");
+    let notes = made("notes-by-hand");
+    let _saving = earshot::files::lock_file(&busy.join("lock"), false)
+        .unwrap()
+        .expect("the lock is free");
+    let (st, run) = run_bounded(
+        Command::new(EARSHOT)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .arg("--exit-when-done"),
+        Duration::from_secs(180),
+    );
+    assert!(st.success(), "{run}");
+    assert!(
+        !tried.exists(),
+        "the other model's copy is still there:\n{run}"
+    );
+    assert!(run.contains("removed an optimised model copy"), "{run}");
+    for kept in [&busy, &notes] {
+        assert!(kept.join("model.onnx").is_file(), "{kept:?} was removed");
+    }
+    // The configured model's own entry was made (and not removed).
+    let (ok, out) = check(&cfg, &[]);
+    assert!(ok, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("optimised model saved in"))
+        .unwrap_or_else(|| panic!("no line about the saved model:\n{out}"));
+    assert!(line.starts_with("ok:"), "{line}");
+    let entries = std::fs::read_dir(&cache).unwrap().count();
+    assert_eq!(entries, 3, "the model's entry and the two kept");
+}
+
 #[test]
 fn an_unknown_key_fails_naming_it() {
     let fx = fixture();

@@ -107,6 +107,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     }
     // Before any monitor can raise something new under the same fingerprint.
     sinks.resolve_left_open();
+    prune_model_cache(&settings);
     tracing::info!(file = %state_dir.join(&settings.events.file_name).display(), "events are written here");
     let known = crate::daemon::sounds::KnownHandle::default();
     crate::daemon::sounds::reload(&known, &settings, &metrics);
@@ -590,9 +591,41 @@ async fn reload(
         let names: Vec<&String> = keep.keys().collect();
         tracing::info!(?names, "unchanged monitors keep running");
     }
+    if !model_same {
+        // The old model's sessions are stopped: its saved copy is not needed any more.
+        prune_model_cache(new);
+    }
     let started = start_all(new, &restart, shared, starter).await;
     keep.extend(started);
     keep
+}
+
+/// Only the service reads the model cache and it runs one model: the configured model's
+/// entry stays, the others (another model tried before, an earlier file of this one) are
+/// removed, so months of model changes do not fill the state disk. Nothing is removed when the
+/// configured model's card or ONNX Runtime cannot be loaded (its monitors then fail and say
+/// why) or when the cache is off (`model.skip_checksum`).
+fn prune_model_cache(settings: &Settings) {
+    if settings.model.skip_checksum {
+        return;
+    }
+    let Ok(dir) = settings.find_model_dir() else {
+        return;
+    };
+    let Ok((card, _)) = crate::embed::card::ModelCard::load(&dir) else {
+        return;
+    };
+    // An entry is keyed by the runtime's build: start it (once per process, as a monitor
+    // would); if it cannot start, the monitors say why and nothing is removed.
+    if crate::embed::runtime::ensure(settings.model.onnxruntime.as_deref()).is_err() {
+        return;
+    }
+    let entry = crate::embed::optimized::Entry::new(
+        &settings.model_cache_dir(),
+        &card.name,
+        &card.onnx.sha256,
+    );
+    entry.remove_other_entries();
 }
 
 fn profile_changed(m: &Monitor) -> bool {

@@ -70,7 +70,8 @@ pub struct Lock {
 }
 
 impl Entry {
-    /// The entry for a model (`name` and its checksum) under `cache_dir`.
+    /// The entry for a model (`name` and its checksum) under `cache_dir`. ONNX Runtime must be
+    /// started first ([`super::runtime::ensure`]): the key holds its build string.
     pub fn new(cache_dir: &Path, name: &str, source_sha256: &str) -> Self {
         let key = Key {
             source_sha256: source_sha256.to_ascii_lowercase(),
@@ -200,19 +201,37 @@ impl Entry {
     /// small state disk with them. An entry another process is saving (its lock held) is
     /// left alone; a session already made from a removed entry keeps its mapped weights.
     fn remove_earlier_versions(&self) {
+        self.remove_others(|name| name == self.name);
+    }
+
+    /// Removes every other entry of the cache, of this model or any other: the service calls
+    /// it at start and when a reload changes the model, since it uses one model and only it
+    /// reads the cache. An engineer who tried Cnn14 for a week and went back to the default
+    /// model would otherwise keep its 308 MB copy for good. Directories that are not entries
+    /// (not `<name>-<16 hex digits>`) and entries being saved (their lock held) stay.
+    /// Returns the directories removed.
+    pub fn remove_other_entries(&self) -> Vec<PathBuf> {
+        self.remove_others(|_| true)
+    }
+
+    fn remove_others(&self, model: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
         let Some(cache) = self.dir.parent() else {
-            return;
+            return removed;
         };
         let Ok(rd) = std::fs::read_dir(cache) else {
-            return;
+            return removed;
         };
         for d in rd.flatten() {
             let path = d.path();
             let file_name = d.file_name().to_string_lossy().into_owned();
-            let same_model = file_name.rsplit_once('-').is_some_and(|(name, id)| {
-                name == self.name && id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())
+            let entry_of = file_name.rsplit_once('-').and_then(|(name, id)| {
+                (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(name)
             });
-            if !same_model || path == self.dir || !d.file_type().is_ok_and(|t| t.is_dir()) {
+            if !entry_of.is_some_and(&model)
+                || path == self.dir
+                || !d.file_type().is_ok_and(|t| t.is_dir())
+            {
                 continue;
             }
             let Ok(Some(_held)) = crate::files::lock_file(&path.join(LOCK), false) else {
@@ -220,13 +239,15 @@ impl Entry {
             };
             match std::fs::remove_dir_all(&path) {
                 Ok(()) => {
-                    tracing::info!(removed = %path.display(), "removed the optimised copy of an earlier model, ONNX Runtime or CPU")
+                    tracing::info!(removed = %path.display(), "removed an optimised model copy the service no longer uses (another model, or an earlier model file, ONNX Runtime or CPU)");
+                    removed.push(path);
                 }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "cannot remove an outdated optimised model copy; it may be deleted by hand")
                 }
             }
         }
+        removed
     }
 
     /// Removes what a failed save left behind.
