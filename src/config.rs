@@ -320,13 +320,13 @@ impl WindowSettings {
             ));
         }
         check_hop(self.hop_seconds, Some(self.seconds)).map_err(|d| (key("hop_seconds"), d))?;
-        if let Some(l) = self.level_dbfs {
-            if !(l.is_finite() && (-60.0..=0.0).contains(&l)) {
-                return Err((
-                    key("level_dbfs"),
-                    format!("{l} must be in -60..=0 dBFS (or \"off\")"),
-                ));
-            }
+        if let Some(l) = self.level_dbfs
+            && !(l.is_finite() && (-60.0..=0.0).contains(&l))
+        {
+            return Err((
+                key("level_dbfs"),
+                format!("{l} must be in -60..=0 dBFS (or \"off\")"),
+            ));
         }
         if self.hop_seconds > self.seconds {
             return Err((
@@ -337,16 +337,16 @@ impl WindowSettings {
                 ),
             ));
         }
-        if let Some(min) = min_seconds {
-            if self.seconds < min {
-                return Err((
-                    key("seconds"),
-                    format!(
-                        "{} s is shorter than the model accepts ({min:.2} s)",
-                        self.seconds
-                    ),
-                ));
-            }
+        if let Some(min) = min_seconds
+            && self.seconds < min
+        {
+            return Err((
+                key("seconds"),
+                format!(
+                    "{} s is shorter than the model accepts ({min:.2} s)",
+                    self.seconds
+                ),
+            ));
         }
         Ok(())
     }

@@ -506,13 +506,14 @@ fn check_io(session: &Session, card: &ModelCard) -> Result<(), String> {
     };
     if let Some(shape) = emb.dtype().tensor_shape() {
         let dims: Vec<i64> = shape.iter().copied().collect();
-        if let Some(&last) = dims.last() {
-            if last > 0 && last as usize != card.embedding_dim {
-                return Err(format!(
-                    "embedding output has {last} dimensions, the card says {}",
-                    card.embedding_dim
-                ));
-            }
+        if let Some(&last) = dims.last()
+            && last > 0
+            && last as usize != card.embedding_dim
+        {
+            return Err(format!(
+                "embedding output has {last} dimensions, the card says {}",
+                card.embedding_dim
+            ));
         }
     }
     if let Some(missing) = card
@@ -525,12 +526,12 @@ fn check_io(session: &Session, card: &ModelCard) -> Result<(), String> {
             "the card's intermediate output {missing:?} is not an output of the network"
         ));
     }
-    if let Some(c) = &card.outputs.clipwise {
-        if !outputs.iter().any(|o| o.name() == c) {
-            return Err(format!(
-                "the card's clipwise output {c:?} is not an output of the network"
-            ));
-        }
+    if let Some(c) = &card.outputs.clipwise
+        && !outputs.iter().any(|o| o.name() == c)
+    {
+        return Err(format!(
+            "the card's clipwise output {c:?} is not an output of the network"
+        ));
     }
     Ok(())
 }

@@ -47,15 +47,15 @@ pub fn candidates(configured: Option<&Path>) -> Vec<PathBuf> {
         out.push(p.to_owned());
     }
     let mut dirs: Vec<PathBuf> = Vec::new();
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            dirs.push(dir.to_owned());
-            dirs.push(dir.join("../lib/earshot"));
-            // A binary inside a source tree (target/{debug,release}[/deps]) finds the
-            // project's `.ort/` where scripts/setup-ort.sh puts the library.
-            for up in dir.ancestors().take(4) {
-                dirs.push(up.join(".ort"));
-            }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        dirs.push(dir.to_owned());
+        dirs.push(dir.join("../lib/earshot"));
+        // A binary inside a source tree (target/{debug,release}[/deps]) finds the
+        // project's `.ort/` where scripts/setup-ort.sh puts the library.
+        for up in dir.ancestors().take(4) {
+            dirs.push(up.join(".ort"));
         }
     }
     dirs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".ort"));

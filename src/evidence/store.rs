@@ -104,10 +104,8 @@ impl Store {
             for d in subdirs(&m) {
                 let name = d.file_name().and_then(|n| n.to_str()).unwrap_or("");
                 let incomplete = !d.join(META_FILE).is_file() || !d.join(CLIP_FILE).is_file();
-                if name.starts_with('.') || incomplete {
-                    if std::fs::remove_dir_all(&d).is_ok() {
-                        removed += 1;
-                    }
+                if (name.starts_with('.') || incomplete) && std::fs::remove_dir_all(&d).is_ok() {
+                    removed += 1;
                 }
             }
         }

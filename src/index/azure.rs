@@ -794,6 +794,20 @@ impl VectorIndex for AzureIndex {
     }
 }
 
+/// Where a key file really is: relative names are credentials handed over by systemd when
+/// `$CREDENTIALS_DIRECTORY` holds them.
+fn credential_path(p: &std::path::Path) -> std::path::PathBuf {
+    if p.is_relative()
+        && let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY")
+    {
+        let c = std::path::Path::new(&dir).join(p);
+        if c.is_file() {
+            return c;
+        }
+    }
+    p.to_path_buf()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -833,18 +847,4 @@ mod tests {
             "{err}"
         );
     }
-}
-
-/// Where a key file really is: relative names are credentials handed over by systemd when
-/// `$CREDENTIALS_DIRECTORY` holds them.
-fn credential_path(p: &std::path::Path) -> std::path::PathBuf {
-    if p.is_relative() {
-        if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-            let c = std::path::Path::new(&dir).join(p);
-            if c.is_file() {
-                return c;
-            }
-        }
-    }
-    p.to_path_buf()
 }

@@ -731,13 +731,13 @@ fn check_manifest(m: &Manifest) -> Result<(), (String, String)> {
             }
         }
     }
-    if let Some(l) = &m.level {
-        if !(l.floor_dbfs.is_finite() && l.quietest_dbfs.is_finite() && l.margin_db.is_finite()) {
-            return err(
-                "level",
-                "floor_dbfs, quietest_dbfs and margin_db must be finite".into(),
-            );
-        }
+    if let Some(l) = &m.level
+        && !(l.floor_dbfs.is_finite() && l.quietest_dbfs.is_finite() && l.margin_db.is_finite())
+    {
+        return err(
+            "level",
+            "floor_dbfs, quietest_dbfs and margin_db must be finite".into(),
+        );
     }
     Ok(())
 }
