@@ -181,8 +181,9 @@ pub fn generator_url(a: &Alert, external_url: &str) -> String {
     }
 }
 
-/// The alert's annotations plus `clip_url` and `spectrogram_url` for an anomaly. (Written
-/// when the clip is finished; a clip skipped for lack of disk space answers 404.)
+/// The alert's annotations plus `clip_url` and `spectrogram_url` for an anomaly. (The clip so
+/// far is written as the event is detected, usually before the alert is delivered, and
+/// replaced by the whole clip when it ends; a clip skipped for lack of disk space answers 404.)
 fn annotations(a: &Alert, external_url: &str) -> BTreeMap<String, String> {
     let mut out = a.annotations.clone();
     if let Some(u) = evidence_urls(a, external_url) {

@@ -70,6 +70,8 @@ pub struct EventView {
     pub clip_seconds: f64,
     pub sample_rate: u32,
     pub image: bool,
+    /// The clip so far (written at detection), not yet replaced by the whole clip.
+    pub partial: bool,
     pub urls: EvidenceUrls,
     /// Where the files are on disk (for `earshot events`).
     pub clip_path: String,
@@ -113,6 +115,7 @@ impl EventView {
             clip_seconds: m.clip_seconds,
             sample_rate: m.sample_rate,
             image: l.image.is_some(),
+            partial: m.partial,
             urls: EvidenceUrls::of(base, &m.event_id)?,
             clip_path: l.clip.display().to_string(),
             image_path: l.image.as_ref().map(|p| p.display().to_string()),
@@ -195,7 +198,7 @@ body { font-family: sans-serif; margin: 1.5em; color: #222; }
 
 const EVENT: &str = r#"<article class="event" data-event-id="{{ e.event_id }}">
 <h3><a href="{{ e.urls.page }}">{{ e.start }}</a> · {{ e.machine }}</h3>
-<p>{% if e.duration_s is not none %}duration {{ "%.1f"|format(e.duration_s) }} s{% else %}still open when the clip ended{% endif %}
+<p>{% if e.partial %}<span class="partial">clip up to the detection: the whole clip replaces it when the event ends (if it stays, earshot stopped first)</span>{% elif e.duration_s is not none %}duration {{ "%.1f"|format(e.duration_s) }} s{% else %}still open when the clip ended{% endif %}
 {% if e.peak is not none %} · peak {{ e.peak_scorer }} {{ "%.3f"|format(e.peak) }} vs threshold {{ "%.3f"|format(e.threshold) }}{% endif %}
 {% if e.reason %} · ended: {{ e.reason }}{% endif %}</p>
 {% if e.sounds_like %}<p class="sounds-like">sounds like: {{ e.sounds_like }}{% if e.benign %} <span class="benign">(benign: {{ e.benign }})</span>{% endif %}</p>{% endif %}

@@ -209,6 +209,18 @@ impl ClipRecorder {
         std::mem::take(&mut self.done)
     }
 
+    /// A copy of the open clip of `event_id` so far (pre-roll and every frame captured since),
+    /// or `None` when no clip of it is open. The clip goes on recording.
+    pub fn snapshot(&self, event_id: &str) -> Option<FinishedAudio> {
+        let a = self.active.as_ref().filter(|a| a.event_id == event_id)?;
+        Some(FinishedAudio {
+            event_id: a.event_id.clone(),
+            sample_rate: self.rate,
+            start_s: a.start_s,
+            samples: a.samples.clone(),
+        })
+    }
+
     /// Whether a clip of `event_id` is open.
     pub fn recording(&self, event_id: &str) -> bool {
         self.active.as_ref().is_some_and(|a| a.event_id == event_id)
@@ -237,6 +249,12 @@ mod tests {
         // 10.2 s pushed; onset at 8.5 s, pre-roll 2 s: from frame 650, still in the 4 s ring.
         r.begin("m/01", 6.5, 60.0);
         assert!(r.recording("m/01"));
+        // The clip so far: pre-roll to the latest frame pushed; recording goes on.
+        let so_far = r.snapshot("m/01").expect("a clip is open");
+        assert_eq!(so_far.samples.first(), Some(&650.0));
+        assert_eq!(so_far.samples.last(), Some(&1019.0));
+        assert!((so_far.start_s - 6.5).abs() < 1e-9);
+        assert!(r.snapshot("m/02").is_none());
         r.end("m/01", 11.0);
         while at < 1300 {
             r.push(&ramp(at, 30), rate, 0);

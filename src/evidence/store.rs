@@ -34,6 +34,11 @@ pub struct EventEvidence {
     pub windows: Vec<WindowScores>,
     /// When the evidence was written (RFC 3339).
     pub written_at: String,
+    /// The clip so far, written when the event was detected: the whole clip replaces it when
+    /// the event ends or the clip reaches its maximum length. One that stays partial was cut
+    /// by earshot stopping (a kill, a crash, a power loss) before either.
+    #[serde(default)]
+    pub partial: bool,
 }
 
 impl EventEvidence {
@@ -97,13 +102,21 @@ impl Store {
     }
 
     /// Removes what an interrupted write or deletion left (hidden temp directories) and any
-    /// event directory that lacks one of its files; returns how many were removed.
+    /// event directory that lacks one of its files; returns how many were removed. An earlier
+    /// version that [`Store::replace`] had set aside when it was interrupted is put back.
     pub fn sweep(&self) -> usize {
         let mut removed = 0;
         for m in subdirs(&self.root) {
             for d in subdirs(&m) {
                 let name = d.file_name().and_then(|n| n.to_str()).unwrap_or("");
                 let incomplete = !d.join(META_FILE).is_file() || !d.join(CLIP_FILE).is_file();
+                if let Some(event) = name.strip_prefix(OLD_PREFIX)
+                    && !incomplete
+                    && !m.join(event).exists()
+                    && std::fs::rename(&d, m.join(event)).is_ok()
+                {
+                    continue;
+                }
                 if (name.starts_with('.') || incomplete) && std::fs::remove_dir_all(&d).is_ok() {
                     removed += 1;
                 }
@@ -145,6 +158,33 @@ impl Store {
         read_event(&self.root.join(monitor_seg).join(hex))
     }
 
+    /// Puts the complete directory `tmp` (a sibling) in the place of `final_dir`, which may
+    /// hold an earlier version (the clip so far). The earlier one is set aside under a hidden
+    /// name first and removed last, so a crash between the two renames leaves it for the next
+    /// start's [`Store::sweep`] to put back: the event keeps the evidence it had.
+    pub fn replace(&self, tmp: &Path, final_dir: &Path) -> Result<(), EvidenceError> {
+        let name = final_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("x");
+        let old = final_dir.with_file_name(format!("{OLD_PREFIX}{name}"));
+        let had = final_dir.exists();
+        if had {
+            let _ = std::fs::remove_dir_all(&old);
+            std::fs::rename(final_dir, &old).map_err(io_err(final_dir))?;
+        }
+        if let Err(e) = std::fs::rename(tmp, final_dir) {
+            if had {
+                let _ = std::fs::rename(&old, final_dir);
+            }
+            return Err(io_err(final_dir)(e));
+        }
+        if had {
+            let _ = std::fs::remove_dir_all(&old);
+        }
+        Ok(())
+    }
+
     /// Deletes an event's directory: renamed to a hidden name first, so a half-deleted
     /// directory is never listed.
     pub fn delete(&self, dir: &Path) -> Result<(), EvidenceError> {
@@ -154,6 +194,9 @@ impl Store {
         std::fs::remove_dir_all(&hidden).map_err(io_err(&hidden))
     }
 }
+
+/// Hidden name of an event's earlier version while [`Store::replace`] swaps in the new one.
+const OLD_PREFIX: &str = ".old-";
 
 /// A path segment that cannot leave its directory.
 fn valid_segment(s: &str) -> bool {
@@ -193,4 +236,55 @@ fn read_event(dir: &Path) -> Option<Listed> {
         clip,
         modified,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A complete event directory whose clip holds `tag`.
+    fn event(dir: &Path, tag: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(META_FILE), b"{}").unwrap();
+        std::fs::write(dir.join(CLIP_FILE), tag).unwrap();
+    }
+
+    fn clip(dir: &Path) -> String {
+        std::fs::read_to_string(dir.join(CLIP_FILE)).unwrap()
+    }
+
+    #[test]
+    fn replace_swaps_in_the_new_version_and_a_crash_between_keeps_the_old() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path());
+        let mon = store.monitor_dir("press");
+        let fin = mon.join("0a1b");
+        // First write: nothing there yet.
+        event(&mon.join(".tmp-0a1b"), "so far");
+        store.replace(&mon.join(".tmp-0a1b"), &fin).unwrap();
+        assert_eq!(clip(&fin), "so far");
+        // The whole clip replaces it; nothing hidden is left.
+        event(&mon.join(".tmp-0a1b"), "whole");
+        store.replace(&mon.join(".tmp-0a1b"), &fin).unwrap();
+        assert_eq!(clip(&fin), "whole");
+        let names: Vec<String> = std::fs::read_dir(&mon)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["0a1b".to_string()]);
+        // A crash between the two renames: the old version set aside, the new one still in
+        // its temp directory. The next start puts the old one back and removes the temp.
+        std::fs::rename(&fin, mon.join(".old-0a1b")).unwrap();
+        event(&mon.join(".tmp-0a1b"), "never renamed");
+        assert_eq!(store.sweep(), 1);
+        assert_eq!(clip(&fin), "whole");
+        assert!(!mon.join(".tmp-0a1b").exists());
+        assert!(!mon.join(".old-0a1b").exists());
+        // An old version whose event is in place (the crash came after the second rename)
+        // is removed, not put back over the new one.
+        event(&mon.join(".old-0a1b"), "stale");
+        assert_eq!(store.sweep(), 1);
+        assert_eq!(clip(&fin), "whole");
+        assert!(!mon.join(".old-0a1b").exists());
+    }
 }

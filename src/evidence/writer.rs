@@ -134,9 +134,25 @@ impl Evidence {
         !low
     }
 
-    /// Writes one event's evidence and applies retention to its monitor.
+    /// Writes one event's evidence and applies retention to its monitor. The clip so far
+    /// (`partial`) is not counted: the whole clip that replaces it is.
     fn write(&self, job: WriteJob) {
         let monitor = job.monitor.clone();
+        if job.partial {
+            if !self.room() {
+                return;
+            }
+            match write_event(&self.store, &job) {
+                Ok(dir) => {
+                    tracing::info!(monitor = %monitor, event_id = %job.audio.event_id, dir = %dir.display(), seconds = job.audio.samples.len() as f64 / f64::from(job.audio.sample_rate), "anomaly clip so far written (the whole clip replaces it when the event ends)");
+                }
+                Err(e) => {
+                    tracing::warn!(monitor = %monitor, event_id = %job.audio.event_id, error = %e, "anomaly clip so far not written (the whole clip is written when the event ends)");
+                }
+            }
+            super::retention::prune(&self.store, &monitor, &self.cfg, SystemTime::now());
+            return;
+        }
         if !self.room() {
             self.skip(&monitor, "low_disk");
             tracing::warn!(monitor = %monitor, event_id = %job.audio.event_id, "anomaly clip skipped: low on disk space");
@@ -169,6 +185,8 @@ pub struct WriteJob {
     /// Windows over the clip, times relative to its first sample.
     pub windows: Vec<WindowScores>,
     pub reference: Option<Arc<Spectrogram>>,
+    /// The clip so far, written at detection (see [`EventEvidence::partial`]).
+    pub partial: bool,
 }
 
 /// Writes WAV, PNG and `event.json` into a hidden temp directory, fsyncs them and renames the
@@ -224,6 +242,7 @@ pub fn write_event(store: &Store, job: &WriteJob) -> Result<std::path::PathBuf, 
             image,
             windows: job.windows.clone(),
             written_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            partial: job.partial,
         };
         let meta_path = tmp.join(META_FILE);
         let text = serde_json::to_vec_pretty(&meta).map_err(|e| EvidenceError::Io {
@@ -234,10 +253,7 @@ pub fn write_event(store: &Store, job: &WriteJob) -> Result<std::path::PathBuf, 
         f.write_all(&text).map_err(io_err(&meta_path))?;
         f.sync_all().map_err(io_err(&meta_path))?;
         sync_dir(&tmp)?;
-        if final_dir.exists() {
-            store.delete(&final_dir)?;
-        }
-        std::fs::rename(&tmp, &final_dir).map_err(io_err(&final_dir))?;
+        store.replace(&tmp, &final_dir)?;
         sync_dir(&parent)?;
         Ok(final_dir.clone())
     })();
@@ -437,9 +453,28 @@ impl MonitorEvidence {
                 rec.end(&ev.event_id, end + cfg.post_roll_seconds);
             }
         }
+        let so_far = (ev.kind == DecisionKind::Started)
+            .then(|| rec.snapshot(&ev.event_id))
+            .flatten();
         drop(rec);
         if ev.kind == DecisionKind::Started || self.pending.contains_key(&ev.event_id) {
             self.pending.insert(ev.event_id.clone(), ev.clone());
+        }
+        // The clip so far, at once: whoever the alert reaches can listen to the onset now,
+        // not only when the event ends (up to `max_clip_seconds` later), and a kill before
+        // then still leaves it.
+        if let Some(audio) = so_far.filter(|a| !a.samples.is_empty()) {
+            let job = WriteJob {
+                monitor: self.monitor.clone(),
+                windows: self.trace.span(audio.start_s, audio.end_s()),
+                audio,
+                event: ev.clone(),
+                reference: self.reference.clone(),
+                partial: true,
+            };
+            if !self.writer.send(job) {
+                tracing::debug!(monitor = %self.monitor, "clip so far not written: the evidence writer is behind");
+            }
         }
     }
 
@@ -473,6 +508,7 @@ impl MonitorEvidence {
                 event,
                 windows,
                 reference: self.reference.clone(),
+                partial: false,
             };
             if !self.writer.send(job) {
                 self.evidence.skip(&self.monitor, "busy");
