@@ -109,6 +109,17 @@ fn a_start_removes_the_saved_copies_of_models_no_longer_used() {
     let _saving = earshot::files::lock_file(&busy.join("lock"), false)
         .unwrap()
         .expect("the lock is free");
+    // `check` says what the start will remove (and removes nothing itself).
+    let (ok, out) = check(&cfg, &[]);
+    assert!(ok, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("optimised copies of other models"))
+        .unwrap_or_else(|| panic!("no line about the other copies:\n{out}"));
+    assert!(line.contains("2 optimised copies"), "{line}");
+    assert!(line.contains("panns-cnn14-0123456789abcdef"), "{line}");
+    assert!(!line.contains("notes-by-hand"), "{line}");
+    assert!(tried.exists());
     let (st, run) = run_bounded(
         Command::new(EARSHOT)
             .args(["run", "--config"])

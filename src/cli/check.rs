@@ -210,6 +210,20 @@ fn check_model_cache(s: &Settings, e: &Embedder, r: &mut Report) {
             "the saved optimised model cannot be used ({why}): the service makes it again at its next start; nothing to do"
         )),
     }
+    let others = entry.other_entries();
+    if !others.is_empty() {
+        let mb = others.iter().map(|o| o.1).sum::<u64>() as f64 / 1e6;
+        let names: Vec<String> = others
+            .iter()
+            .filter_map(|o| o.0.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        r.ok(format!(
+            "{} optimised copies of other models or versions in {} ({mb:.0} MB: {}): the service's next start removes them",
+            others.len(),
+            s.model_cache_dir().display(),
+            names.join(", ")
+        ));
+    }
 }
 
 fn check_monitor(

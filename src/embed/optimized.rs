@@ -214,26 +214,47 @@ impl Entry {
         self.remove_others(|_| true)
     }
 
+    /// The cache's other entries (of this model or any other) and their sizes in bytes: what
+    /// [`Entry::remove_other_entries`] would remove (`earshot check` lists them).
+    pub fn other_entries(&self) -> Vec<(PathBuf, u64)> {
+        self.others(|_| true)
+            .into_iter()
+            .map(|p| {
+                let bytes = std::fs::read_dir(&p)
+                    .map(|rd| {
+                        rd.flatten()
+                            .filter_map(|f| f.metadata().ok())
+                            .filter(|m| m.is_file())
+                            .map(|m| m.len())
+                            .sum()
+                    })
+                    .unwrap_or(0);
+                (p, bytes)
+            })
+            .collect()
+    }
+
+    /// Entry directories of the cache other than this one, of the models `model` accepts
+    /// (by name): `<name>-<16 hex digits>`.
+    fn others(&self, model: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+        let Some(Ok(rd)) = self.dir.parent().map(std::fs::read_dir) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter(|d| d.file_type().is_ok_and(|t| t.is_dir()) && d.path() != self.dir)
+            .filter(|d| {
+                let file_name = d.file_name().to_string_lossy().into_owned();
+                file_name.rsplit_once('-').is_some_and(|(name, id)| {
+                    id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) && model(name)
+                })
+            })
+            .map(|d| d.path())
+            .collect()
+    }
+
     fn remove_others(&self, model: impl Fn(&str) -> bool) -> Vec<PathBuf> {
         let mut removed = Vec::new();
-        let Some(cache) = self.dir.parent() else {
-            return removed;
-        };
-        let Ok(rd) = std::fs::read_dir(cache) else {
-            return removed;
-        };
-        for d in rd.flatten() {
-            let path = d.path();
-            let file_name = d.file_name().to_string_lossy().into_owned();
-            let entry_of = file_name.rsplit_once('-').and_then(|(name, id)| {
-                (id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(name)
-            });
-            if !entry_of.is_some_and(&model)
-                || path == self.dir
-                || !d.file_type().is_ok_and(|t| t.is_dir())
-            {
-                continue;
-            }
+        for path in self.others(model) {
             let Ok(Some(_held)) = crate::files::lock_file(&path.join(LOCK), false) else {
                 continue;
             };
