@@ -25,6 +25,18 @@ fn evidence_section(extra: &str) -> String {
     )
 }
 
+/// `dir/earshot.toml`: the evidence section (plus `extra`) and one monitor, press-1,
+/// replaying `file`.
+fn press_config(dir: &Path, extra: &str, file: &Path, realtime: bool, looping: bool) -> PathBuf {
+    let cfg = format!(
+        "{}{}{}",
+        daemon_header(dir),
+        evidence_section(extra),
+        replay_monitor("press-1", &fixture().profile, file, realtime, looping)
+    );
+    write_config(dir, &cfg)
+}
+
 /// Event directories (complete ones) of a monitor.
 fn event_dirs(state: &Path, monitor: &str) -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir(state.join("evidence").join(monitor)) else {
@@ -129,13 +141,8 @@ fn score_pictures_draw_the_deciding_scores() {
 /// Runs a fast replay of a 48 kHz stream with a bearing fault at ONSET to its end.
 fn replay_fault(dir: &Path, extra: &str) -> (PathBuf, String) {
     let f = fixture();
-    let cfg = format!(
-        "{}{}{}",
-        daemon_header(dir),
-        evidence_section(extra),
-        replay_monitor("press-1", &f.profile, &f.stream, false, false)
-    );
-    let mut d = Daemon::start(&write_config(dir, &cfg), &["--exit-when-done"], &[]);
+    let cfg = press_config(dir, extra, &f.stream, false, false);
+    let mut d = Daemon::start(&cfg, &["--exit-when-done"], &[]);
     let st = d.expect_exit(RUN_LIMIT);
     assert!(st.success(), "{}", d.log());
     (d.state_dir.clone(), d.log())
@@ -266,13 +273,8 @@ fn retention_keeps_the_newest_and_the_free_space_guard_skips_clips() {
     }
     let stream = dir.path().join("many.wav");
     daemon::write_i16(&stream, 48_000, &all);
-    let cfg = format!(
-        "{}{}{}",
-        daemon_header(dir.path()),
-        evidence_section("max_events = 2"),
-        replay_monitor("press-1", &f.profile, &stream, false, false)
-    );
-    let mut d = Daemon::start(&write_config(dir.path(), &cfg), &["--exit-when-done"], &[]);
+    let cfg = press_config(dir.path(), "max_events = 2", &stream, false, false);
+    let mut d = Daemon::start(&cfg, &["--exit-when-done"], &[]);
     assert!(d.expect_exit(RUN_LIMIT).success(), "{}", d.log());
     let events = daemon::read_events(&d.state_dir.join("events.jsonl"));
     let started: Vec<String> = events
@@ -340,13 +342,8 @@ fn retention_keeps_the_newest_and_the_free_space_guard_skips_clips() {
 fn a_crash_while_writing_leaves_no_partial_evidence() {
     let f = fixture();
     let dir = test_dir();
-    let cfg = format!(
-        "{}{}{}",
-        daemon_header(dir.path()),
-        evidence_section(""),
-        replay_monitor("press-1", &f.profile, &f.stream, false, false)
-    );
-    let config = write_config(dir.path(), &cfg);
+    let cfg = press_config(dir.path(), "", &f.stream, false, false);
+    let config = cfg;
     let mut d = Daemon::start(&config, &["--exit-when-done"], &[]);
     let mon = d.state_dir.join("evidence").join("press-1");
     // Kill the moment a temporary event directory appears (the writer is at work in it).
@@ -386,13 +383,8 @@ fn a_crash_while_writing_leaves_no_partial_evidence() {
     assert!(listed.len() <= 1, "{listed:?}");
     assert!(listed.iter().all(|e| e["partial"] == true), "{listed:?}");
     // Not served, and swept, by the next daemon.
-    let cfg2 = format!(
-        "{}{}{}",
-        daemon_header(dir.path()),
-        evidence_section(""),
-        replay_monitor("press-1", &f.profile, &f.short_normal, true, true)
-    );
-    let mut d2 = Daemon::start(&write_config(dir.path(), &cfg2), &[], &[]);
+    let cfg2 = press_config(dir.path(), "", &f.short_normal, true, true);
+    let mut d2 = Daemon::start(&cfg2, &[], &[]);
     let addr = d2.metrics_addr();
     let (code, body) = get(addr, "/api/events");
     assert_eq!(code, 200);
@@ -414,13 +406,8 @@ fn a_crash_while_writing_leaves_no_partial_evidence() {
 fn the_clip_so_far_is_served_while_the_event_is_open_and_survives_a_kill() {
     let f = fixture();
     let dir = test_dir();
-    let cfg = format!(
-        "{}{}{}",
-        daemon_header(dir.path()),
-        evidence_section(""),
-        replay_monitor("press-1", &f.profile, &f.stream, true, false)
-    );
-    let mut d = Daemon::start(&write_config(dir.path(), &cfg), &[], &[]);
+    let cfg = press_config(dir.path(), "", &f.stream, true, false);
+    let mut d = Daemon::start(&cfg, &[], &[]);
     let addr = d.metrics_addr();
     let started = d.wait_event("anomaly_started", RUN_LIMIT);
     let state = d.state_dir.clone();
@@ -659,13 +646,8 @@ fn the_events_page_shows_the_event_in_chromium() {
     let (state, _) = replay_fault(dir.path(), "");
     let f = fixture();
     // A daemon that serves the page (listening to normal audio now).
-    let cfg = format!(
-        "{}{}{}",
-        daemon_header(dir.path()),
-        evidence_section(""),
-        replay_monitor("press-1", &f.profile, &f.short_normal, true, true)
-    );
-    let mut d = Daemon::start(&write_config(dir.path(), &cfg), &[], &[]);
+    let cfg = press_config(dir.path(), "", &f.short_normal, true, true);
+    let mut d = Daemon::start(&cfg, &[], &[]);
     assert_eq!(d.state_dir, state);
     let addr = d.metrics_addr();
     let listed = events_cli(&state, &[]);

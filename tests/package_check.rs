@@ -25,6 +25,29 @@ fn check(config: &Path, extra: &[&str]) -> (bool, String) {
     (st.success(), out)
 }
 
+/// The line of a passing `check` that contains `what`.
+fn check_line(config: &Path, what: &str) -> String {
+    let (ok, out) = check(config, &[]);
+    assert!(ok, "{out}");
+    out.lines()
+        .find(|l| l.contains(what))
+        .unwrap_or_else(|| panic!("no line with {what:?}:\n{out}"))
+        .to_string()
+}
+
+/// One run of the service on the config's replay, to its end; its output.
+fn run_once(config: &Path) -> String {
+    let (st, run) = run_bounded(
+        Command::new(EARSHOT)
+            .args(["run", "--config"])
+            .arg(config)
+            .arg("--exit-when-done"),
+        Duration::from_secs(180),
+    );
+    assert!(st.success(), "{run}");
+    run
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -71,20 +94,8 @@ fn check_says_whether_the_optimised_model_is_saved() {
     let (ok, out) = check(&cfg, &[]);
     assert!(ok, "{out}");
     assert!(out.contains("no optimised model saved yet"), "{out}");
-    let (st, run) = run_bounded(
-        Command::new(EARSHOT)
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .arg("--exit-when-done"),
-        Duration::from_secs(180),
-    );
-    assert!(st.success(), "{run}");
-    let (ok, out) = check(&cfg, &[]);
-    assert!(ok, "{out}");
-    let line = out
-        .lines()
-        .find(|l| l.contains("optimised model saved in"))
-        .unwrap_or_else(|| panic!("no line about the saved model:\n{out}"));
+    run_once(&cfg);
+    let line = check_line(&cfg, "optimised model saved in");
     assert!(line.starts_with("ok:"), "{line}");
     assert!(line.contains("model-cache"), "{line}");
 }
@@ -110,24 +121,12 @@ fn a_start_removes_the_saved_copies_of_models_no_longer_used() {
         .unwrap()
         .expect("the lock is free");
     // `check` says what the start will remove (and removes nothing itself).
-    let (ok, out) = check(&cfg, &[]);
-    assert!(ok, "{out}");
-    let line = out
-        .lines()
-        .find(|l| l.contains("optimised copies of other models"))
-        .unwrap_or_else(|| panic!("no line about the other copies:\n{out}"));
+    let line = check_line(&cfg, "optimised copies of other models");
     assert!(line.contains("2 optimised copies"), "{line}");
     assert!(line.contains("panns-cnn14-0123456789abcdef"), "{line}");
     assert!(!line.contains("notes-by-hand"), "{line}");
     assert!(tried.exists());
-    let (st, run) = run_bounded(
-        Command::new(EARSHOT)
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .arg("--exit-when-done"),
-        Duration::from_secs(180),
-    );
-    assert!(st.success(), "{run}");
+    let run = run_once(&cfg);
     assert!(
         !tried.exists(),
         "the other model's copy is still there:\n{run}"
@@ -137,12 +136,7 @@ fn a_start_removes_the_saved_copies_of_models_no_longer_used() {
         assert!(kept.join("model.onnx").is_file(), "{kept:?} was removed");
     }
     // The configured model's own entry was made (and not removed).
-    let (ok, out) = check(&cfg, &[]);
-    assert!(ok, "{out}");
-    let line = out
-        .lines()
-        .find(|l| l.contains("optimised model saved in"))
-        .unwrap_or_else(|| panic!("no line about the saved model:\n{out}"));
+    let line = check_line(&cfg, "optimised model saved in");
     assert!(line.starts_with("ok:"), "{line}");
     let entries = std::fs::read_dir(&cache).unwrap().count();
     assert_eq!(entries, 3, "the model's entry and the two kept");
