@@ -6,7 +6,10 @@
 #[path = "common/daemon.rs"]
 mod daemon;
 
-use daemon::{Daemon, daemon_header, fixture, replay_monitor, test_dir, write_config};
+use daemon::{
+    Daemon, daemon_header, fixture, learn_motor_profile, model_table, replay_monitor, test_dir,
+    write_config,
+};
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -206,6 +209,68 @@ fn sigterm_stops_within_2s_and_closes_the_open_anomaly() {
                 .as_f64()
                 .expect("start"),
         "{last}"
+    );
+}
+
+/// The entry directories of the model cache.
+fn cache_entries(cache: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(cache)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A reload that changes the model removes the saved optimised copy of the model it stopped
+/// using (a start's removal is in tests/package_check.rs).
+#[test]
+fn sighup_with_another_model_removes_the_old_models_saved_copy() {
+    let fx = fixture();
+    let dir = test_dir();
+    let text = format!(
+        "{}{}",
+        daemon_header(dir.path()),
+        replay_monitor("steady", &fx.profile, &fx.short_normal, true, true)
+    );
+    let config = write_config(dir.path(), &text);
+    let mut d = Daemon::start(&config, &[], &[]);
+    d.wait_windows_above("steady", 1.0, Duration::from_secs(60));
+    let cache = d.state_dir.join("model-cache");
+    let before = cache_entries(&cache);
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert!(
+        before[0].starts_with("panns-mobilenetv1-seeded-"),
+        "{before:?}"
+    );
+    // The same machine learned with the bundled aisfx-cnn9, and the service switched to it.
+    let other = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/aisfx-cnn9");
+    let learn_dir = dir.path().join("aisfx");
+    std::fs::create_dir_all(&learn_dir).unwrap();
+    let profile = learn_motor_profile(&learn_dir, &other, "");
+    write_config(
+        dir.path(),
+        &format!(
+            "{}{}{}",
+            daemon_header(dir.path()),
+            model_table(&other),
+            replay_monitor("steady", &profile, &fx.short_normal, true, true)
+        ),
+    );
+    d.signal(libc::SIGHUP);
+    d.wait_log("configuration reloaded", Duration::from_secs(60));
+    let w = d.wait_windows_above("steady", 0.0, Duration::from_secs(30));
+    d.wait_windows_above("steady", w + 1.0, Duration::from_secs(30));
+    let after = cache_entries(&cache);
+    assert_eq!(after.len(), 1, "{after:?}\n{}", d.log());
+    assert!(after[0].starts_with("aisfx-cnn9-"), "{after:?}");
+    assert!(
+        d.log().contains("removed an optimised model copy"),
+        "{}",
+        d.log()
     );
 }
 

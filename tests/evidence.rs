@@ -443,6 +443,20 @@ fn the_clip_so_far_is_served_while_the_event_is_open_and_survives_a_kill() {
         "{}",
         String::from_utf8_lossy(&page)
     );
+    // `feedback` will not mark an open event's clip so far normal (it changes nothing).
+    let out = Command::new(EARSHOT)
+        .args([
+            "feedback",
+            started["fingerprint"].as_str().unwrap(),
+            "--normal",
+            "--config",
+        ])
+        .arg(dir.path().join("earshot.toml"))
+        .output()
+        .expect("run earshot feedback");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("has not ended"), "{err}");
     assert!(
         !d.events().iter().any(|e| e["kind"] == "anomaly_ended"),
         "the event ended before the check; the replay is too short:\n{}",
@@ -457,6 +471,37 @@ fn the_clip_so_far_is_served_while_the_event_is_open_and_survives_a_kill() {
     assert_eq!(arr.len(), 1, "{listed}");
     assert_eq!(arr[0]["partial"], true, "{listed}");
     assert!(Path::new(arr[0]["clip_path"].as_str().unwrap()).is_file());
+    // The next start resolves the event left open; `feedback` then marks the clip so far
+    // normal and says that is all there is (on a copy of the profile: the fixture's is shared).
+    let cfg = press_config(dir.path(), "", &f.short_normal, true, true);
+    let mut d2 = Daemon::start(&cfg, &[], &[]);
+    d2.wait_log("earshot running", Duration::from_secs(60));
+    drop(d2);
+    let own = dir.path().join("own-profile");
+    std::fs::create_dir_all(&own).unwrap();
+    for e in std::fs::read_dir(&f.profile).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), own.join(e.file_name())).unwrap();
+    }
+    let out = Command::new(EARSHOT)
+        .args([
+            "feedback",
+            started["fingerprint"].as_str().unwrap(),
+            "--normal",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg("--profile")
+        .arg(&own)
+        .output()
+        .expect("run earshot feedback");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("only its clip so far"), "{said}");
 }
 
 /// A minimal binary-safe HTTP GET: (status, body).

@@ -327,7 +327,8 @@ fn the_running_service_picks_feedback_up_live() {
     );
     let cfg = write_config(dir.path(), &cfg);
     let mut d = Daemon::start(&cfg, &[], &[]);
-    // The first event's evidence is written once it ended (in the next pass's normal part).
+    // The first event's whole clip is written once it ended (in the next pass's normal part);
+    // the clip so far, written at detection, is refused by `feedback` while the event is open.
     let state = d.state_dir.clone();
     let mut fp = String::new();
     d.wait_for("an event with evidence", RUN_LIMIT, |d| {
@@ -340,12 +341,11 @@ fn the_running_service_picks_feedback_up_live() {
             Some(e) => {
                 fp = e["fingerprint"].as_str().unwrap().to_owned();
                 let (m, h) = fp.rsplit_once('/').unwrap();
-                state
-                    .join("evidence")
-                    .join(m)
-                    .join(h)
-                    .join("clip.wav")
-                    .is_file()
+                let meta = state.join("evidence").join(m).join(h).join("event.json");
+                std::fs::read_to_string(meta)
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                    .is_some_and(|v| v["partial"] == false)
             }
             None => false,
         }

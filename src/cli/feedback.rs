@@ -112,6 +112,23 @@ pub fn run(a: FeedbackArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let event = feedback::find_event(&store, given)?;
+    if event.meta.partial {
+        // Only the clip so far (written at detection) is there: marking it normal would teach
+        // the profile the onset and miss the rest of the event.
+        let (open, _, _) =
+            earshot::alert::open::OpenEvents::open(&state_dir, std::time::SystemTime::now());
+        if open.fingerprints().any(|f| f == event.meta.event_id) {
+            anyhow::bail!(
+                "{} has not ended: its clip so far covers {:.1} s, up to its detection (or earshot stopped before the event ended and has not started since). Run this again once the event has ended and its whole clip is written (`earshot events` then shows it without \"partial\")",
+                event.meta.event_id,
+                event.meta.clip_seconds
+            );
+        }
+        println!(
+            "note: earshot stopped before {} ended, so only its clip so far ({:.1} s, up to its detection) exists: that is what is marked normal",
+            event.meta.event_id, event.meta.clip_seconds
+        );
+    }
     let dir = profile_dir(&s, a.profile.as_deref(), Some(&event.meta.monitor))?;
     let before = Profile::load(&dir)?;
     let azure = azure_index(&s, &event.meta.monitor);
