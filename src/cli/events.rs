@@ -71,9 +71,11 @@ pub fn run(a: EventsArgs) -> anyhow::Result<()> {
 }
 
 fn line(e: &EventView) -> String {
-    let dur = e
-        .duration_s
-        .map_or_else(|| "open".to_string(), |d| format!("{d:.1} s"));
+    let dur = match e.duration_s {
+        _ if e.partial => "clip so far (partial)".to_string(),
+        Some(d) => format!("{d:.1} s"),
+        None => "open".to_string(),
+    };
     let peak = match (&e.peak_scorer, e.peak, e.threshold) {
         (Some(s), Some(p), Some(t)) => format!("{s} {p:.3}/{t:.3}"),
         _ => "-".into(),
