@@ -444,16 +444,8 @@ fn the_clip_so_far_is_served_while_the_event_is_open_and_survives_a_kill() {
         String::from_utf8_lossy(&page)
     );
     // `feedback` will not mark an open event's clip so far normal (it changes nothing).
-    let out = Command::new(EARSHOT)
-        .args([
-            "feedback",
-            started["fingerprint"].as_str().unwrap(),
-            "--normal",
-            "--config",
-        ])
-        .arg(dir.path().join("earshot.toml"))
-        .output()
-        .expect("run earshot feedback");
+    let fingerprint = started["fingerprint"].as_str().unwrap();
+    let out = feedback_normal(fingerprint, &dir.path().join("earshot.toml"), &[]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("has not ended"), "{err}");
@@ -483,18 +475,7 @@ fn the_clip_so_far_is_served_while_the_event_is_open_and_survives_a_kill() {
         let e = e.unwrap();
         std::fs::copy(e.path(), own.join(e.file_name())).unwrap();
     }
-    let out = Command::new(EARSHOT)
-        .args([
-            "feedback",
-            started["fingerprint"].as_str().unwrap(),
-            "--normal",
-            "--config",
-        ])
-        .arg(&cfg)
-        .arg("--profile")
-        .arg(&own)
-        .output()
-        .expect("run earshot feedback");
+    let out = feedback_normal(fingerprint, &cfg, &["--profile".as_ref(), own.as_os_str()]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -502,6 +483,20 @@ fn the_clip_so_far_is_served_while_the_event_is_open_and_survives_a_kill() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(said.contains("only its clip so far"), "{said}");
+}
+
+/// `earshot feedback <fingerprint> --normal --config <config> <extra>`.
+fn feedback_normal(
+    fingerprint: &str,
+    config: &Path,
+    extra: &[&std::ffi::OsStr],
+) -> std::process::Output {
+    Command::new(EARSHOT)
+        .args(["feedback", fingerprint, "--normal", "--config"])
+        .arg(config)
+        .args(extra)
+        .output()
+        .expect("run earshot feedback")
 }
 
 /// A minimal binary-safe HTTP GET: (status, body).

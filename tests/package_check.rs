@@ -331,22 +331,13 @@ fn check_lists_the_events_on_record_as_open_and_warns_of_a_damaged_record() {
         "input below -60 dBFS",
     )));
     drop(sinks);
-    let (ok, out) = check(&cfg, &[]);
-    assert!(ok, "{out}");
-    let line = out
-        .lines()
-        .find(|l| l.contains("not resolved"))
-        .unwrap_or_else(|| panic!("no line about open events:\n{out}"));
+    let line = check_line(&cfg, "not resolved");
     assert!(line.starts_with("ok: 1 event(s)"), "{line}");
     assert!(line.contains("press/no_signal"), "{line}");
 
     std::fs::write(state.join("open-events.json"), b"{\"open\": ").unwrap();
-    let (ok, out) = check(&cfg, &[]);
-    assert!(ok, "a warning, not an error:\n{out}");
-    let line = out
-        .lines()
-        .find(|l| l.contains("open-events.json"))
-        .unwrap_or_else(|| panic!("no line about the damaged record:\n{out}"));
+    // A warning, not an error: `check` still passes.
+    let line = check_line(&cfg, "open-events.json");
     assert!(line.starts_with("warning:"), "{line}");
     assert!(line.contains("remove the file if it is damaged"), "{line}");
 }
