@@ -135,37 +135,38 @@ impl Evidence {
     }
 
     /// Writes one event's evidence and applies retention to its monitor. The clip so far
-    /// (`partial`) is not counted: the whole clip that replaces it is.
+    /// (`partial`) is neither counted nor reported skipped: the whole clip that replaces it is.
     fn write(&self, job: WriteJob) {
         let monitor = job.monitor.clone();
-        if job.partial {
-            if !self.room() {
-                return;
-            }
-            match write_event(&self.store, &job) {
-                Ok(dir) => {
-                    tracing::info!(monitor = %monitor, event_id = %job.audio.event_id, dir = %dir.display(), seconds = job.audio.samples.len() as f64 / f64::from(job.audio.sample_rate), "anomaly clip so far written (the whole clip replaces it when the event ends)");
-                }
-                Err(e) => {
-                    tracing::warn!(monitor = %monitor, event_id = %job.audio.event_id, error = %e, "anomaly clip so far not written (the whole clip is written when the event ends)");
-                }
-            }
-            super::retention::prune(&self.store, &monitor, &self.cfg, SystemTime::now());
-            return;
-        }
+        let id = &job.audio.event_id;
+        let (written, not_written) = if job.partial {
+            (
+                "anomaly clip so far written (the whole clip replaces it when the event ends)",
+                "anomaly clip so far not written (the whole clip is written when the event ends)",
+            )
+        } else {
+            ("anomaly clip written", "anomaly clip not written")
+        };
         if !self.room() {
-            self.skip(&monitor, "low_disk");
-            tracing::warn!(monitor = %monitor, event_id = %job.audio.event_id, "anomaly clip skipped: low on disk space");
+            if !job.partial {
+                self.skip(&monitor, "low_disk");
+                tracing::warn!(monitor = %monitor, event_id = %id, "anomaly clip skipped: low on disk space");
+            }
             return;
         }
         match write_event(&self.store, &job) {
             Ok(dir) => {
-                self.written.with_label_values(&[&monitor]).inc();
-                tracing::info!(monitor = %monitor, event_id = %job.audio.event_id, dir = %dir.display(), seconds = job.audio.samples.len() as f64 / f64::from(job.audio.sample_rate), "anomaly clip written");
+                if !job.partial {
+                    self.written.with_label_values(&[&monitor]).inc();
+                }
+                let seconds = job.audio.samples.len() as f64 / f64::from(job.audio.sample_rate);
+                tracing::info!(monitor = %monitor, event_id = %id, dir = %dir.display(), seconds, "{written}");
             }
             Err(e) => {
-                self.skip(&monitor, "failed");
-                tracing::warn!(monitor = %monitor, event_id = %job.audio.event_id, error = %e, "anomaly clip not written");
+                if !job.partial {
+                    self.skip(&monitor, "failed");
+                }
+                tracing::warn!(monitor = %monitor, event_id = %id, error = %e, "{not_written}");
             }
         }
         let p = super::retention::prune(&self.store, &monitor, &self.cfg, SystemTime::now());
